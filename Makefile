@@ -1,0 +1,43 @@
+# rnn-nlp-service: `make serve` trains what is missing and serves; `make test` lints, type-checks and tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RNN_DATA_DIR ?= ../shared/data
+export RNN_DATA_DIR
+
+.PHONY: install lint typecheck test serve train bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(PY) -m ruff check model app tests bench
+	$(PY) -m ruff format --check model app tests bench
+
+typecheck: install
+	$(PY) -m mypy
+
+test: lint typecheck
+	$(PY) -m pytest -q
+
+artifacts/sentiment/config.json: | install
+	$(PY) -m model train sentiment --out artifacts/sentiment
+
+artifacts/generator/config.json: | install
+	$(PY) -m model train generator --out artifacts/generator
+
+train: artifacts/sentiment/config.json
+
+serve: train
+	$(PY) -m app
+
+bench: install
+	$(PY) bench/sentiment_quality.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

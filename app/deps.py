@@ -1,0 +1,52 @@
+"""FastAPI dependencies as Annotated aliases: the engines, the settings and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from app.config import Settings
+from app.serving.classifier import ClassifierEngine
+from app.serving.generator import GeneratorEngine
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_classifier(request: Request) -> ClassifierEngine:
+    engine: ClassifierEngine | None = getattr(request.app.state, "classifier", None)
+    if engine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the sentiment model is not loaded")
+    return engine
+
+
+def get_generator(request: Request) -> GeneratorEngine:
+    engine: GeneratorEngine | None = getattr(request.app.state, "generator", None)
+    if engine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the generator model is not loaded")
+    return engine
+
+
+def require_api_key(request: Request) -> None:
+    """When RNN_API_KEY is set, every protected route needs `Authorization: Bearer <key>`."""
+    settings: Settings = request.app.state.settings
+    if settings.api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = settings.api_key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClassifierDep = Annotated[ClassifierEngine, Depends(get_classifier)]
+GeneratorDep = Annotated[GeneratorEngine, Depends(get_generator)]

@@ -1,0 +1,106 @@
+"""Pure ASGI middleware: body-size limit, the in-flight limit (503 + Retry-After at once) and metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.serving.metrics import Metrics
+
+LIMITED_PREFIXES = ("/sentiment", "/generate")
+
+
+async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class LimitsMiddleware:
+    """Refuses bodies over `max_body` bytes (413) and model requests beyond `max_in_flight` (503)."""
+
+    def __init__(self, app: ASGIApp, max_body: int, max_in_flight: int, metrics: Metrics) -> None:
+        self.app, self.max_body, self.max_in_flight, self.metrics = app, max_body, max_in_flight, metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        too_large = f"request body exceeds {self.max_body} bytes (RNN_MAX_BODY_BYTES)"
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _send_json(send, 413, too_large)
+            return
+        limited = scope["path"].startswith(LIMITED_PREFIXES)
+        if limited and self.in_flight >= self.max_in_flight:
+            self.metrics.rejected.inc()
+            detail = f"server busy: {self.in_flight} requests in flight (RNN_MAX_CONCURRENT_REQUESTS)"
+            await _send_json(send, 503, detail, [(b"retry-after", b"1")])
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        if limited:
+            self.in_flight += 1
+            self.metrics.in_flight.set(self.in_flight)
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, too_large)
+        finally:
+            if limited:
+                self.in_flight -= 1
+                self.metrics.in_flight.set(self.in_flight)
+
+
+class MetricsMiddleware:
+    """rnn_requests_total{route,status} and rnn_request_duration_seconds{route}, by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(name, str(status["code"])).inc()
+            self.metrics.duration.labels(name).observe(time.perf_counter() - started)

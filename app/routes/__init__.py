@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers over the engines in app/serving."""

@@ -1,0 +1,63 @@
+"""GET /health (alive), /ready (models loaded and warmed up), /models (model cards), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.deps import require_api_key
+from app.schemas import ModelCard
+from model.artifacts import Artifact
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is alive and answering."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "not ready, with the reason"}})
+async def ready(request: Request) -> JSONResponse:
+    """200 only when both models are loaded and warmed up."""
+    state = request.app.state
+    reason = getattr(state, "not_ready", None)
+    if reason:
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def card(name: str, artifact: Artifact) -> dict[str, Any]:
+    cfg = artifact.config
+    return {
+        "name": name,
+        "task": cfg["task"],
+        "labels": cfg.get("labels"),
+        "architecture": cfg["network"],
+        "parameters": cfg["parameters"],
+        "metrics": {k: v for k, v in cfg.get("metrics", {}).items() if k != "samples"},
+        "training_data": cfg.get("data", {}),
+        "created_at": cfg["created_at"],
+        "sha256": artifact.sha256,
+    }
+
+
+@router.get("/models", response_model=list[ModelCard], dependencies=[Depends(require_api_key)])
+async def models(request: Request) -> list[dict[str, Any]]:
+    """A card per loaded model, read from its artifact."""
+    cards = []
+    for name in ("sentiment", "generator"):
+        engine = getattr(request.app.state, name if name == "generator" else "classifier", None)
+        if engine is not None:
+            cards.append(card(name, engine.model.artifact))
+    return cards
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(require_api_key)])
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition format."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Serving engines: the micro-batching classifier and the continuous-batching generator."""

@@ -1,0 +1,117 @@
+"""The classifier engine: a dynamic micro-batcher in front of the sentiment network.
+
+    request texts --> queue --> [collector: take what waits, then up to max_wait for more, max_size at most]
+                                  --> one length-sorted forward in the model thread --> each future its result
+
+Model work runs in one dedicated thread under torch.inference_mode(), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app.serving.metrics import Metrics
+from model.artifacts import SentimentModel
+
+log = logging.getLogger(__name__)
+WORD = re.compile(r"\S+")
+MAX_EXPLAIN_WORDS = 256
+
+
+@dataclass
+class _Item:
+    text: str
+    future: asyncio.Future[dict[str, Any]]
+
+
+class ClassifierEngine:
+    def __init__(self, model: SentimentModel, max_batch: int, max_wait_ms: float, metrics: Metrics) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def warmup(self) -> None:
+        self._predict(["warm up the network", "and its tokenizer ."])
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._collect(), name="classifier-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    # ---------------------------------------------------------------- API
+    async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        items = [_Item(t, loop.create_future()) for t in texts]
+        for item in items:
+            self.queue.put_nowait(item)
+        self.metrics.queue_depth.set(self.queue.qsize())
+        try:
+            return list(await asyncio.gather(*(i.future for i in items)))
+        finally:
+            for item in items:  # a timed-out or disconnected request leaves nothing behind
+                item.future.cancel()
+
+    async def explain(self, text: str, label_index: int) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._occlusion, text, label_index)
+
+    # ---------------------------------------------------------------- internals
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch and (remaining := deadline - loop.time()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            self.metrics.queue_depth.set(self.queue.qsize())
+            live = [item for item in batch if not item.future.done()]
+            if not live:
+                continue
+            self.metrics.batch_size.observe(len(live))
+            try:
+                results = await loop.run_in_executor(self.executor, self._predict, [i.text for i in live])
+            except Exception as exc:  # a model failure fails these requests, not the batcher
+                log.exception("classifier batch failed")
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, result in zip(live, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            return self.model.predict(texts)
+
+    def _occlusion(self, text: str, label_index: int) -> list[dict[str, Any]]:
+        """Leave-one-out: a word's weight is how much the predicted label's probability drops without it."""
+        spans = [m.span() for m in WORD.finditer(text)][:MAX_EXPLAIN_WORDS]
+        variants = [text] + [(text[:a] + text[b:]).strip() or " " for a, b in spans]
+        with torch.inference_mode():
+            probs = self.model.predict_proba(variants)[:, label_index]
+        full = float(probs[0])
+        return [{"token": text[a:b], "weight": full - float(p)} for (a, b), p in zip(spans, probs[1:], strict=True)]

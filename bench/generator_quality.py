@@ -1,0 +1,149 @@
+"""Generator quality on tiny-shakespeare: the default preset beside an interpolated Kneser-Ney 5-gram computed in
+the same run, sampling speed for one stream and for 32 streams stepped as one batch, and the cell variants with
+the quick preset. Prints JSON; `--update-readme` rewrites the README tables.
+
+    python bench/generator_quality.py [--sections default,cells,batching] [--update-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.baselines import kneser_ney  # noqa: E402
+from bench.readme import save_json, table, update_section  # noqa: E402
+from model.artifacts import load_generator  # noqa: E402
+from model.config import generator_preset, merge  # noqa: E402
+from model.data import load_corpus  # noqa: E402
+from model.networks import CharRNN  # noqa: E402
+from model.sampling import Sampler, SamplingParams, generate  # noqa: E402
+from model.train_generator import train_generator  # noqa: E402
+
+TARGET_LOSS, TARGET_ONE, TARGET_BATCH = 1.50, 5000.0, 40000.0
+
+
+def train(preset: str, overrides: dict[str, Any], corpus: Any, workdir: Path) -> tuple[dict[str, Any], Path]:
+    cfg = merge(generator_preset(preset), {"threads": 2, **overrides})
+    out = workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
+    started = time.perf_counter()
+    metrics = train_generator(cfg, corpus, out)
+    config = json.loads((out / "config.json").read_text())
+    result = {
+        "preset": preset,
+        **overrides,
+        "val_loss": metrics["val_loss"],
+        "val_bpc": metrics["val_bpc"],
+        "wall_s": time.perf_counter() - started,
+        "epochs_run": metrics["epochs_run"],
+        "parameters": config["parameters"],
+    }
+    return result, out
+
+
+def speed_one_stream(net: CharRNN, tok: Any, chars: int = 2000, repeats: int = 3) -> float:
+    rates = []
+    for r in range(repeats):
+        started = time.perf_counter()
+        generate(net, tok, "ROMEO:", SamplingParams(max_new_tokens=chars, temperature=0.8, seed=r))
+        rates.append(chars / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+@torch.inference_mode()
+def speed_batched(net: CharRNN, streams: int = 32, steps: int = 500, repeats: int = 3) -> float:
+    """Characters/s over `streams` streams advanced as one batch, each sampled by its own Sampler."""
+    rates = []
+    for r in range(repeats):
+        samplers = [Sampler(SamplingParams(temperature=0.8, seed=r * 100 + i)) for i in range(streams)]
+        tokens = torch.full((streams, 1), 2, dtype=torch.long)
+        hidden = None
+        started = time.perf_counter()
+        for _ in range(steps):
+            logits, hidden = net(tokens, hidden)  # (B, 1, V)
+            tokens = torch.tensor([[s.next_token(row)] for s, row in zip(samplers, logits[:, -1], strict=True)])
+        rates.append(streams * steps / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def section_default(corpus: Any, workdir: Path) -> dict[str, Any]:
+    ours, path = train("default", {}, corpus, workdir)
+    torch.set_num_threads(2)
+    gen = load_generator(path)
+    ours["chars_per_s_one_stream"] = speed_one_stream(gen.network, gen.tokenizer)
+    ours["chars_per_s_32_streams"] = speed_batched(gen.network)
+    sample = generate(gen.network, gen.tokenizer, "ROMEO:", SamplingParams(max_new_tokens=400, temperature=0.8, seed=7))
+    ours["sample"] = "ROMEO:" + sample.text
+    baseline = kneser_ney(corpus.train, corpus.val, order=5)
+    rows = [
+        [f"GRU 1×{gen.config.hidden_size} (default preset)", ours["val_loss"], ours["val_bpc"], f"{ours['wall_s']:.0f}",
+         f"{ours['parameters']:,}", f"{ours['chars_per_s_one_stream']:,.0f}", f"{ours['chars_per_s_32_streams']:,.0f}"],
+        [baseline["model"], baseline["val_loss"], baseline["val_loss"] / math.log(2), f"{baseline['wall_s']:.0f}",
+         "–", "–", "–"],
+    ]  # fmt: skip
+    met = ours["val_loss"] <= TARGET_LOSS and ours["wall_s"] <= 600
+    md = table(["model", "val loss (nats/char)", "bits/char", "wall s", "params", "chars/s, 1 stream",
+                "chars/s, 32 streams"], rows)  # fmt: skip
+    md += (
+        f"\n\nTargets: val loss ≤ {TARGET_LOSS} nats/char within 600 s ({'met' if met else 'NOT met'}); "
+        f"≥ {TARGET_ONE:,.0f} chars/s for one stream "
+        f"({'met' if ours['chars_per_s_one_stream'] >= TARGET_ONE else 'NOT met'}); ≥ {TARGET_BATCH:,.0f} chars/s "
+        f"over 32 batched streams ({'met' if ours['chars_per_s_32_streams'] >= TARGET_BATCH else 'NOT met'}). "
+        "Speeds are medians of 3 runs on 2 threads.\n\nSample at temperature 0.8 (seed 7):\n\n```\n"
+        + ours["sample"]
+        + "\n```"
+    )
+    return {"default": ours, "kneser_ney": baseline, "markdown": md}
+
+
+def section_cells(corpus: Any, workdir: Path) -> dict[str, Any]:
+    results = [train("quick", {"cell": cell}, corpus, workdir)[0] for cell in ("rnn", "gru", "lstm")]
+    rows = [[r["cell"], r["val_loss"], r["val_bpc"], f"{r['parameters']:,}", f"{r['wall_s']:.0f}"] for r in results]
+    md = table(["cell (quick preset)", "val loss (nats/char)", "bits/char", "params", "wall s"], rows)
+    return {"runs": results, "markdown": md}
+
+
+def section_batching(corpus: Any, workdir: Path) -> dict[str, Any]:
+    results = [train("quick", {"batching": mode}, corpus, workdir)[0] for mode in ("stateful", "random")]
+    rows = [[r["batching"], r["val_loss"], f"{r['wall_s']:.0f}"] for r in results]
+    md = table(["batching (quick preset, same steps)", "val loss (nats/char)", "wall s"], rows)
+    best = min(results, key=lambda r: r["val_loss"])
+    md += f"\n\nLower validation loss: **{best['batching']}**."
+    return {"runs": results, "markdown": md}
+
+
+SECTIONS = {"default": section_default, "cells": section_cells, "batching": section_batching}
+README_NAMES = {"default": "generator_quality", "cells": "generator_cells", "batching": "generator_batching"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="default,cells,batching")
+    parser.add_argument("--data-dir", help="tiny-shakespeare mirror (default: $RNN_DATA_DIR)")
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    corpus = load_corpus(data_dir=args.data_dir)
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sections.split(","):
+            report[name] = SECTIONS[name](corpus, Path(tmp))
+            save_json(f"generator_{name}", report[name])
+            if args.update_readme:
+                update_section(README_NAMES[name], report[name]["markdown"])
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "markdown"} for k, v in report.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Training loops: AdamW, warm-up + cosine schedule, gradient clipping, early stopping with best weights,
+per-epoch checkpoints with `--resume`, a `--max-minutes` budget, seeded runs and PyTorch DDP (torchrun).
+
+Run through the CLI: `python -m model train sentiment --preset quick`, or under
+`torchrun --standalone --nproc_per_node 2 -m model train sentiment …` for data-parallel training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Runtime:
+    """Where this process trains: device, rank and world size (1 without torchrun)."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup_runtime(device: str = "auto", threads: int = 0) -> Runtime:
+    """Pick the device and, under torchrun (WORLD_SIZE > 1), join the process group: nccl on GPU, gloo on CPU."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        backend = "nccl" if device == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+        if device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+    return Runtime(torch.device(device), rank, world)
+
+
+def teardown_runtime(rt: Runtime) -> None:
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """A sha256 over all parameters: equal digests mean bit-identical replicas."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas(module: nn.Module, rt: Runtime) -> str:
+    """Log this rank's parameter digest and, under DDP, fail loudly if the replicas diverged."""
+    mine = parameter_digest(module)
+    log.info("rank %d/%d parameter digest %s", rt.rank, rt.world, mine)
+    if rt.distributed:
+        digests: list[Any] = [None] * rt.world
+        dist.all_gather_object(digests, mine)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: parameter digests {digests}")
+        if rt.is_main:
+            log.info("all %d replicas hold identical parameters", rt.world)
+    return mine
+
+
+class Budget:
+    """Wall-clock budget shared by all ranks (they must agree on when to stop, or DDP would deadlock)."""
+
+    def __init__(self, minutes: float | None, already: float, rt: Runtime) -> None:
+        self.deadline = None if minutes is None else time.monotonic() + minutes * 60 - already
+        self.rt = rt
+        self.calls = 0
+
+    def exhausted(self) -> bool:
+        if self.deadline is None:
+            return False
+        over = time.monotonic() > self.deadline
+        if not self.rt.distributed:
+            return over
+        self.calls += 1
+        if self.calls % 10:
+            return False
+        flag = torch.tensor([1.0 if over else 0.0])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+# --------------------------------------------------------------------------- schedule and batches
+
+
+def lr_at(step: int, total: int, base: float, warmup_fraction: float) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the base rate."""
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, rt: Runtime | None = None
+) -> list[list[int]]:
+    """Shuffled batches of similar-length items (little padding), the same on every rank for a given epoch;
+    under DDP each rank takes every world-th batch of an equal share."""
+    g = torch.Generator().manual_seed(seed * 10_007 + epoch)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    chunk = batch_size * 50
+    ordered: list[int] = []
+    for start in range(0, len(perm), chunk):
+        ordered.extend(sorted(perm[start : start + chunk], key=lambda i: lengths[i]))
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+    if rt is not None and rt.distributed:
+        usable = len(batches) - len(batches) % rt.world
+        batches = batches[rt.rank : usable : rt.world]
+    return batches
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs beyond the tensors: where it was and what it saw."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0
+    elapsed_s: float = 0.0
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: str = ""
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars["state"].setdefault(str(pid), {})[key] = value
+    return tensors, scalars
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, extra in scalars["state"].items():
+        state.setdefault(int(pid), {}).update(extra)
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer, state: TrainState
+) -> None:
+    """Tensors in safetensors, the rest in JSON; written to a temporary directory and renamed into place."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
+    opt_tensors, opt_scalars = _flatten_optimizer(opt)
+    tensors.update(opt_tensors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        safetensors.torch.save_file(tensors, str(tmp / "state.safetensors"))
+        meta = {"train_state": asdict(state), "optimizer": opt_scalars}
+        (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
+        old = path.parent / f".{path.name}.old"
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, fingerprint: str
+) -> tuple[TrainState, dict[str, torch.Tensor]]:
+    tensors = safetensors.torch.load_file(str(path / "state.safetensors"))
+    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state = TrainState(**meta["train_state"])
+    if state.fingerprint != fingerprint:
+        raise ValueError(
+            f"checkpoint {path} was made with other settings or data; delete it or drop --resume to start afresh"
+        )
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return state, best
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Dropout and word-dropout randomness per (epoch, rank): a resumed epoch replays exactly."""
+    return seed * 1_000_003 + epoch * 101 + rank
+
+
+def chunks(seq: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

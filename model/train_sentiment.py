@@ -1,0 +1,306 @@
+"""Fit the sentiment classifier and write its artifact (tokenizer, weights, calibration, metrics, plots).
+
+Run through the CLI: `python -m model train sentiment [--data sst2 | --train F …] [--preset quick|default]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from model import evaluate as ev
+from model.artifacts import pad, save_artifact
+from model.config import SentimentTrainConfig
+from model.data import SentimentData
+from model.networks import SentimentClassifier, count_parameters
+from model.tokenization import PAD_ID, UNK_ID, build_word_tokenizer, encode_batch
+from model.train import (
+    Budget,
+    Runtime,
+    TrainState,
+    bucketed_batches,
+    check_replicas,
+    epoch_seed,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+    setup_runtime,
+    snapshot,
+    teardown_runtime,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    targets: torch.Tensor  # (N,)
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, lengths = pad([self.ids[i] for i in idx])
+        return ids, lengths, self.targets[idx]
+
+
+def _encode(tok: Any, texts: list[str], labels: list[str], names: list[str], max_length: int) -> Encoded:
+    index = {name: i for i, name in enumerate(names)}
+    return Encoded(encode_batch(tok, texts, max_length), torch.tensor([index[x] for x in labels], dtype=torch.long))
+
+
+@torch.inference_mode()
+def predict_logits(net: nn.Module, data: Encoded, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Logits (N, C) in data order, computed in length-sorted batches."""
+    was_training = net.training
+    net.eval()
+    parts: dict[int, torch.Tensor] = {}
+    order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, lengths, _ = data.batch(idx)
+        logits = net(ids.to(device), lengths).float().cpu().clone()
+        for j, i in enumerate(idx):
+            parts[i] = logits[j]
+    net.train(was_training)
+    return torch.stack([parts[i] for i in range(len(data.ids))])
+
+
+def _fingerprint(cfg: SentimentTrainConfig, data: SentimentData, rt: Runtime) -> str:
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads")}
+    blob = json.dumps({"cfg": settings, "data": data.sha256, "name": data.name, "world": rt.world}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _train_epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: SentimentTrainConfig,
+    data: Encoded,
+    state: TrainState,
+    total_steps: int,
+    rt: Runtime,
+    budget: Budget,
+) -> dict[str, float]:
+    net.train()
+    module = unwrap(net)
+    torch.manual_seed(epoch_seed(cfg.seed, state.epoch, rt.rank))
+    batches = bucketed_batches([len(s) for s in data.ids], cfg.batch_size, cfg.seed, state.epoch, rt)
+    loss_sum = correct = seen = clipped = 0.0
+    norms: list[float] = []
+    start = time.monotonic()
+    desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+    bar = tqdm(batches, desc=desc, disable=not rt.is_main, leave=False, unit="batch", mininterval=2.0)
+    for idx in bar:
+        ids, lengths, targets = data.batch(idx)
+        if cfg.word_dropout > 0:
+            drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
+            ids = ids.masked_fill(drop, UNK_ID)
+        ids, targets = ids.to(rt.device), targets.to(rt.device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
+        member_logits = net(ids, lengths, per_member=True)  # (M, B, C): each member fits its own loss
+        members = member_logits.shape[0]
+        flat = member_logits.reshape(-1, member_logits.shape[-1])
+        loss = F.cross_entropy(flat, targets.repeat(members), label_smoothing=cfg.label_smoothing)
+        logits = member_logits.mean(0)
+        opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss * members)  # the sum of member losses: each member's gradient as if alone
+        clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+        member_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in module.members]
+        norms.append(sum(member_norms) / members)
+        clipped += sum(n > clip for n in member_norms) / members
+        opt.step()
+        state.step += 1
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(idx)
+        if state.step % 25 == 0:
+            rate = seen * rt.world / max(1e-9, time.monotonic() - start)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sent_s=f"{rate:.0f}", refresh=False
+            )
+        if budget.exhausted():
+            break
+    bar.close()
+    norms_t = torch.tensor(norms or [0.0])
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
+        "grad_norm_mean": norms_t.mean().item(),
+        "grad_norm_max": norms_t.max().item(),
+        "grad_norm_p99": norms_t.quantile(0.99).item(),
+        "clipped_fraction": clipped / max(len(norms), 1),
+        "sentences_per_s": seen * rt.world / max(1e-9, time.monotonic() - start),
+        "epoch_s": time.monotonic() - start,
+        "complete": float(seen >= sum(len(b) for b in batches)),
+    }
+
+
+def unwrap(net: nn.Module) -> SentimentClassifier:
+    module = net.module if isinstance(net, DistributedDataParallel) else net
+    assert isinstance(module, SentimentClassifier)
+    return module
+
+
+def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, float]:
+    logits = predict_logits(net, dev, rt.device)
+    return {
+        "dev_loss": F.cross_entropy(logits, dev.targets).item(),
+        "dev_accuracy": (logits.argmax(1) == dev.targets).float().mean().item(),
+    }
+
+
+def fit(
+    cfg: SentimentTrainConfig,
+    net: nn.Module,
+    train: Encoded,
+    dev: Encoded,
+    rt: Runtime,
+    checkpoint: Path | None,
+    fingerprint: str,
+    resume: bool,
+) -> TrainState:
+    """The epoch loop: train, score dev, keep the best weights, stop early, checkpoint. Leaves the best weights
+    loaded in `net`."""
+    module = unwrap(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state, best = TrainState(fingerprint=fingerprint), snapshot(module)
+    if resume and checkpoint is not None and (checkpoint / "state.json").exists():
+        state, best = load_checkpoint(checkpoint, module, opt, fingerprint)
+        log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
+    steps_per_epoch = math.ceil(len(train.ids) / cfg.batch_size / rt.world)
+    total_steps = steps_per_epoch * cfg.epochs
+    budget = Budget(cfg.max_minutes, state.elapsed_s, rt)
+    while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
+        started = time.monotonic()
+        stats = _train_epoch(net, opt, cfg, train, state, total_steps, rt, budget)
+        stats.update(_dev_metrics(module, dev, rt))
+        state.epoch += 1
+        state.elapsed_s += time.monotonic() - started
+        stats.update(epoch=state.epoch, lr=opt.param_groups[0]["lr"], elapsed_s=state.elapsed_s)
+        state.history.append(stats)
+        if stats["dev_accuracy"] > state.best_metric:
+            state.best_metric, state.best_epoch, state.bad_epochs = stats["dev_accuracy"], state.epoch, 0
+            best = snapshot(module)
+        else:
+            state.bad_epochs += 1
+        if rt.is_main:
+            log.info(
+                "epoch %d/%d  loss %.4f  train acc %.4f  dev acc %.4f  dev loss %.4f  grad norm mean %.2f max %.2f"
+                "  %.0f sent/s  %.1fs",
+                state.epoch, cfg.epochs, stats["train_loss"], stats["train_accuracy"], stats["dev_accuracy"],
+                stats["dev_loss"], stats["grad_norm_mean"], stats["grad_norm_max"], stats["sentences_per_s"],
+                stats["epoch_s"],
+            )  # fmt: skip
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, module, best, opt, state)
+        if not stats["complete"]:
+            log.warning("stopping: the --max-minutes budget of %s min is spent", cfg.max_minutes)
+            break
+    if state.bad_epochs >= cfg.patience and rt.is_main:
+        log.info("early stop: dev accuracy did not improve for %d epochs", cfg.patience)
+    check_replicas(module, rt)
+    module.load_state_dict(best)
+    return state
+
+
+def _report(
+    net: nn.Module, data: SentimentData, enc: dict[str, Encoded], state: TrainState, rt: Runtime
+) -> tuple[dict[str, Any], float, dict[str, bytes]]:
+    """Calibrate on dev, score dev (and test), draw the plots."""
+    dev_logits = predict_logits(net, enc["dev"], rt.device)
+    eval_split = "test" if "test" in enc else "dev"
+    eval_logits = dev_logits if eval_split == "dev" else predict_logits(net, enc["test"], rt.device)
+    temperature, calib, reliability_png = ev.calibration_report(
+        dev_logits, enc["dev"].targets, eval_logits, enc[eval_split].targets
+    )
+    metrics: dict[str, Any] = {"calibration": {**calib, "split": eval_split}}
+    for split in enc:
+        if split == "train":
+            continue
+        logits = dev_logits if split == "dev" else eval_logits
+        metrics[split] = ev.classification_metrics(
+            torch.softmax(logits / temperature, -1), enc[split].targets, data.label_names
+        )
+    metrics["best_epoch"] = state.best_epoch
+    metrics["epochs_run"] = state.epoch
+    metrics["train_seconds"] = state.elapsed_s
+    files = {
+        "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
+        "learning_curves.png": ev.plot_learning_curves(state.history),
+        "confusion_matrix.png": ev.plot_confusion(metrics[eval_split]["confusion_matrix"], data.label_names),
+        "reliability.png": reliability_png,
+    }
+    return metrics, temperature, files
+
+
+def train_sentiment(
+    cfg: SentimentTrainConfig,
+    data: SentimentData,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Train on `data` and write the artifact to `out` (rank 0 only). Returns the metrics."""
+    rt = setup_runtime(device, cfg.threads)
+    out = Path(out)
+    checkpoint = out.parent / f"{out.name}.ckpt"
+    try:
+        torch.manual_seed(cfg.seed)
+        tok = build_word_tokenizer(data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
+        if rt.distributed:  # every rank must use rank 0's token ids
+            payload: list[Any] = [tok.to_str() if rt.is_main else None]
+            torch.distributed.broadcast_object_list(payload, src=0)
+            tok = Tokenizer.from_str(payload[0])
+        names = data.label_names
+        enc = {"train": _encode(tok, data.train.texts, data.train.labels, names, cfg.max_length)}
+        enc["dev"] = _encode(tok, data.dev.texts, data.dev.labels, names, cfg.max_length)
+        if data.test is not None:
+            enc["test"] = _encode(tok, data.test.texts, data.test.labels, names, cfg.max_length)
+        network_cfg = cfg.network(tok.get_vocab_size(), len(names))
+        net: nn.Module = SentimentClassifier(network_cfg).to(rt.device)
+        if rt.is_main:
+            log.info(
+                "training %s on %s: %d train / %d dev sentences, %d labels, vocabulary %d, %d parameters, world %d",
+                network_cfg.cell, data.name, len(data.train), len(data.dev), len(names), tok.get_vocab_size(),
+                count_parameters(net), rt.world,
+            )  # fmt: skip
+        model_net = net
+        if rt.distributed:
+            net = DistributedDataParallel(net)
+        state = fit(cfg, net, enc["train"], enc["dev"], rt, checkpoint, _fingerprint(cfg, data, rt), resume)
+        if not rt.is_main:
+            return {}
+        metrics, temperature, files = _report(model_net, data, enc, state, rt)
+        info = {
+            "labels": names,
+            "tokenizer": {"kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size()},
+            "calibration": {"temperature": temperature},
+            "max_length": cfg.max_length,
+            "training": {**asdict(cfg), "history": state.history, "world_size": rt.world},
+            "data": {"name": data.name, "sha256": data.sha256},
+            "metrics": metrics,
+        }
+        save_artifact(
+            out, task="sentiment", network=network_cfg, state_dict=model_net.state_dict(), tokenizer=tok, info=info,
+            extra_files=files,
+        )  # fmt: skip
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        log.info("wrote %s", out)
+        return metrics
+    finally:
+        teardown_runtime(rt)

@@ -1,0 +1,72 @@
+"""Helpers for writing tiny data files and small configs; imported by the tests and by conftest.py."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.config import SentimentTrainConfig
+
+POSITIVE = "good great fine lovely superb brilliant".split()
+NEGATIVE = "bad awful poor boring dull dreadful".split()
+FILLER = "the movie film plot was is a an acting story".split()
+# PNG signature: what the stubbed plots return, so artifacts still hold a "png"
+PNG_STUB = b"\x89PNG\r\n\x1a\n"
+# history fields that measure time, so differ between otherwise identical runs
+TIMING_KEYS = ("sentences_per_s", "epoch_s", "elapsed_s")
+
+
+def sentences(n: int, labels: Sequence[str], seed: int = 0) -> list[tuple[str, str]]:
+    """`n` (text, label) rows cycling through `labels`; each label has its own cue words, so models can learn."""
+    rng = random.Random(seed)
+    cues = {label: [f"{label.lower()}{k}" for k in range(3)] for label in labels}
+    if len(labels) == 2:
+        cues = {labels[0]: NEGATIVE, labels[1]: POSITIVE}
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.sample(FILLER, 3) + rng.sample(cues[label], 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str] = ("text", "label")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_bytes(path: Path, text: str, *, newline: str = "\n", bom: bool = False) -> Path:
+    """Write `text` (written with \\n) exactly: line ends converted to `newline`, optionally with a UTF-8 BOM."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.replace("\n", newline).encode("utf-8")
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    return path
+
+
+def small_config(**overrides: Any) -> SentimentTrainConfig:
+    """A classifier that trains on a few dozen sentences in well under a second."""
+    settings: dict[str, Any] = {
+        "epochs": 2,
+        "batch_size": 8,
+        "embedding_dim": 8,
+        "hidden_size": 8,
+        "dropout": 0.1,
+        "vocab_size": 200,
+        "max_length": 32,
+        "lr": 1e-2,
+        "seed": 0,
+        "threads": 1,
+        "patience": 5,
+        "dev_fraction": 0.25,
+        "ensemble": 1,
+    }
+    settings.update(overrides)
+    return SentimentTrainConfig(**settings)

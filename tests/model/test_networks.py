@@ -1,0 +1,163 @@
+"""model/networks.py: padding never changes a sentence's logits; the CharRNN step API matches the full forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import CELLS, POOLINGS, CharLMConfig, ClassifierConfig
+from model.networks import CharRNN, SentimentClassifier, count_parameters
+
+SENTENCE = [5, 9, 3, 12]
+OTHERS = [[2, 4, 6, 8, 10, 12, 14, 16, 3], [7, 7, 11, 13, 2, 5, 3]]
+
+
+def classifier(
+    cell: str, pooling: str, bidirectional: bool, num_layers: int = 1, ensemble: int = 1
+) -> SentimentClassifier:
+    torch.manual_seed(0)
+    config = ClassifierConfig(
+        vocab_size=20,
+        num_classes=3,
+        cell=cell,  # type: ignore[arg-type]
+        pooling=pooling,  # type: ignore[arg-type]
+        bidirectional=bidirectional,
+        embedding_dim=8,
+        hidden_size=8,
+        num_layers=num_layers,
+        dropout=0.3,
+        ensemble=ensemble,
+    )
+    return SentimentClassifier(config).eval()
+
+
+def padded(seqs: list[list[int]], pad_value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), int(lengths.max())), pad_value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+    return ids, lengths
+
+
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["bi", "uni"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_logits_do_not_depend_on_padding(cell: str, pooling: str, bidirectional: bool) -> None:
+    net = classifier(cell, pooling, bidirectional)
+    with torch.no_grad():
+        alone = net(*padded([SENTENCE]))  # (1, C)
+        # the sentence sits between two longer ones, so it carries 5 padding positions
+        in_batch = net(*padded([OTHERS[0], SENTENCE, OTHERS[1]]))  # (3, C)
+        # whatever id fills the padding, it must never reach the cells or the pooling
+        odd_padding = net(*padded([OTHERS[0], SENTENCE, OTHERS[1]], pad_value=17))
+    assert alone.shape == (1, 3) and in_batch.shape == (3, 3)
+    torch.testing.assert_close(in_batch[1], alone[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(odd_padding, in_batch, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_layer_encoder_is_padding_invariant_too(cell: str) -> None:
+    net = classifier(cell, "maxmean", True, num_layers=2)
+    with torch.no_grad():
+        alone = net(*padded([SENTENCE]))
+        in_batch = net(*padded([OTHERS[0], SENTENCE]))
+    torch.testing.assert_close(in_batch[1], alone[0], atol=1e-5, rtol=0)
+
+
+def test_ensemble_averages_member_probabilities_and_ignores_padding() -> None:
+    net = classifier("lstm", "maxmean", True, ensemble=3)
+    ids, lengths = padded([OTHERS[0], SENTENCE, OTHERS[1]])
+    with torch.no_grad():
+        members = net(ids, lengths, per_member=True)  # (M, B, C)
+        combined = net(ids, lengths)  # (B, C)
+        alone = net(*padded([SENTENCE]))
+    assert members.shape == (3, 3, 3) and combined.shape == (3, 3)
+    assert not torch.allclose(members[0], members[1])  # independently initialised members
+    expected = torch.softmax(members, dim=-1).mean(0).log()
+    torch.testing.assert_close(combined, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(combined.exp().sum(-1), torch.ones(3))  # log-probabilities
+    torch.testing.assert_close(combined[1], alone[0], atol=1e-5, rtol=0)
+
+
+def test_pooling_changes_the_features() -> None:
+    ids, lengths = padded([SENTENCE, OTHERS[0]])
+    with torch.no_grad():
+        feats = {p: classifier("lstm", p, True).members[0].pool(ids, lengths) for p in POOLINGS}
+    assert feats["maxmean"].shape == (2, 32)  # 2 directions x 8 hidden x (max, mean)
+    assert all(feats[p].shape == (2, 16) for p in ("max", "mean", "last"))
+    torch.testing.assert_close(feats["maxmean"], torch.cat([feats["max"], feats["mean"]], dim=-1))
+    assert not torch.allclose(feats["max"], feats["mean"])
+
+
+def test_dropout_is_active_in_training_only() -> None:
+    net = classifier("gru", "mean", True)
+    ids, lengths = padded([SENTENCE])
+    with torch.no_grad():
+        assert torch.equal(net(ids, lengths), net(ids, lengths))
+        net.train()
+        torch.manual_seed(1)
+        first = net(ids, lengths)
+        second = net(ids, lengths)
+    assert not torch.equal(first, second)
+
+
+def test_config_rejects_unknown_values() -> None:
+    with pytest.raises(ValueError, match="cell must be one of"):
+        ClassifierConfig(vocab_size=5, num_classes=2, cell="transformer")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        ClassifierConfig(vocab_size=5, num_classes=2, pooling="sum")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dropout"):
+        ClassifierConfig(vocab_size=5, num_classes=2, dropout=1.0)
+    with pytest.raises(ValueError, match="ensemble"):
+        ClassifierConfig(vocab_size=5, num_classes=2, ensemble=0)
+
+
+# --------------------------------------------------------------------------- CharRNN
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+def test_char_rnn_stepping_equals_the_full_sequence(cell: str, num_layers: int) -> None:
+    torch.manual_seed(0)
+    net = CharRNN(CharLMConfig(vocab_size=11, cell=cell, embedding_dim=8, hidden_size=16, num_layers=num_layers))  # type: ignore[arg-type]
+    net.eval()
+    tokens = torch.randint(0, 11, (2, 7))  # (B, T)
+    with torch.no_grad():
+        full, full_hidden = net(tokens)  # (B, T, V)
+        hidden = None
+        steps = []
+        for t in range(tokens.shape[1]):
+            logits, hidden = net(tokens[:, t : t + 1], hidden)  # (B, 1, V)
+            steps.append(logits)
+        # a prefix followed by the rest, carrying the hidden state across
+        head, mid = net(tokens[:, :3])
+        tail, _ = net(tokens[:, 3:], mid)
+    assert full.shape == (2, 7, 11)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([head, tail], dim=1), full, atol=1e-5, rtol=0)
+    if cell == "lstm":
+        assert isinstance(hidden, tuple) and isinstance(full_hidden, tuple)
+        for mine, theirs in zip(hidden, full_hidden, strict=True):
+            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+    else:
+        assert isinstance(hidden, torch.Tensor) and isinstance(full_hidden, torch.Tensor)
+        torch.testing.assert_close(hidden, full_hidden, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_char_rnn_init_hidden_shapes(cell: str) -> None:
+    net = CharRNN(CharLMConfig(vocab_size=5, cell=cell, embedding_dim=4, hidden_size=6, num_layers=2))  # type: ignore[arg-type]
+    hidden = net.init_hidden(3)
+    states = hidden if isinstance(hidden, tuple) else (hidden,)
+    assert len(states) == (2 if cell == "lstm" else 1)
+    assert all(h.shape == (2, 3, 6) and not h.any() for h in states)
+    # an explicit zero state is what forward uses when given none
+    tokens = torch.tensor([[1, 2, 3]] * 3)
+    with torch.no_grad():
+        torch.testing.assert_close(net(tokens, hidden)[0], net(tokens)[0])
+
+
+def test_count_parameters() -> None:
+    net = CharRNN(CharLMConfig(vocab_size=5, cell="rnn", embedding_dim=4, hidden_size=6))
+    # embedding 5*4, rnn 6*4 + 6*6 + 6 + 6, head 6*5 + 5
+    assert count_parameters(net) == 20 + (24 + 36 + 12) + 35

@@ -1,0 +1,157 @@
+"""Sampling controls on a fixed-seed network and on hand-made logits: determinism, greedy, top-k, top-p,
+repetition penalty, stop sequences, unknown characters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import CharLMConfig
+from model.networks import CharRNN
+from model.sampling import (
+    Sampler,
+    SamplingParams,
+    StopMatcher,
+    apply_repetition_penalty,
+    generate,
+    stream,
+    top_k_filter,
+    top_p_filter,
+)
+from model.tokenization import UNK_ID, build_char_tokenizer
+
+CORPUS = "to be or not to be, that is the question.\nwhether 'tis nobler in the mind to suffer\n"
+
+
+@pytest.fixture(scope="module")
+def lm() -> tuple[CharRNN, object]:
+    tok = build_char_tokenizer(CORPUS)
+    torch.manual_seed(0)
+    net = CharRNN(CharLMConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, embedding_dim=8)).eval()
+    return net, tok
+
+
+def test_same_seed_same_text(lm) -> None:
+    net, tok = lm
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, seed=123)
+    a, b = generate(net, tok, "to be", params), generate(net, tok, "to be", params)
+    assert a.text == b.text and a.seed == 123 and a.tokens == 40
+    other = generate(net, tok, "to be", SamplingParams(max_new_tokens=40, temperature=1.0, seed=124))
+    assert other.text != a.text
+
+
+def test_seed_is_drawn_and_reported_when_not_given(lm) -> None:
+    net, tok = lm
+    first = generate(net, tok, "to", SamplingParams(max_new_tokens=30))
+    replay = generate(net, tok, "to", SamplingParams(max_new_tokens=30, seed=first.seed))
+    assert replay.text == first.text
+
+
+def test_temperature_zero_is_greedy_and_equals_top_k_one(lm) -> None:
+    net, tok = lm
+    greedy = [generate(net, tok, "the", SamplingParams(max_new_tokens=30, temperature=0, seed=s)).text for s in (1, 2)]
+    assert greedy[0] == greedy[1]
+    top1 = generate(net, tok, "the", SamplingParams(max_new_tokens=30, temperature=1.3, top_k=1, seed=9)).text
+    assert top1 == greedy[0]
+
+
+def test_top_k_keeps_only_k_tokens() -> None:
+    logits = torch.tensor([0.1, 3.0, 2.0, -1.0, 1.0])
+    kept = torch.isfinite(top_k_filter(logits, 2))
+    assert kept.tolist() == [False, True, True, False, False]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log()
+    assert torch.isfinite(top_p_filter(logits, 0.5)).tolist() == [True, False, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.79)).tolist() == [True, True, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.81)).tolist() == [True, True, True, False]
+    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
+
+
+def test_top_p_samples_only_from_the_nucleus() -> None:
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    sampler = Sampler(SamplingParams(top_p=0.6, seed=0))
+    assert {sampler.next_token(logits) for _ in range(200)} == {0, 1}
+
+
+def test_repetition_penalty_lowers_recent_tokens() -> None:
+    logits = torch.tensor([2.0, -1.0, 1.0])
+    out = apply_repetition_penalty(logits, [0, 1], 2.0)
+    assert out.tolist() == [1.0, -2.0, 1.0]
+    assert apply_repetition_penalty(logits, [0], 1.0).tolist() == logits.tolist()
+
+
+def test_repetition_penalty_changes_greedy_choice() -> None:
+    logits = torch.tensor([2.0, 1.5, 0.0])
+    sampler = Sampler(SamplingParams(temperature=0, repetition_penalty=2.0, seed=0))
+    assert sampler.next_token(logits) == 0
+    assert sampler.next_token(logits) == 1  # token 0 was just used: 2.0 / 2 < 1.5
+
+
+def test_stop_sequence_ends_generation_and_is_excluded(lm) -> None:
+    net, tok = lm
+    free = generate(net, tok, "to", SamplingParams(max_new_tokens=60, temperature=0, seed=0)).text
+    stop = free[10:13]
+    cut = generate(net, tok, "to", SamplingParams(max_new_tokens=60, temperature=0, seed=0, stop=(stop,)))
+    assert cut.finish_reason == "stop_sequence"
+    assert cut.text == free[: free.index(stop)]
+    assert stop not in cut.text
+
+
+def test_length_finish_reason(lm) -> None:
+    net, tok = lm
+    result = generate(net, tok, "to", SamplingParams(max_new_tokens=5, seed=0))
+    assert result.finish_reason == "length" and result.tokens == 5 and len(result.text) <= 5
+
+
+def test_streamed_pieces_concatenate_to_the_text(lm) -> None:
+    net, tok = lm
+    params = SamplingParams(max_new_tokens=50, temperature=0.9, seed=5, stop=("xyz", "e t"))
+    pieces, final = [], None
+    for piece, done in stream(net, tok, "whether", params):
+        pieces.append(piece)
+        final = done or final
+    assert final is not None and "".join(pieces) == final.text
+
+
+def test_stop_matcher_holds_back_partial_matches() -> None:
+    m = StopMatcher(["END"])
+    assert m.feed("abcE") == "abc"
+    assert m.feed("N") == ""
+    assert m.feed("x") == "ENx"
+    assert m.feed("yEND tail") == "y" and m.stopped
+    assert m.feed("more") == ""
+
+
+def test_unknown_prompt_characters_map_to_unk(lm) -> None:
+    net, tok = lm
+    assert tok.encode("漢").ids == [UNK_ID]
+    result = generate(net, tok, "emoji 🙂 and 漢字", SamplingParams(max_new_tokens=10, seed=0))
+    assert result.tokens == 10
+
+
+def test_empty_prompt_generates(lm) -> None:
+    net, tok = lm
+    assert generate(net, tok, "", SamplingParams(max_new_tokens=8, seed=0)).tokens == 8
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": -0.1},
+        {"temperature": float("nan")},
+        {"temperature": float("inf")},
+        {"top_k": 0},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"max_new_tokens": -1},
+        {"repetition_penalty": 0.0},
+        {"stop": ("",)},
+        {"seed": -1},
+    ],
+)
+def test_invalid_parameters_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        SamplingParams(**bad)

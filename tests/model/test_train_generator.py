@@ -1,0 +1,163 @@
+"""The character generator: data errors, BOM, step API, artifact round trip, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.__main__ import main
+from model.artifacts import load_generator
+from model.config import CharLMConfig, GeneratorTrainConfig
+from model.data import DataError, load_corpus
+from model.networks import CharRNN
+from model.sampling import SamplingParams, generate
+from model.train_generator import evaluate_loss, stateful_batches, train_generator
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n"
+) * 12
+
+
+def tiny(**overrides: object) -> GeneratorTrainConfig:
+    settings: dict = {"epochs": 2, "batch_size": 4, "seq_len": 16, "hidden_size": 16, "embedding_dim": 8,
+                      "threads": 1, "patience": 5}  # fmt: skip
+    settings.update(overrides)
+    return GeneratorTrainConfig(**settings)
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + TEXT.encode())
+    return path
+
+
+def test_bom_is_stripped_and_split_is_ninety_ten(corpus_file: Path) -> None:
+    corpus = load_corpus(corpus_file, val_fraction=0.1)
+    assert not corpus.train.startswith("\ufeff")
+    assert corpus.train + corpus.val == TEXT
+    assert len(corpus.train) == int(len(TEXT) * 0.9)
+
+
+@pytest.mark.parametrize("content", ["", "   \n", "short text"])
+def test_empty_or_short_corpus_is_refused_before_training(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "c.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match="corpus is"):
+        load_corpus(path)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_stepping_equals_full_forward(cell: str) -> None:
+    torch.manual_seed(0)
+    net = CharRNN(CharLMConfig(vocab_size=20, cell=cell, hidden_size=12, embedding_dim=6, num_layers=2)).eval()
+    tokens = torch.randint(0, 20, (3, 15))
+    full, _ = net(tokens)
+    hidden = net.init_hidden(3)
+    steps = []
+    for t in range(tokens.shape[1]):
+        logits, hidden = net(tokens[:, t : t + 1], hidden)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_stateful_batches_walk_contiguous_rows() -> None:
+    ids = torch.arange(101)
+    batches = stateful_batches(ids, batch=4, seq_len=5)
+    x0, y0 = batches[0]
+    x1, _ = batches[1]
+    assert x0.shape == (4, 5)
+    assert torch.equal(y0, x0 + 1)  # targets are the next character
+    assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # the next window continues each row
+
+
+def test_train_round_trip_and_sampling(tmp_path: Path, corpus_file: Path) -> None:
+    corpus = load_corpus(corpus_file)
+    out = tmp_path / "gen"
+    metrics = train_generator(tiny(), corpus, out)
+    assert metrics["val_loss"] > 0 and metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / 0.6931471805599453)
+    assert not (tmp_path / "gen.ckpt").exists()
+    gen = load_generator(out)
+    ids = torch.tensor(gen.tokenizer.encode(corpus.val).ids)
+    assert evaluate_loss(gen.network, ids) == pytest.approx(metrics["val_loss"], rel=1e-5)
+    # the loaded network gives the same text for the same seed; unknown characters in a prompt are fine
+    params = SamplingParams(max_new_tokens=20, temperature=0.8, seed=3)
+    assert (
+        generate(gen.network, gen.tokenizer, "Ω First", params).text
+        == generate(gen.network, gen.tokenizer, "Ω First", params).text
+    )
+    assert {"model.safetensors", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_training_learns_something(tmp_path: Path, corpus_file: Path) -> None:
+    corpus = load_corpus(corpus_file)
+    metrics = train_generator(tiny(epochs=6, lr=1e-2, hidden_size=32), corpus, tmp_path / "g")
+    history = json.loads((tmp_path / "g" / "config.json").read_text())["training"]["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["val_loss"] < 3.0  # uniform over ~30 characters would be ~3.4 nats
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model.train_generator as tg
+
+    corpus = load_corpus(corpus_file)
+    reference = train_generator(tiny(epochs=3), corpus, tmp_path / "ref")
+
+    real = tg._train_epoch
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tg, "_train_epoch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(tiny(epochs=3), corpus, tmp_path / "run")
+    assert (tmp_path / "run.ckpt" / "state.json").exists() and not (tmp_path / "run").exists()
+    monkeypatch.setattr(tg, "_train_epoch", real)
+    resumed = train_generator(tiny(epochs=3), corpus, tmp_path / "run", resume=True)
+    assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
+    history = json.loads((tmp_path / "run" / "config.json").read_text())["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_cli_train_evaluate_sample(tmp_path: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "g"
+    args = ["train", "generator", "--train", str(corpus_file), "--preset", "quick", "--epochs", "1",
+            "--hidden-size", "16", "--seq-len", "16", "--threads", "1", "--out", str(out)]  # fmt: skip
+    args += ["--batch-size", "4"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["artifact"] == str(out)
+    assert main(["evaluate", str(out), "--text", str(corpus_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["val_loss"] > 0 and report["characters"] == len(TEXT)
+    argv = ["sample", str(out), "--prompt", "All:", "--max-new-tokens", "12", "--temperature", "0", "--seed", "1"]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert first.out.startswith("All:") and json.loads(first.err)["tokens"] == 12
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first.out
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "model", "train", "generator", "--train", str(empty), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "empty" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "model", "sample", str(tmp_path / "missing"), "--prompt", "x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr

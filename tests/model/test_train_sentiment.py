@@ -1,0 +1,242 @@
+"""model/train_sentiment.py (+ model/train.py): reproducible runs, resuming, early stopping, budgets, what the
+artifact records. Every run here is a tiny classifier on a few dozen sentences, with one torch thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import safetensors.torch
+import torch
+
+from model import train_sentiment as ts
+from model.artifacts import load_sentiment
+from model.data import SentimentData, load_user_data
+from model.train_sentiment import train_sentiment
+from tests.conftest import Trained
+from tests.helpers import TIMING_KEYS, sentences, small_config, write_csv
+
+pytestmark = pytest.mark.usefixtures("fast_plots")
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(out / "model.safetensors"))
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def history(out: Path) -> list[dict[str, Any]]:
+    """The per-epoch history stored in the artifact, less the fields that measure time."""
+    rows = json.loads((out / "config.json").read_text())["training"]["history"]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def untimed(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "train_seconds"}
+
+
+def checkpoint_of(out: Path) -> Path:
+    return out.parent / f"{out.name}.ckpt"
+
+
+def test_same_seed_gives_identical_weights_and_metrics(tiny_data: SentimentData, tmp_path: Path) -> None:
+    first = train_sentiment(small_config(), tiny_data, tmp_path / "a")
+    second = train_sentiment(small_config(), tiny_data, tmp_path / "b")
+    other = train_sentiment(small_config(seed=1), tiny_data, tmp_path / "c")
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert untimed(first) == untimed(second)
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    # and the seed matters: another seed is another model
+    assert not same_weights(weights(tmp_path / "a"), weights(tmp_path / "c"))
+    assert history(tmp_path / "a") != history(tmp_path / "c") or untimed(first) != untimed(other)
+
+
+@pytest.mark.parametrize("tokenizer", ["wordpiece", "bpe"])
+def test_same_seed_is_reproducible_with_subword_tokenizers(
+    tiny_data: SentimentData, tmp_path: Path, tokenizer: str
+) -> None:
+    cfg = small_config(epochs=1, tokenizer=tokenizer, vocab_size=60)
+    train_sentiment(cfg, tiny_data, tmp_path / "a")
+    train_sentiment(cfg, tiny_data, tmp_path / "b")
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def _interrupt_before_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make the run stop with Ctrl-C as epoch `epoch` (0-based) begins, as a user or a preempted job would."""
+    real = ts._train_epoch
+
+    def interrupted(net: Any, opt: Any, cfg: Any, data: Any, state: Any, *args: Any) -> Any:
+        if state.epoch == epoch:
+            raise KeyboardInterrupt
+        return real(net, opt, cfg, data, state, *args)
+
+    monkeypatch.setattr(ts, "_train_epoch", interrupted)
+
+
+def _record_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    started: list[int] = []
+    real = ts._train_epoch
+
+    def recording(net: Any, opt: Any, cfg: Any, data: Any, state: Any, *args: Any) -> Any:
+        started.append(state.epoch)
+        return real(net, opt, cfg, data, state, *args)
+
+    monkeypatch.setattr(ts, "_train_epoch", recording)
+    return started
+
+
+def test_resume_continues_after_the_last_finished_epoch(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # word dropout: the resumed epoch must replay its randomness too; two members: both must be restored
+    cfg = small_config(epochs=2, word_dropout=0.1, ensemble=2)
+    reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        _interrupt_before_epoch(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train_sentiment(cfg, tiny_data, out)
+    assert not out.exists()
+    state = json.loads((checkpoint_of(out) / "state.json").read_text())["train_state"]
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+
+    started = _record_epochs(monkeypatch)
+    resumed = train_sentiment(cfg, tiny_data, out, resume=True)
+    assert started == [1], "epoch 1 was trained again instead of being taken from the checkpoint"
+    assert_same_weights(weights(out), weights(tmp_path / "reference"))
+    assert untimed(resumed) == untimed(reference)
+    assert history(out) == history(tmp_path / "reference")
+    assert not checkpoint_of(out).exists()
+
+
+def test_resume_refuses_a_checkpoint_made_with_other_settings(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model"
+    with monkeypatch.context() as patch:
+        _interrupt_before_epoch(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train_sentiment(small_config(), tiny_data, out)
+    with pytest.raises(ValueError, match="made with other settings or data"):
+        train_sentiment(small_config(lr=5e-3), tiny_data, out, resume=True)
+    # without --resume a stale checkpoint is simply replaced: training starts at epoch 0
+    started = _record_epochs(monkeypatch)
+    train_sentiment(small_config(lr=5e-3), tiny_data, out)
+    assert started == [0, 1]
+    assert not checkpoint_of(out).exists()
+
+
+def test_early_stopping_keeps_the_best_weights(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = iter([0.5, 0.9, 0.6, 0.4, 0.95, 0.99])
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted(net: torch.nn.Module, dev: Any, rt: Any) -> dict[str, float]:
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return {"dev_loss": 1.0, "dev_accuracy": next(script)}
+
+    monkeypatch.setattr(ts, "_dev_metrics", scripted)
+    out = tmp_path / "model"
+    metrics = train_sentiment(small_config(epochs=6, patience=2), tiny_data, out)
+    assert metrics["epochs_run"] == 4  # epochs 3 and 4 did not beat epoch 2
+    assert metrics["best_epoch"] == 2
+    assert [row["dev_accuracy"] for row in history(out)] == [0.5, 0.9, 0.6, 0.4]
+    assert len(seen) == 4
+    assert_same_weights(weights(out), seen[1])
+    assert not same_weights(weights(out), seen[3])
+
+
+def test_gradient_norms_and_clipping_are_recorded(tiny_data: SentimentData, tmp_path: Path) -> None:
+    out = tmp_path / "clipped"
+    train_sentiment(small_config(epochs=1, clip_norm=1e-4), tiny_data, out)
+    (row,) = history(out)
+    assert row["grad_norm_mean"] > 1e-4
+    assert row["clipped_fraction"] == 1.0  # every step's norm was above the tiny clip threshold
+
+
+def test_trained_history_records_gradient_norms(trained: Trained) -> None:
+    rows = history(trained.path)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for row in rows:
+        for key in ("grad_norm_mean", "grad_norm_max", "grad_norm_p99", "train_loss", "dev_loss", "lr"):
+            assert math.isfinite(row[key]) and row[key] > 0, key
+        assert row["grad_norm_mean"] <= row["grad_norm_max"]
+        assert row["grad_norm_p99"] <= row["grad_norm_max"] + 1e-6
+        assert 0.0 <= row["clipped_fraction"] <= 1.0
+        assert row["complete"] == 1.0
+        assert 0.0 <= row["dev_accuracy"] <= 1.0
+
+
+def test_max_minutes_budget_stops_mid_epoch(tiny_data: SentimentData, tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    metrics = train_sentiment(small_config(epochs=3, max_minutes=0.0), tiny_data, out)
+    assert metrics["epochs_run"] == 1
+    (row,) = history(out)
+    assert row["complete"] == 0.0
+    assert load_sentiment(out).labels == ["neg", "pos"]  # a usable artifact all the same
+    assert not checkpoint_of(out).exists()
+
+
+def test_a_tiny_model_learns_the_cue_words(tiny_data: SentimentData, tmp_path: Path) -> None:
+    metrics = train_sentiment(small_config(epochs=12, lr=3e-2, dropout=0.0), tiny_data, tmp_path / "m")
+    assert metrics["dev"]["accuracy"] >= 0.9, metrics["dev"]
+    model = load_sentiment(tmp_path / "m")
+    assert [r["label"] for r in model.predict(["a superb brilliant film", "a dull dreadful film"])] == ["pos", "neg"]
+
+
+def test_trained_artifact_records_its_provenance(trained: Trained) -> None:
+    config = json.loads((trained.path / "config.json").read_text())
+    assert config["task"] == "sentiment"
+    assert config["labels"] == ["neg", "pos"]
+    assert config["tokenizer"]["kind"] == "word" and config["tokenizer"]["lowercase"] is True
+    assert config["network"]["hidden_size"] == 8 and config["network"]["embedding_dim"] == 8
+    assert config["training"]["epochs"] == 2 and config["training"]["world_size"] == 1
+    assert config["data"]["name"] == "train"
+    assert (
+        config["data"]["sha256"][str(trained.train_csv)] == hashlib.sha256(trained.train_csv.read_bytes()).hexdigest()
+    )
+    assert config["calibration"]["temperature"] == config["metrics"]["calibration"]["temperature"] > 0
+    metrics = json.loads((trained.path / "metrics.json").read_text())
+    assert metrics == config["metrics"] == json.loads(json.dumps(trained.metrics))
+    assert metrics["calibration"]["split"] == "test"
+    assert metrics["test"]["n"] == 12 and metrics["dev"]["n"] == 12
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 12
+    for name in ("learning_curves.png", "confusion_matrix.png", "reliability.png"):
+        assert (trained.path / name).read_bytes().startswith(b"\x89PNG")
+    # the checkpoint beside the artifact is gone once the artifact is written; nothing else is left behind
+    assert sorted(p.name for p in trained.path.parent.iterdir()) == ["sentiment"]
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "cell", "pooling"), [("wordpiece", "gru", "mean"), ("bpe", "rnn", "last")], ids=["wordpiece", "bpe"]
+)
+def test_multi_class_with_other_tokenizers_and_cells(tmp_path: Path, tokenizer: str, cell: str, pooling: str) -> None:
+    labels = ["5", "3", "1", "4", "2"]
+    path = write_csv(tmp_path / "stars.csv", sentences(50, labels))
+    data = load_user_data(path, dev_fraction=0.2)
+    cfg = small_config(epochs=1, tokenizer=tokenizer, cell=cell, pooling=pooling, bidirectional=False, vocab_size=60)
+    metrics = train_sentiment(cfg, data, tmp_path / "out")
+    model = load_sentiment(tmp_path / "out")
+    assert model.labels == ["1", "2", "3", "4", "5"]
+    assert model.config.cell == cell and model.config.pooling == pooling and model.config.num_classes == 5
+    assert model.artifact.config["tokenizer"]["kind"] == tokenizer
+    assert len(metrics["dev"]["confusion_matrix"]) == 5
+    (result,) = model.predict(["one1 two2 story"])
+    assert list(result["probabilities"]) == ["1", "2", "3", "4", "5"]
