@@ -9,7 +9,6 @@ export RNN_DATA_DIR
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
@@ -31,13 +30,14 @@ artifacts/sentiment/config.json: | install
 artifacts/generator/config.json: | install
 	$(PY) -m model train generator --out artifacts/generator
 
-train: artifacts/sentiment/config.json
+train: artifacts/sentiment/config.json artifacts/generator/config.json
 
 serve: train
 	$(PY) -m app
 
 bench: install
-	$(PY) bench/sentiment_quality.py
+	$(PY) bench/sentiment_quality.py --update-readme
+	$(PY) bench/generator_quality.py --update-readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
 from app.config import SettingsError, load_settings
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main() -> int:
@@ -15,6 +22,10 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again against the handler it found there;
+    # Python's default handler would kill the process (status -15, or 143 in a container) after a clean shutdown.
+    # A stop asked for by SIGTERM is a normal exit.
+    signal.signal(signal.SIGTERM, _stop)
     from app.main import create_app
 
     uvicorn.run(
@@ -22,7 +33,7 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.request_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.request_timeout_s),  # int(0.5) would be 0: no wait at all
     )
     return 0
 

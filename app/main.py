@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
 from app.config import Settings, load_settings
 from app.middleware import LimitsMiddleware, MetricsMiddleware
 from app.routes import generate, health, sentiment
+from app.routes.errors import validation_error
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.not_ready = "starting"
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(health.router)
     app.include_router(sentiment.router)
     app.include_router(generate.router)

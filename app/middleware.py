@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.serving.metrics import Metrics
@@ -20,8 +21,12 @@ async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once a body without (or with a false) content-length passes the limit. An
+    HTTPException, so FastAPI's body parsing re-raises it as a 413 instead of turning it into a 400."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
 
 
 class LimitsMiddleware:
@@ -56,7 +61,7 @@ class LimitsMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(too_large)
             return message
 
         async def tracked_send(message: Message) -> None:

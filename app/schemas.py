@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model.sampling import MAX_SEED
+from model.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY
 
 MAX_STOP_SEQUENCES = 4
 
@@ -64,7 +64,7 @@ class GenerateRequest(Strict):
     temperature: float = Field(1.0, ge=0.0, examples=[0.8], description="0 = greedy")
     top_k: int | None = Field(None, ge=1, examples=[None])
     top_p: float | None = Field(None, gt=0.0, le=1.0, examples=[None])
-    repetition_penalty: float | None = Field(None, gt=0.0, examples=[None])
+    repetition_penalty: float | None = Field(None, ge=MIN_PENALTY, le=MAX_PENALTY, examples=[None])
     seed: int | None = Field(None, ge=0, le=MAX_SEED, examples=[42])
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES, examples=[["\n\n"]])
 

@@ -23,6 +23,7 @@ from model.networks import CharRNN, Hidden
 
 MAX_SEED = 2**63 - 1
 REPETITION_WINDOW = 64  # characters of context the repetition penalty looks back over
+MIN_PENALTY, MAX_PENALTY = 1e-3, 1e3  # beyond these the penalised logits overflow float32
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ class SamplingParams:
         if self.top_p is not None and not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty is not None and not (
-            math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0
+            MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY
         ):
-            raise ValueError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}")
+            raise ValueError(
+                f"repetition_penalty must be in [{MIN_PENALTY}, {MAX_PENALTY}], got {self.repetition_penalty}"
+            )
         if any(not s for s in self.stop):
             raise ValueError("stop sequences must be non-empty strings")
         if self.seed is not None and not (0 <= self.seed <= MAX_SEED):
@@ -108,7 +111,8 @@ class Sampler:
         if self.params.temperature == 0:
             token = int(torch.argmax(logits))
         else:
-            logits = logits / self.params.temperature
+            # shift before dividing: a tiny temperature then sends the rest to -inf instead of overflowing
+            logits = (logits - logits.max()) / self.params.temperature
             if self.params.top_k is not None:
                 logits = top_k_filter(logits, self.params.top_k)
             if self.params.top_p is not None:

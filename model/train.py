@@ -7,6 +7,7 @@ Run through the CLI: `python -m model train sentiment --preset quick`, or under
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,6 @@ def teardown_runtime(rt: Runtime) -> None:
 
 def parameter_digest(module: nn.Module) -> str:
     """A sha256 over all parameters: equal digests mean bit-identical replicas."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, p in sorted(module.state_dict().items()):
         digest.update(name.encode())
@@ -237,8 +236,3 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Dropout and word-dropout randomness per (epoch, rank): a resumed epoch replays exactly."""
     return seed * 1_000_003 + epoch * 101 + rank
-
-
-def chunks(seq: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]

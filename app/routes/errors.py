@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from app.schemas import ErrorResponse
 
@@ -21,3 +25,21 @@ def overloaded(detail: str, retry_after: int = 1) -> HTTPException:
 
 def timed_out(seconds: float) -> HTTPException:
     return overloaded(f"the request took longer than {seconds:g} s (RNN_REQUEST_TIMEOUT_S)")
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or Infinity: a non-finite number echoed back in an error becomes its string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 answer (`detail`: the list of errors), made JSON-safe: a request may hold NaN or Infinity
+    (Python's json accepts them), and echoing that input back must not turn the client's mistake into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})

@@ -161,7 +161,12 @@ class GeneratorEngine:
             if s.cancelled.is_set():
                 continue
             assert s.logits is not None
-            token = s.sampler.next_token(s.logits)
+            try:
+                token = s.sampler.next_token(s.logits)
+            except Exception as exc:  # this stream's parameters broke sampling: fail it alone, not its batch
+                log.warning("sampling failed for one stream: %s", exc)
+                s.put(Event("error", text=f"sampling failed: {exc}"))
+                continue
             s.count += 1
             sampled += 1
             self._emit(s, s.matcher.feed(self.table.get(token, "\ufffd")))

@@ -1,0 +1,125 @@
+"""Fixtures for the service tests: two tiny artifacts trained once per session (about a second each), settings
+that ignore the caller's RNN_* environment and any .env file, and TestClients whose lifespan has run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.config import Settings, load_settings
+from app.main import create_app
+from model import evaluate
+from model.config import GeneratorTrainConfig
+from model.data import load_corpus, load_user_data
+from tests.helpers import PNG_STUB, sentences, small_config, write_csv
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = ["negative", "positive"]
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n"
+) * 8
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    sentiment: Path
+    generator: Path
+
+
+def _rnn_vars() -> list[str]:
+    return [k for k in os.environ if k.startswith("RNN_")]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    """A sentiment and a generator artifact, trained in about a second each (plots stubbed: they are not served)."""
+    from model.train_generator import train_generator
+    from model.train_sentiment import train_sentiment
+
+    root = tmp_path_factory.mktemp("service-artifacts")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("plot_learning_curves", "plot_confusion", "plot_reliability"):
+            patch.setattr(evaluate, name, lambda *args, **kwargs: PNG_STUB)
+        train_csv = write_csv(root / "train.csv", sentences(48, LABELS, seed=1))
+        train_sentiment(small_config(), load_user_data(train_csv, dev_fraction=0.25, seed=0), root / "sentiment")
+        corpus = root / "corpus.txt"
+        corpus.write_text(CORPUS, encoding="utf-8")
+        cfg = GeneratorTrainConfig(epochs=1, batch_size=4, seq_len=16, hidden_size=16, embedding_dim=8, threads=1)
+        train_generator(cfg, load_corpus(corpus), root / "generator")
+    return Artifacts(root / "sentiment", root / "generator")
+
+
+def clean_settings(artifacts: Artifacts, **overrides: Any) -> Settings:
+    """Settings for the tiny artifacts: no RNN_* variable of the caller, no .env file, only `overrides`."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in _rnn_vars():
+            patch.delenv(key)
+        values: dict[str, Any] = {
+            "sentiment_artifact": artifacts.sentiment,
+            "generator_artifact": artifacts.generator,
+            "torch_threads": 1,
+            **overrides,
+        }
+        return load_settings(_env_file=None, **values)
+
+
+@pytest.fixture(autouse=True)
+def _no_rnn_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the environment: start each test without the caller's RNN_* variables."""
+    for key in _rnn_vars():
+        if key != "RNN_CACHE_DIR":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="module")
+def client(artifacts: Artifacts) -> Iterator[TestClient]:
+    """One started app per test module, with default limits (for tests that only read)."""
+    with TestClient(create_app(clean_settings(artifacts))) as c:
+        yield c
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(artifacts: Artifacts) -> Iterator[ClientFactory]:
+    """`make_client(**settings)`: a started app with those settings; stopped after the test."""
+    with ExitStack() as stack:
+        yield lambda **overrides: stack.enter_context(TestClient(create_app(clean_settings(artifacts, **overrides))))
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan run in the current event loop, and an AsyncClient calling the app in-process, so that
+    `asyncio.gather` puts many requests in flight at once, all in this one loop."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as c:
+            yield c
+
+
+@pytest.fixture
+def settings_for(artifacts: Artifacts) -> Callable[..., Settings]:
+    """`settings_for(**overrides)`: settings for the tiny artifacts, free of the caller's environment."""
+    return lambda **overrides: clean_settings(artifacts, **overrides)
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from a Prometheus exposition (`/metrics`), or None when it is absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None

@@ -1,0 +1,108 @@
+"""The demo page in a real browser: headless Chromium (Debian's) driven by Playwright against the real server.
+
+Skipped only where no Chromium is installed and this is not CI; CI installs it (.ci/run) and must run this.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.conftest import REPO, Artifacts
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="no Chromium here (CI installs it)"
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(artifacts: Artifacts) -> Iterator[str]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
+    env.update(RNN_HOST="127.0.0.1", RNN_PORT=str(port), RNN_TORCH_THREADS="1", RNN_LOG_LEVEL="warning")
+    env.update(RNN_SENTIMENT_ARTIFACT=str(artifacts.sentiment), RNN_GENERATOR_ARTIFACT=str(artifacts.generator))
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "server exited during start-up"
+            time.sleep(0.2)
+        else:
+            pytest.fail("server not ready within 60 s")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page()
+        page.goto(server + "/")
+        yield page
+        browser.close()
+
+
+def test_sentiment_shows_label_probabilities_and_word_weights(page, server: str) -> None:  # noqa: ANN001
+    text = "a superb and lovely film"
+    page.fill("#sentiment-input", text)
+    page.click("#sentiment-submit")
+    result = page.locator("#sentiment-result")
+    result.locator(".label").wait_for(timeout=15_000)
+    expected = httpx.post(f"{server}/sentiment", json={"text": text}).json()
+    assert result.locator(".label").inner_text().startswith(expected["label"])
+    for label in expected["probabilities"]:
+        assert label in result.inner_text()
+    words = result.locator(".words span")
+    assert words.count() == len(text.split())
+    assert [words.nth(i).inner_text() for i in range(words.count())] == text.split()
+
+
+def test_generation_streams_into_the_page(page, server: str) -> None:  # noqa: ANN001
+    page.fill("#generate-input", "All:")
+    page.fill("#generate-length", "40")
+    page.click("#generate-submit")
+    details = page.locator("#generate-details")
+    page.wait_for_function("document.getElementById('generate-details').textContent.includes('characters')",
+                           timeout=15_000)  # fmt: skip
+    assert "40 characters" in details.inner_text()
+    assert len(page.locator("#generate-output").inner_text()) > 0
+
+
+def test_errors_are_shown_not_swallowed(page) -> None:  # noqa: ANN001
+    page.fill("#sentiment-input", "   ")
+    page.click("#sentiment-submit")
+    page.locator("#sentiment-result .error").wait_for(timeout=10_000)
+    assert "non-whitespace" in page.locator("#sentiment-result").inner_text()

@@ -1,0 +1,249 @@
+"""The engines under load: micro-batching keeps each answer its own, continuous batching keeps each seed's text,
+cancelled streams are dropped, and full engines or slow requests answer 503 at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.serving.classifier import ClassifierEngine
+from app.serving.generator import GeneratorEngine, collect
+from app.serving.metrics import Metrics
+from model.artifacts import load_generator, load_sentiment
+from model.sampling import SamplingParams, generate
+from tests.app.conftest import Artifacts, ClientFactory, metric, serving
+
+SettingsFor = Callable[..., Settings]
+WORDS = "good bad great awful the movie film plot was lovely dull boring superb".split()
+
+
+def texts(n: int) -> list[str]:
+    """`n` different texts of different lengths (so a batch is padded and length-sorted)."""
+    return [" ".join(WORDS[(i + k) % len(WORDS)] for k in range(1 + i % 9)) + f" {i}" for i in range(n)]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return condition()
+
+
+def assert_same(got: dict[str, Any], expected: dict[str, Any], tol: float = 1e-6) -> None:
+    assert got["label"] == expected["label"]
+    for label, p in expected["probabilities"].items():
+        assert got["probabilities"][label] == pytest.approx(p, abs=tol)
+
+
+# ---------------------------------------------------------------------------------------------- classifier
+def test_concurrent_requests_share_batches_and_keep_their_answers(
+    settings_for: SettingsFor, artifacts: Artifacts
+) -> None:
+    reference = load_sentiment(artifacts.sentiment)
+    batch = texts(32)
+
+    async def main() -> tuple[list[dict[str, Any]], str]:
+        async with serving(create_app(settings_for(batch_max_wait_ms=20))) as c:
+            responses = await asyncio.gather(*(c.post("/sentiment", json={"text": t}) for t in batch))
+            assert all(r.status_code == 200 for r in responses)
+            return [r.json() for r in responses], (await c.get("/metrics")).text
+
+    answers, metrics = asyncio.run(main())
+    for text, answer in zip(batch, answers, strict=True):
+        assert_same(answer, reference.predict([text])[0])
+    forwards = metric(metrics, "rnn_batch_size_count")
+    assert metric(metrics, "rnn_batch_size_sum") == 32
+    assert forwards is not None and forwards < 32  # texts were batched together …
+    singles = metric(metrics, "rnn_batch_size_bucket", le="1.0")
+    assert singles is not None and singles < forwards  # … some forward held more than one
+    assert metric(metrics, "rnn_queue_depth") == 0
+
+
+def test_batches_never_exceed_the_max_size(artifacts: Artifacts) -> None:
+    reference = load_sentiment(artifacts.sentiment)
+    batch = texts(20)
+
+    async def main() -> tuple[list[dict[str, Any]], Metrics]:
+        metrics = Metrics()
+        engine = ClassifierEngine(load_sentiment(artifacts.sentiment), max_batch=8, max_wait_ms=20, metrics=metrics)
+        await engine.start()
+        try:
+            answers = await asyncio.gather(*(engine.classify([t]) for t in batch))
+            return [a for [a] in answers], metrics
+        finally:
+            await engine.stop()
+
+    answers, metrics = asyncio.run(main())
+    for text, answer in zip(batch, answers, strict=True):
+        assert_same(answer, reference.predict([text])[0])
+    registry = metrics.registry
+    count = registry.get_sample_value("rnn_batch_size_count")
+    assert registry.get_sample_value("rnn_batch_size_sum") == 20
+    assert count is not None and 3 <= count < 20
+    assert registry.get_sample_value("rnn_batch_size_bucket", {"le": "8.0"}) == count  # none over 8
+
+
+def test_a_timed_out_request_is_503_and_leaves_nothing_queued(settings_for: SettingsFor) -> None:
+    async def main() -> None:
+        app = create_app(settings_for(batch_max_wait_ms=300, request_timeout_s=0.05))
+        async with serving(app) as c:
+            r = await c.post("/sentiment", json={"text": "good"})
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
+            assert "RNN_REQUEST_TIMEOUT_S" in r.json()["detail"]
+            await asyncio.sleep(0.4)  # the batcher wakes up, finds the request gone and runs no forward
+            metrics = (await c.get("/metrics")).text
+            assert metric(metrics, "rnn_batch_size_count") == 0
+            assert app.state.classifier.queue.empty()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------- generator
+def test_a_seed_gives_the_same_text_alone_and_among_concurrent_streams(
+    settings_for: SettingsFor, artifacts: Artifacts
+) -> None:
+    seeds = [42] + list(range(100, 115))
+    prompt = "First Citizen:\n"
+    payload: dict[str, Any] = {"prompt": prompt, "max_new_tokens": 80, "temperature": 0.9}
+
+    async def main() -> tuple[dict[int, str], dict[int, str], int]:
+        app = create_app(settings_for())
+        async with serving(app) as c:
+            alone = {}
+            for seed in seeds:
+                alone[seed] = (await c.post("/generate", json={**payload, "seed": seed})).json()["generated_text"]
+            steps = app.state.generator.steps
+            responses = await asyncio.gather(*(c.post("/generate", json={**payload, "seed": s}) for s in seeds))
+            together = {r.json()["seed"]: r.json()["generated_text"] for r in responses}
+            return alone, together, app.state.generator.steps - steps
+
+    alone, together, steps = asyncio.run(main())
+    assert together == alone
+    assert len(set(alone.values())) > 1
+    assert steps < 16 * 79 / 2  # the 16 streams were stepped together, not one after another
+    model = load_generator(artifacts.generator)
+    expected = generate(model.network, model.tokenizer, prompt, SamplingParams(80, 0.9, seed=42))
+    assert alone[42] == expected.text
+
+
+def test_a_failing_stream_does_not_fail_the_others(artifacts: Artifacts) -> None:
+    model = load_generator(artifacts.generator)
+
+    async def main() -> str:
+        engine = GeneratorEngine(model, max_streams=4, metrics=Metrics())
+        engine.start()
+        try:
+            good = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
+            # a temperature so small that logits / temperature overflows: sampling this stream raises
+            bad = engine.submit("All:", SamplingParams(max_new_tokens=150, temperature=1e-40, seed=3))
+            with pytest.raises(RuntimeError, match="sampling failed"):
+                await collect(bad, 10)
+            return (await collect(good, 10)).text
+        finally:
+            engine.stop()
+
+    text = asyncio.run(main())
+    assert text == generate(model.network, model.tokenizer, "All:", SamplingParams(max_new_tokens=150, seed=3)).text
+
+
+def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        engine = GeneratorEngine(load_generator(artifacts.generator), max_streams=2, metrics=metrics)
+        engine.start()
+        try:
+            stream = engine.submit("All:", SamplingParams(max_new_tokens=100_000, seed=1))
+            for _ in range(5):
+                assert (await asyncio.wait_for(stream.events.get(), 5)).kind == "token"
+            assert engine.load == 1
+            assert metrics.registry.get_sample_value("rnn_generation_active_streams") == 1
+            stream.cancel()
+            deadline = time.monotonic() + 1.0
+            while (engine.load or metrics.registry.get_sample_value("rnn_generation_active_streams")) and (
+                time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.005)
+            assert engine.load == 0
+            assert metrics.registry.get_sample_value("rnn_generation_active_streams") == 0
+            steps = engine.steps
+            await asyncio.sleep(0.05)
+            assert engine.steps == steps  # the engine is idle, not stepping a dead stream
+        finally:
+            engine.stop()
+
+    asyncio.run(main())
+
+
+def test_a_client_leaving_a_stream_frees_its_slot(make_client: ClientFactory) -> None:
+    c = make_client(max_streams=1, max_new_tokens=100_000)
+    engine = c.app.state.generator  # type: ignore[attr-defined]
+    with c.stream("POST", "/generate/stream", json={"max_new_tokens": 100_000, "seed": 1}) as held:
+        lines = held.iter_lines()  # keep it: a dropped iterator closes the response
+        assert next(lines).startswith("data: ")
+        assert engine.load == 1
+        # every slot is taken: 503 at once, with Retry-After
+        for route in ("/generate", "/generate/stream"):
+            r = c.post(route, json={"max_new_tokens": 5})
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
+            assert "all 1 generation slots are busy" in r.json()["detail"]
+        assert c.post("/sentiment", json={"text": "good"}).status_code == 200  # the classifier is not affected
+        assert engine.load == 1
+    # the client left: the engine drops the stream within a second
+    assert wait_until(lambda: engine.load == 0)
+    assert wait_until(lambda: metric(c.get("/metrics").text, "rnn_generation_active_streams") == 0)
+    assert c.post("/generate", json={"max_new_tokens": 5, "seed": 0}).json()["generated_tokens"] == 5
+
+
+def test_a_generation_over_the_time_limit_is_503_and_dropped(make_client: ClientFactory) -> None:
+    c = make_client(max_new_tokens=100_000, request_timeout_s=0.1)
+    engine = c.app.state.generator  # type: ignore[attr-defined]
+    r = c.post("/generate", json={"max_new_tokens": 100_000})
+    assert r.status_code == 503
+    assert "RNN_REQUEST_TIMEOUT_S" in r.json()["detail"] and r.headers["retry-after"] == "1"
+    assert wait_until(lambda: engine.load == 0)
+
+
+def test_stopping_the_engine_ends_waiting_streams(artifacts: Artifacts) -> None:
+    async def main() -> None:
+        engine = GeneratorEngine(load_generator(artifacts.generator), max_streams=2, metrics=Metrics())
+        engine.start()
+        stream = engine.submit("All:", SamplingParams(max_new_tokens=100_000, seed=1))
+        await asyncio.wait_for(stream.events.get(), 5)
+        await asyncio.to_thread(engine.stop)
+        assert engine.thread is not None and not engine.thread.is_alive()
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await collect(stream, 5)
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------- in flight
+def test_requests_beyond_the_concurrency_limit_get_503(make_client: ClientFactory) -> None:
+    c: TestClient = make_client(max_concurrent_requests=1)
+    with c.stream("POST", "/generate/stream", json={"max_new_tokens": 500, "seed": 1}) as held:
+        lines = held.iter_lines()
+        assert next(lines).startswith("data: ")  # in flight until the client has read it all
+        for route, body in (("/sentiment", {"text": "good"}), ("/generate", {"max_new_tokens": 5})):
+            r = c.post(route, json=body)
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
+            assert "RNN_MAX_CONCURRENT_REQUESTS" in r.json()["detail"]
+        assert c.get("/health").status_code == 200  # operations are not limited
+        assert c.get("/ready").status_code == 200
+        events = [line for line in lines if line.startswith("data: ")]
+    assert '"finish_reason": "length"' in events[-1]
+    assert c.post("/sentiment", json={"text": "good"}).status_code == 200
+    metrics = c.get("/metrics").text
+    assert metric(metrics, "rnn_requests_rejected_total") == 2
+    assert metric(metrics, "rnn_requests_in_flight") == 0
