@@ -45,9 +45,7 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not (0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty is not None and not (
-            MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY
-        ):
+        if self.repetition_penalty is not None and not (MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY):
             raise ValueError(
                 f"repetition_penalty must be in [{MIN_PENALTY}, {MAX_PENALTY}], got {self.repetition_penalty}"
             )
