@@ -34,9 +34,11 @@ from model.train_generator import train_generator  # noqa: E402
 TARGET_LOSS, TARGET_ONE, TARGET_BATCH = 1.50, 5000.0, 40000.0
 
 
-def train(preset: str, overrides: dict[str, Any], corpus: Any, workdir: Path) -> tuple[dict[str, Any], Path]:
+def train(
+    preset: str, overrides: dict[str, Any], corpus: Any, workdir: Path, out: Path | None = None
+) -> tuple[dict[str, Any], Path]:
     cfg = merge(generator_preset(preset), {"threads": 2, **overrides})
-    out = workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
+    out = out or workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
     started = time.perf_counter()
     metrics = train_generator(cfg, corpus, out)
     config = json.loads((out / "config.json").read_text())
@@ -77,8 +79,8 @@ def speed_batched(net: CharRNN, streams: int = 32, steps: int = 500, repeats: in
     return statistics.median(rates)
 
 
-def section_default(corpus: Any, workdir: Path) -> dict[str, Any]:
-    ours, path = train("default", {}, corpus, workdir)
+def section_default(corpus: Any, workdir: Path, keep: Path | None = None) -> dict[str, Any]:
+    ours, path = train("default", {}, corpus, workdir, keep)
     torch.set_num_threads(2)
     gen = load_generator(path)
     ours["chars_per_s_one_stream"] = speed_one_stream(gen.network, gen.tokenizer)
@@ -132,13 +134,17 @@ def main() -> None:
     parser.add_argument("--sections", default="default,cells,batching")
     parser.add_argument("--data-dir", help="tiny-shakespeare mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument(
+        "--keep", type=Path, help="also keep the default preset's artifact here (e.g. artifacts/generator)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     corpus = load_corpus(data_dir=args.data_dir)
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sections.split(","):
-            report[name] = SECTIONS[name](corpus, Path(tmp))
+            extra = {"keep": args.keep} if name == "default" and args.keep else {}
+            report[name] = SECTIONS[name](corpus, Path(tmp), **extra)
             save_json(f"generator_{name}", report[name])
             if args.update_readme:
                 update_section(README_NAMES[name], report[name]["markdown"])

@@ -28,9 +28,9 @@ from model.train_sentiment import train_sentiment  # noqa: E402
 TARGET_DEFAULT, TARGET_QUICK = 0.855, 0.80
 
 
-def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path) -> dict[str, Any]:
+def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: Path | None = None) -> dict[str, Any]:
     cfg = merge(sentiment_preset(preset), {"threads": 2, **overrides})
-    out = workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
+    out = out or workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
     started = time.perf_counter()
     metrics = train_sentiment(cfg, data, out)
     wall = time.perf_counter() - started
@@ -52,8 +52,8 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path) -> dic
     }
 
 
-def section_default(data: Any, workdir: Path) -> dict[str, Any]:
-    ours = run("default", {}, data, workdir)
+def section_default(data: Any, workdir: Path, keep: Path | None = None) -> dict[str, Any]:
+    ours = run("default", {}, data, workdir, keep)
     quick = run("quick", {}, data, workdir)
     baseline = tfidf_logreg(data)
     rows = [
@@ -117,13 +117,17 @@ def main() -> None:
     parser.add_argument("--sections", default="default,cells,tokenizers")
     parser.add_argument("--data-dir", help="SST-2 mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument(
+        "--keep", type=Path, help="also keep the default preset's artifact here (e.g. artifacts/sentiment)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     data = load_sst2(args.data_dir)
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sections.split(","):
-            report[name] = SECTIONS[name](data, Path(tmp))
+            extra = {"keep": args.keep} if name == "default" and args.keep else {}
+            report[name] = SECTIONS[name](data, Path(tmp), **extra)
             save_json(f"sentiment_{name}", report[name])
             if args.update_readme:
                 update_section(README_NAMES[name], report[name]["markdown"])

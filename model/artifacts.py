@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from tokenizers import Tokenizer
 
 from model import __version__
 from model.config import CharLMConfig, ClassifierConfig
+from model.data import sha256_file
 from model.networks import CharRNN, SentimentClassifier, count_parameters
 from model.tokenization import PAD_ID, encode_batch, load_tokenizer
 
@@ -45,14 +45,6 @@ TASKS = ("sentiment", "generation")
 
 class ArtifactError(Exception):
     """An artifact is missing, corrupt or of an unknown format; the message names the file."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -112,7 +104,7 @@ def save_artifact(
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
-        manifest = {"schema_version": SCHEMA_VERSION, "files": {name: _sha256(tmp / name) for name in files}}
+        manifest = {"schema_version": SCHEMA_VERSION, "files": {name: sha256_file(tmp / name) for name in files}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         # mkdtemp makes the directory 0700 and safetensors writes 0600, but an artifact is shared (served by another
         # user, copied into an image): give it the permissions of any file this process creates
@@ -175,7 +167,7 @@ def verify(path: str | Path) -> dict[str, str]:
         file = root / name
         if not file.is_file():
             raise ArtifactError(f"{file} is missing")
-        actual = _sha256(file)
+        actual = sha256_file(file)
         if actual != expected:
             raise ArtifactError(f"{file} is corrupt: sha256 {actual[:12]}… does not match the manifest")
     return files

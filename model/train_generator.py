@@ -12,7 +12,6 @@ Two ways to cut the training stream into batches (`batching`):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ from model.train import (
     Runtime,
     TrainState,
     epoch_seed,
+    fingerprint,
     load_checkpoint,
     lr_at,
     save_checkpoint,
@@ -181,12 +181,6 @@ def fit(
     return state
 
 
-def _fingerprint(cfg: GeneratorTrainConfig, corpus: TextCorpus) -> str:
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads")}
-    blob = json.dumps({"cfg": settings, "data": corpus.sha256, "name": corpus.name}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def sample_texts(
     net: CharRNN, tok: Any, prompts: tuple[str, ...] = ("ROMEO:", "First Citizen:\n", "")
 ) -> list[dict[str, str]]:
@@ -219,7 +213,8 @@ def train_generator(
             "training %s on %s: %d train / %d val characters, vocabulary %d, %d parameters",
             network_cfg.cell, corpus.name, len(train_ids), len(val_ids), tok.get_vocab_size(), count_parameters(net),
         )  # fmt: skip
-        state = fit(cfg, net, train_ids, val_ids, rt, checkpoint, _fingerprint(cfg, corpus), resume)
+        key = fingerprint(cfg, corpus.sha256, corpus.name)
+        state = fit(cfg, net, train_ids, val_ids, rt, checkpoint, key, resume)
         val_loss = evaluate_loss(net, val_ids)
         samples = sample_texts(net, tok)
         metrics: dict[str, Any] = {

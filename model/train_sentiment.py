@@ -5,7 +5,6 @@ Run through the CLI: `python -m model train sentiment [--data sst2 | --train F â
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from model.train import (
     bucketed_batches,
     check_replicas,
     epoch_seed,
+    fingerprint,
     load_checkpoint,
     lr_at,
     save_checkpoint,
@@ -76,12 +76,6 @@ def predict_logits(net: nn.Module, data: Encoded, device: torch.device, batch_si
             parts[i] = logits[j]
     net.train(was_training)
     return torch.stack([parts[i] for i in range(len(data.ids))])
-
-
-def _fingerprint(cfg: SentimentTrainConfig, data: SentimentData, rt: Runtime) -> str:
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads")}
-    blob = json.dumps({"cfg": settings, "data": data.sha256, "name": data.name, "world": rt.world}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _train_epoch(
@@ -282,7 +276,16 @@ def train_sentiment(
         model_net = net
         if rt.distributed:
             net = DistributedDataParallel(net)
-        state = fit(cfg, net, enc["train"], enc["dev"], rt, checkpoint, _fingerprint(cfg, data, rt), resume)
+        state = fit(
+            cfg,
+            net,
+            enc["train"],
+            enc["dev"],
+            rt,
+            checkpoint,
+            fingerprint(cfg, data.sha256, data.name, world=rt.world),
+            resume,
+        )
         if not rt.is_main:
             return {}
         metrics, temperature, files = _report(model_net, data, enc, state, rt)

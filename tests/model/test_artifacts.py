@@ -16,7 +16,6 @@ from model import artifacts
 from model.artifacts import (
     MANIFEST,
     ArtifactError,
-    _sha256,
     load_artifact,
     load_generator,
     load_sentiment,
@@ -25,6 +24,7 @@ from model.artifacts import (
     verify,
 )
 from model.config import ClassifierConfig
+from model.data import sha256_file
 from model.networks import SentimentClassifier
 from model.tokenization import build_word_tokenizer, encode_batch
 from tests.conftest import Trained
@@ -98,7 +98,7 @@ def test_config_and_manifest_contents(saved: tuple[Path, SentimentClassifier, An
     assert {"torch", "tokenizers", "safetensors", "python"} <= set(config["versions"])
     manifest = json.loads((out / MANIFEST).read_text())
     assert sorted(manifest["files"]) == ["config.json", "metrics.json", "model.safetensors", "tokenizer.json"]
-    assert all(manifest["files"][name] == _sha256(out / name) for name in manifest["files"])
+    assert all(manifest["files"][name] == sha256_file(out / name) for name in manifest["files"])
     assert verify(out) == manifest["files"]
     assert load_artifact(out).sha256 == manifest["files"]["model.safetensors"]
 
@@ -160,7 +160,7 @@ def _rewrite_config(out: Path, change: Callable[[dict[str, Any]], None]) -> None
     change(config)
     (out / "config.json").write_text(json.dumps(config))
     manifest = json.loads((out / MANIFEST).read_text())
-    manifest["files"]["config.json"] = _sha256(out / "config.json")
+    manifest["files"]["config.json"] = sha256_file(out / "config.json")
     (out / MANIFEST).write_text(json.dumps(manifest))
 
 

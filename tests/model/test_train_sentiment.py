@@ -186,7 +186,7 @@ def test_trained_history_records_gradient_norms(trained: Trained) -> None:
 
 def test_max_minutes_budget_stops_mid_epoch(tiny_data: SentimentData, tmp_path: Path) -> None:
     out = tmp_path / "budget"
-    metrics = train_sentiment(small_config(epochs=3, max_minutes=0.0), tiny_data, out)
+    metrics = train_sentiment(small_config(epochs=3, max_minutes=1e-9), tiny_data, out)
     assert metrics["epochs_run"] == 1
     (row,) = history(out)
     assert row["complete"] == 0.0

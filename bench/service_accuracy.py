@@ -1,0 +1,91 @@
+"""SST-2 test accuracy measured through the running service's POST /sentiment/batch, beside the artifact's own
+evaluation (`python -m model evaluate`'s code path) in the same run: the two must be equal.
+
+    python bench/service_accuracy.py [--artifact artifacts/sentiment] [--generator artifacts/generator]
+
+Starts `python -m app` on a free 127.0.0.1 port, sends the test split in batches of 64, and stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.readme import save_json  # noqa: E402
+from model.artifacts import load_sentiment  # noqa: E402
+from model.data import load_sst2  # noqa: E402
+from model.evaluate import classification_metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(sentiment: Path, generator: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, RNN_HOST="127.0.0.1", RNN_PORT=str(port), RNN_LOG_LEVEL="warning",
+               RNN_SENTIMENT_ARTIFACT=str(sentiment), RNN_GENERATOR_ARTIFACT=str(generator))  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited during start-up (status {proc.returncode})")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit("the server was not ready within 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifact", type=Path, default=ROOT / "artifacts/sentiment")
+    parser.add_argument("--generator", type=Path, default=ROOT / "artifacts/generator")
+    parser.add_argument("--data-dir", help="SST-2 mirror (default: $RNN_DATA_DIR)")
+    args = parser.parse_args()
+    test = load_sst2(args.data_dir).test
+    assert test is not None
+    import torch
+
+    model = load_sentiment(args.artifact)
+    targets = torch.tensor([model.labels.index(x) for x in test.labels])
+    offline = classification_metrics(model.predict_proba(test.texts), targets, model.labels)["accuracy"]
+
+    port = free_port()
+    proc = serve(args.artifact, args.generator, port)
+    try:
+        predicted: list[str] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for start in range(0, len(test.texts), 64):
+                r = client.post("/sentiment/batch", json={"texts": test.texts[start : start + 64]})
+                r.raise_for_status()
+                predicted.extend(x["label"] for x in r.json()["results"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    served = sum(p == t for p, t in zip(predicted, test.labels, strict=True)) / len(test.labels)
+    report = {"n": len(test.labels), "artifact_evaluation": offline, "service": served, "equal": served == offline}
+    save_json("service_accuracy", report)
+    print(json.dumps(report, indent=2))
+    if not report["equal"]:
+        raise SystemExit("the service's accuracy differs from the artifact's evaluation")
+
+
+if __name__ == "__main__":
+    main()
