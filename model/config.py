@@ -163,13 +163,13 @@ class GeneratorTrainConfig:
     embedding_dim: int = 64
     hidden_size: int = 512
     num_layers: int = 1
-    dropout: float = 0.2
+    dropout: float = 0.15
     # optimisation
     batching: Literal["stateful", "random"] = "stateful"  # truncated BPTT over contiguous streams, or random windows
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 64
-    seq_len: int = 128
-    lr: float = 3e-3
+    seq_len: int = 64
+    lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_fraction: float = 0.02
     clip_norm: float = 1.0
