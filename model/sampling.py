@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -66,36 +67,45 @@ def apply_repetition_penalty(logits: torch.Tensor, recent: Sequence[int], penalt
     return logits
 
 
+def _top_k(logits: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Per row, keep the ks[row] largest logits. logits (B, V), ks (B,) in 1..V."""
+    kth = -np.sort(-logits, axis=-1)[np.arange(len(ks)), ks - 1][:, None]  # (B, 1)
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def _top_p(logits: np.ndarray, ps: np.ndarray) -> np.ndarray:
+    """Per row, keep the smallest set of most likely tokens whose probability reaches ps[row] (at least one)."""
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    sorted_logits = np.take_along_axis(logits, order, axis=-1)
+    probs = np.exp(sorted_logits - sorted_logits[:, :1])
+    probs /= probs.sum(-1, keepdims=True)
+    drop_sorted = probs.cumsum(-1) - probs >= ps[:, None]  # the mass before this token already reaches p
+    drop = np.zeros_like(drop_sorted)
+    np.put_along_axis(drop, order, drop_sorted, axis=-1)
+    return np.where(drop, -np.inf, logits)
+
+
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    if k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k).values[-1]
-    return logits.masked_fill(logits < kth, float("-inf"))
+    row = logits.detach().float().numpy()[None]
+    return torch.from_numpy(_top_k(row, np.array([min(k, row.shape[-1])]))[0])
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability reaches p (always at least one)."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=True)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-    drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= p  # mass before this token already >= p
-    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+    return torch.from_numpy(_top_p(logits.detach().float().numpy()[None], np.array([p]))[0])
 
 
 @dataclass
 class Sampler:
-    """One stream's sampling state: parameters, its own RNG and the recent tokens for the penalty."""
+    """One stream's sampling state: parameters, its own RNG (numpy PCG64, seeded) and recent tokens."""
 
     params: SamplingParams
     seed: int = field(init=False)
-    generator: torch.Generator = field(init=False, repr=False)
+    rng: np.random.Generator = field(init=False, repr=False)
     recent: deque[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.seed = self.params.seed if self.params.seed is not None else random.SystemRandom().randrange(MAX_SEED)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))
         self.recent = deque(maxlen=REPETITION_WINDOW)
 
     def observe(self, token: int) -> None:
@@ -103,22 +113,102 @@ class Sampler:
 
     def next_token(self, logits: torch.Tensor) -> int:
         """Pick the next token from one row of logits (V,)."""
-        logits = logits.detach().float()
-        if self.params.repetition_penalty is not None:
-            logits = apply_repetition_penalty(logits, self.recent, self.params.repetition_penalty)
-        if self.params.temperature == 0:
-            token = int(torch.argmax(logits))
-        else:
-            # shift before dividing: a tiny temperature then sends the rest to -inf instead of overflowing
-            logits = (logits - logits.max()) / self.params.temperature
-            if self.params.top_k is not None:
-                logits = top_k_filter(logits, self.params.top_k)
-            if self.params.top_p is not None:
-                logits = top_p_filter(logits, self.params.top_p)
-            probs = torch.softmax(logits, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=self.generator))
-        self.observe(token)
-        return token
+        return sample_batch(logits[None], [self])[0]
+
+
+def sample_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> list[int]:
+    """One token per row of `logits` (B, V), each row with its own sampler's parameters and RNG.
+
+    Every step is row-wise (numpy, float32), so a row's token does not depend on the other rows: a stream samples
+    the same text alone or in a batch. Each sampler draws exactly one uniform number per token (inverse CDF).
+    """
+    rows = logits.detach().float().numpy()  # (B, V)
+    if any(s.params.repetition_penalty is not None for s in samplers):
+        rows = rows.copy()
+        for row, s in enumerate(samplers):
+            if s.params.repetition_penalty is not None:
+                penalised = apply_repetition_penalty(torch.from_numpy(rows[row]), s.recent, s.params.repetition_penalty)
+                rows[row] = penalised.numpy()
+    vocab = rows.shape[-1]
+    greedy = rows.argmax(-1).tolist() if any(s.params.temperature == 0 for s in samplers) else [0] * len(samplers)
+    temps = np.array([[s.params.temperature or 1.0] for s in samplers], dtype=np.float32)
+    # shift before dividing: a tiny temperature then sends the rest to -inf instead of overflowing
+    scaled = (rows - rows.max(-1, keepdims=True)) / temps
+    if any(s.params.top_k is not None for s in samplers):
+        scaled = _top_k(scaled, np.array([min(s.params.top_k or vocab, vocab) for s in samplers]))
+    if any(s.params.top_p is not None for s in samplers):
+        scaled = _top_p(scaled, np.array([s.params.top_p or 1.0 for s in samplers]))
+    cdf = np.exp(scaled, out=scaled).cumsum(-1)  # unnormalised: the draw is scaled by each row's total instead
+    draws = np.array([s.rng.random() for s in samplers], dtype=np.float32) * cdf[:, -1]
+    picked = np.minimum((cdf < draws[:, None]).sum(-1), vocab - 1).tolist()
+    tokens = [g if s.params.temperature == 0 else p for s, g, p in zip(samplers, greedy, picked, strict=True)]
+    for s, token in zip(samplers, tokens, strict=True):
+        s.observe(token)
+    return tokens
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.tanh(x * 0.5) * 0.5 + 0.5  # overflow-free logistic
+    return out
+
+
+class Stepper:
+    """Inference-only, one character per row: tokens (B,), hidden (L, B, H) -> logits (B, V), hidden.
+
+    Equal to CharRNN.step to float32 rounding but several times faster on CPU, where one-character steps are all
+    per-call overhead: it runs in NumPy (whose BLAS is quicker than torch's for these small products here), the
+    first layer's input projection is a precomputed (V, G*H) table, and weights are kept pre-transposed.
+    """
+
+    def __init__(self, net: CharRNN) -> None:
+        cfg = net.config
+        self.cell, self.hidden_size, self.layers = cfg.cell, cfg.hidden_size, cfg.num_layers
+        with torch.no_grad():
+            w = {name: p.detach().float().numpy() for name, p in net.rnn.named_parameters()}
+            emb = net.embedding.weight.detach().float().numpy()
+            self.table = np.ascontiguousarray(emb @ w["weight_ih_l0"].T + w["bias_ih_l0"])  # (V, G*H)
+            self.w_ih = [np.ascontiguousarray(w[f"weight_ih_l{k}"].T) for k in range(self.layers)]
+            self.b_ih = [w[f"bias_ih_l{k}"] for k in range(self.layers)]
+            self.w_hh = [np.ascontiguousarray(w[f"weight_hh_l{k}"].T) for k in range(self.layers)]
+            self.b_hh = [w[f"bias_hh_l{k}"] for k in range(self.layers)]
+            self.w_out = np.ascontiguousarray(net.head.weight.detach().float().numpy().T)
+            self.b_out = net.head.bias.detach().float().numpy()
+
+    def __call__(self, tokens: torch.Tensor | Sequence[int], hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+        lstm = isinstance(hidden, tuple)
+        h_all = (hidden[0] if isinstance(hidden, tuple) else hidden).numpy()  # (L, B, H)
+        c_all = hidden[1].numpy() if isinstance(hidden, tuple) else None
+        new_h, new_c = np.empty_like(h_all), np.empty_like(h_all)
+        x = self.table[tokens.numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)]  # (B, G*H)
+        for k in range(self.layers):
+            gi = x if k == 0 else x @ self.w_ih[k] + self.b_ih[k]
+            gh = h_all[k] @ self.w_hh[k]
+            gh += self.b_hh[k]
+            x = self._cell(gi, gh, h_all[k], None if c_all is None else c_all[k], new_c[k])
+            new_h[k] = x
+        logits = x @ self.w_out
+        logits += self.b_out
+        h_out = torch.from_numpy(new_h)
+        return torch.from_numpy(logits), ((h_out, torch.from_numpy(new_c)) if lstm else h_out)
+
+    def _cell(
+        self, gi: np.ndarray, gh: np.ndarray, h: np.ndarray, c: np.ndarray | None, c_out: np.ndarray
+    ) -> np.ndarray:
+        n = self.hidden_size
+        if self.cell == "gru":  # gates r, z, n (PyTorch's order); h' = n + z * (h - n)
+            rz = _sigmoid(gi[:, : 2 * n] + gh[:, : 2 * n])
+            new = np.tanh(gi[:, 2 * n :] + rz[:, :n] * gh[:, 2 * n :])
+            out: np.ndarray = new + rz[:, n:] * (h - new)
+            return out
+        if self.cell == "lstm":  # gates i, f, g, o
+            gates = gi + gh
+            i, f, g, o = (gates[:, j * n : (j + 1) * n] for j in range(4))
+            assert c is not None
+            c_out[...] = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            lstm_out: np.ndarray = _sigmoid(o) * np.tanh(c_out)
+            return lstm_out
+        rnn_out: np.ndarray = np.tanh(gi + gh)
+        return rnn_out
 
 
 class StopMatcher:
@@ -191,6 +281,7 @@ def stream(
         sampler.observe(i)
     logits, hidden = network(torch.tensor([ids]))
     hidden_state: Hidden = hidden
+    step = Stepper(network)
     matcher = StopMatcher(params.stop)
     text, count = [], 0
     while count < params.max_new_tokens and not matcher.stopped:
@@ -201,7 +292,8 @@ def stream(
             text.append(piece)
             yield piece, None
         if count < params.max_new_tokens and not matcher.stopped:
-            logits, hidden_state = network(torch.tensor([[token]]), hidden_state)
+            step_logits, hidden_state = step([token], hidden_state)
+            logits = step_logits[:, None]  # (1, 1, V)
     tail = matcher.flush()
     if tail:
         text.append(tail)

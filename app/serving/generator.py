@@ -26,7 +26,16 @@ import torch
 from app.serving.metrics import Metrics
 from model.artifacts import GeneratorModel
 from model.networks import Hidden
-from model.sampling import Generation, Sampler, SamplingParams, StopMatcher, encode_prompt, id_to_text
+from model.sampling import (
+    Generation,
+    Sampler,
+    SamplingParams,
+    Stepper,
+    StopMatcher,
+    encode_prompt,
+    id_to_text,
+    sample_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,7 @@ class GeneratorEngine:
     def __init__(self, model: GeneratorModel, max_streams: int, metrics: Metrics) -> None:
         self.model = model
         self.net = model.network
+        self.step = Stepper(model.network)
         self.table = id_to_text(model.tokenizer)
         self.max_streams = max_streams
         self.metrics = metrics
@@ -93,7 +103,7 @@ class GeneratorEngine:
             _, hidden = self.net(torch.tensor([encode_prompt(self.model.tokenizer, "warm up")]))
             hidden = self._cat([hidden] * 4)
             for _ in range(8):
-                _, hidden = self.net(torch.zeros(4, 1, dtype=torch.long), hidden)
+                _, hidden = self.step(torch.zeros(4, dtype=torch.long), hidden)
 
     def start(self) -> None:
         self.running = True
@@ -154,35 +164,46 @@ class GeneratorEngine:
             s.logits = logits[0, -1]
             self.active.append(s)
         self.metrics.active_streams.set(len(self.active))
+        live = [s for s in self.active if not s.cancelled.is_set()]
+        tokens = self._sample(live)
         stepping: list[Stream] = []
-        tokens: list[int] = []
-        sampled = 0
-        for s in self.active:
-            if s.cancelled.is_set():
-                continue
-            assert s.logits is not None
-            try:
-                token = s.sampler.next_token(s.logits)
-            except Exception as exc:  # this stream's parameters broke sampling: fail it alone, not its batch
-                log.warning("sampling failed for one stream: %s", exc)
-                s.put(Event("error", text=f"sampling failed: {exc}"))
+        next_tokens: list[int] = []
+        for s, picked in zip(live, tokens, strict=True):
+            if picked is None:
                 continue
             s.count += 1
-            sampled += 1
-            self._emit(s, s.matcher.feed(self.table.get(token, "\ufffd")))
+            self._emit(s, s.matcher.feed(self.table.get(picked, "\ufffd")))
             if s.count >= s.params.max_new_tokens or s.matcher.stopped:
                 self._finish(s)
             else:
                 stepping.append(s)
-                tokens.append(token)
-        self.metrics.generated_tokens.inc(sampled)
+                next_tokens.append(picked)
+        self.metrics.generated_tokens.inc(sum(t is not None for t in tokens))
         self.active = stepping
         if stepping:
-            logits, hidden = self.net(torch.tensor(tokens).view(-1, 1), self._cat([s.hidden for s in stepping]))
+            logits, hidden = self.step(next_tokens, self._cat([s.hidden for s in stepping]))
             self.steps += 1
             for i, s in enumerate(stepping):
-                s.logits = logits[i, -1]
+                s.logits = logits[i]
                 s.hidden = self._slice(hidden, i)
+
+    def _sample(self, live: list[Stream]) -> list[int | None]:
+        """All live streams' next tokens in one batched call; if that fails, row by row, so one stream's broken
+        parameters fail that stream alone (its token is None and it gets an error event)."""
+        if not live:
+            return []
+        try:
+            return list(sample_batch(torch.stack([s.logits for s in live]), [s.sampler for s in live]))  # type: ignore[misc]
+        except Exception:
+            tokens: list[int | None] = []
+            for s in live:
+                try:
+                    tokens.append(s.sampler.next_token(s.logits))  # type: ignore[arg-type]
+                except Exception as exc:
+                    log.warning("sampling failed for one stream: %s", exc)
+                    s.put(Event("error", text=f"sampling failed: {exc}"))
+                    tokens.append(None)
+            return tokens
 
     def _emit(self, s: Stream, piece: str) -> None:
         if piece:

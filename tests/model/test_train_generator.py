@@ -161,3 +161,49 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_random_windows_are_seeded_next_character_pairs() -> None:
+    from model.train_generator import random_batches
+
+    ids = torch.arange(500)
+    first = list(random_batches(ids, 4, 8, steps=3, g=torch.Generator().manual_seed(1)))
+    again = list(random_batches(ids, 4, 8, steps=3, g=torch.Generator().manual_seed(1)))
+    assert len(first) == 3
+    for (x, y), (x2, y2) in zip(first, again, strict=True):
+        assert x.shape == (4, 8) and torch.equal(y, x + 1) and torch.equal(x, x2) and torch.equal(y, y2)
+        assert torch.equal(x[:, 1:], x[:, :-1] + 1)  # each window is contiguous text
+
+
+def test_random_batching_trains(tmp_path: Path, corpus_file: Path) -> None:
+    metrics = train_generator(tiny(batching="random", epochs=1), load_corpus(corpus_file), tmp_path / "r")
+    assert metrics["val_loss"] > 0 and (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_evaluate_loss_scores_every_character() -> None:
+    torch.manual_seed(0)
+    net = CharRNN(CharLMConfig(vocab_size=10, hidden_size=8, embedding_dim=4)).eval()
+    ids = torch.randint(0, 10, (103,))  # 102 targets: not a multiple of the 16 streams
+    with torch.inference_mode():
+        logits, _ = net(ids[:-1].view(1, -1))
+        reference = torch.nn.functional.cross_entropy(logits[0], ids[1:]).item()
+    assert evaluate_loss(net, ids, streams=1, chunk=7) == pytest.approx(reference, rel=1e-5)
+    assert evaluate_loss(net, ids) == pytest.approx(reference, rel=0.05)  # 16 rows restart their hidden state
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fused_step_equals_forward(cell: str, layers: int) -> None:
+    torch.manual_seed(0)
+    net = CharRNN(CharLMConfig(vocab_size=20, cell=cell, hidden_size=12, embedding_dim=6, num_layers=layers)).eval()
+    tokens = torch.randint(0, 20, (3, 9))
+    full, full_hidden = net(tokens)
+    hidden = net.init_hidden(3)
+    for t in range(tokens.shape[1]):
+        logits, hidden = net.step(tokens[:, t], hidden)
+        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+    if isinstance(hidden, tuple):
+        for mine, theirs in zip(hidden, full_hidden, strict=True):
+            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    else:
+        torch.testing.assert_close(hidden, full_hidden, atol=1e-5, rtol=1e-5)
