@@ -55,7 +55,7 @@ def train(
     return result, out
 
 
-def speed_one_stream(net: CharRNN, tok: Any, chars: int = 2000, repeats: int = 3) -> float:
+def speed_one_stream(net: CharRNN, tok: Any, chars: int = 2000, repeats: int = 5) -> float:
     rates = []
     for r in range(repeats):
         started = time.perf_counter()
@@ -65,7 +65,7 @@ def speed_one_stream(net: CharRNN, tok: Any, chars: int = 2000, repeats: int = 3
 
 
 @torch.inference_mode()
-def speed_batched(net: CharRNN, streams: int = 32, steps: int = 500, repeats: int = 3) -> float:
+def speed_batched(net: CharRNN, streams: int = 32, steps: int = 500, repeats: int = 5) -> float:
     """Characters/s over `streams` streams advanced as one batch, each sampled by its own Sampler: the serving
     engine's inner loop (one batched `Stepper` call, one `sample_batch`)."""
     rates = []
@@ -111,7 +111,7 @@ def render_default(report: dict[str, Any]) -> str:
 
 
 def section_speed(corpus: Any, workdir: Path, artifact: Path | None = None) -> dict[str, Any]:
-    """Sampling speed of a trained artifact (default: artifacts/generator), 2 threads, medians of 3 runs."""
+    """Sampling speed of a trained artifact (default: artifacts/generator), 2 threads, medians of 5 runs."""
     torch.set_num_threads(2)
     gen = load_generator(artifact or ROOT / "artifacts" / "generator")
     one = speed_one_stream(gen.network, gen.tokenizer)

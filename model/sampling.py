@@ -133,7 +133,8 @@ def sample_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> list[int]
     greedy = rows.argmax(-1).tolist() if any(s.params.temperature == 0 for s in samplers) else [0] * len(samplers)
     temps = np.array([[s.params.temperature or 1.0] for s in samplers], dtype=np.float32)
     # shift before dividing: a tiny temperature then sends the rest to -inf instead of overflowing
-    scaled = (rows - rows.max(-1, keepdims=True)) / temps
+    with np.errstate(over="ignore"):  # a tiny temperature overflows the non-maximal logits to -inf, as intended
+        scaled = (rows - rows.max(-1, keepdims=True)) / temps
     if any(s.params.top_k is not None for s in samplers):
         scaled = _top_k(scaled, np.array([min(s.params.top_k or vocab, vocab) for s in samplers]))
     if any(s.params.top_p is not None for s in samplers):

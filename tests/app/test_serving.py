@@ -146,7 +146,8 @@ def test_a_failing_stream_does_not_fail_the_others(artifacts: Artifacts) -> None
             with engine.wakeup:  # the engine thread cannot admit them before the bad parameter is in place
                 good = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
                 bad = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
-                object.__setattr__(bad.params, "temperature", "hot")  # parameters that break sampling (validation bypassed)
+                # parameters that break sampling (validation bypassed)
+                object.__setattr__(bad.params, "temperature", "hot")
             with pytest.raises(RuntimeError, match="sampling failed"):
                 await collect(bad, 10)
             return (await collect(good, 10)).text
