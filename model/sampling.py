@@ -104,7 +104,8 @@ class Sampler:
     recent: deque[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.seed = self.params.seed if self.params.seed is not None else random.SystemRandom().randrange(MAX_SEED)
+        # a drawn seed stays below 2**53, so JavaScript clients can read it back exactly and replay the sample
+        self.seed = self.params.seed if self.params.seed is not None else random.SystemRandom().randrange(2**53)
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         self.recent = deque(maxlen=REPETITION_WINDOW)
 

@@ -155,3 +155,7 @@ def test_empty_prompt_generates(lm) -> None:
 def test_invalid_parameters_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+def test_drawn_seeds_are_exact_in_javascript() -> None:
+    assert all(0 <= Sampler(SamplingParams()).seed < 2**53 for _ in range(200))
