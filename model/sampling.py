@@ -124,6 +124,8 @@ def sample_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> list[int]
     the same text alone or in a batch. Each sampler draws exactly one uniform number per token (inverse CDF).
     """
     rows = logits.detach().float().numpy()  # (B, V)
+    if len(samplers) == 1 and _plain(samplers[0].params):
+        return [_sample_plain(rows[0], samplers[0])]
     if any(s.params.repetition_penalty is not None for s in samplers):
         rows = rows.copy()
         for row, s in enumerate(samplers):
@@ -152,6 +154,22 @@ def sample_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> list[int]
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     out: np.ndarray = np.tanh(x * 0.5) * 0.5 + 0.5  # overflow-free logistic
     return out
+
+
+def _plain(p: SamplingParams) -> bool:
+    return p.temperature > 0 and p.top_k is None and p.top_p is None and p.repetition_penalty is None
+
+
+def _sample_plain(row: np.ndarray, s: Sampler) -> int:
+    """sample_batch's arithmetic for one row with temperature only, without the batch bookkeeping (the common
+    single-stream case); the same float32 operations in the same order, so the same token."""
+    with np.errstate(over="ignore"):
+        scaled = (row - row.max()) / np.float32(s.params.temperature)
+    cdf = np.exp(scaled, out=scaled).cumsum()
+    draw = np.float32(s.rng.random()) * cdf[-1]
+    token = min(int(np.count_nonzero(cdf < draw)), len(row) - 1)
+    s.observe(token)
+    return token
 
 
 class Stepper:
