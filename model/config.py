@@ -61,6 +61,15 @@ class CharLMConfig:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
 
 
+N = TypeVar("N", ClassifierConfig, CharLMConfig)
+
+
+def _network(cls: type[N], train: Any, **data_sizes: Any) -> N:
+    """The network config: every architecture field the training config shares with it, plus the data's sizes."""
+    shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(train)} - set(data_sizes)
+    return cls(**data_sizes, **{name: getattr(train, name) for name in shared})
+
+
 def _at_least(cfg: Any, low: int, *names: str) -> None:
     for name in names:
         if getattr(cfg, name) < low:
@@ -133,18 +142,7 @@ class SentimentTrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def network(self, vocab_size: int, num_classes: int) -> ClassifierConfig:
-        return ClassifierConfig(
-            vocab_size=vocab_size,
-            num_classes=num_classes,
-            cell=self.cell,
-            bidirectional=self.bidirectional,
-            embedding_dim=self.embedding_dim,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            pooling=self.pooling,
-            ensemble=self.ensemble,
-        )
+        return _network(ClassifierConfig, self, vocab_size=vocab_size, num_classes=num_classes)
 
 
 SENTIMENT_PRESETS: dict[str, dict[str, Any]] = {
@@ -189,14 +187,7 @@ class GeneratorTrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
     def network(self, vocab_size: int) -> CharLMConfig:
-        return CharLMConfig(
-            vocab_size=vocab_size,
-            cell=self.cell,
-            embedding_dim=self.embedding_dim,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-        )
+        return _network(CharLMConfig, self, vocab_size=vocab_size)
 
 
 GENERATOR_PRESETS: dict[str, dict[str, Any]] = {
@@ -217,16 +208,18 @@ def merge(base: T, overrides: dict[str, Any]) -> T:
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
 
 
+def _preset(base: T, presets: dict[str, dict[str, Any]], name: str) -> T:
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    return merge(base, presets[name])
+
+
 def sentiment_preset(name: str) -> SentimentTrainConfig:
-    if name not in SENTIMENT_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(SENTIMENT_PRESETS)}")
-    return merge(SentimentTrainConfig(), SENTIMENT_PRESETS[name])
+    return _preset(SentimentTrainConfig(), SENTIMENT_PRESETS, name)
 
 
 def generator_preset(name: str) -> GeneratorTrainConfig:
-    if name not in GENERATOR_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(GENERATOR_PRESETS)}")
-    return merge(GeneratorTrainConfig(), GENERATOR_PRESETS[name])
+    return _preset(GeneratorTrainConfig(), GENERATOR_PRESETS, name)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from model.artifacts import save_artifact
+
 log = logging.getLogger(__name__)
 
 
@@ -234,6 +236,13 @@ def fingerprint(cfg: Any, data_sha256: dict[str, str], data_name: str, **extra: 
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads")}
     blob = json.dumps({"cfg": settings, "data": data_sha256, "name": data_name, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def publish(out: Path, checkpoint: Path, **artifact: Any) -> None:
+    """Write the artifact (atomically), then drop the run's checkpoint: a finished run is not resumable."""
+    save_artifact(out, **artifact)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    log.info("wrote %s", out)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

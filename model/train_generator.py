@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +26,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model import evaluate as ev
-from model.artifacts import save_artifact
 from model.config import GeneratorTrainConfig
 from model.data import TextCorpus
 from model.networks import CharRNN, Hidden, count_parameters
@@ -41,6 +39,7 @@ from model.train import (
     fingerprint,
     load_checkpoint,
     lr_at,
+    publish,
     save_checkpoint,
     setup_runtime,
     snapshot,
@@ -238,12 +237,10 @@ def train_generator(
             "data": {"name": corpus.name, "sha256": corpus.sha256},
             "metrics": metrics,
         }
-        save_artifact(
-            out, task="generation", network=network_cfg, state_dict=net.state_dict(), tokenizer=tok, info=info,
-            extra_files=files,
+        publish(
+            out, checkpoint, task="generation", network=network_cfg, state_dict=net.state_dict(), tokenizer=tok,
+            info=info, extra_files=files,
         )  # fmt: skip
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        log.info("wrote %s", out)
         return metrics
     finally:
         teardown_runtime(rt)

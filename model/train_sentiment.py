@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from model import evaluate as ev
-from model.artifacts import pad, save_artifact
+from model.artifacts import pad
 from model.config import SentimentTrainConfig
 from model.data import SentimentData
 from model.networks import SentimentClassifier, count_parameters
@@ -37,6 +36,7 @@ from model.train import (
     fingerprint,
     load_checkpoint,
     lr_at,
+    publish,
     save_checkpoint,
     setup_runtime,
     snapshot,
@@ -298,12 +298,10 @@ def train_sentiment(
             "data": {"name": data.name, "sha256": data.sha256},
             "metrics": metrics,
         }
-        save_artifact(
-            out, task="sentiment", network=network_cfg, state_dict=model_net.state_dict(), tokenizer=tok, info=info,
-            extra_files=files,
+        publish(
+            out, checkpoint, task="sentiment", network=network_cfg, state_dict=model_net.state_dict(), tokenizer=tok,
+            info=info, extra_files=files,
         )  # fmt: skip
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        log.info("wrote %s", out)
         return metrics
     finally:
         teardown_runtime(rt)
