@@ -34,9 +34,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(sentiment: Path, generator: Path, port: int) -> subprocess.Popen[bytes]:
+def serve(
+    sentiment: Path, generator: Path, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `python -m app` on 127.0.0.1:`port` and wait until /ready answers 200."""
     env = dict(os.environ, RNN_HOST="127.0.0.1", RNN_PORT=str(port), RNN_LOG_LEVEL="warning",
                RNN_SENTIMENT_ARTIFACT=str(sentiment), RNN_GENERATOR_ARTIFACT=str(generator))  # fmt: skip
+    env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
