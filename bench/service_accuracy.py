@@ -21,7 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import save_json  # noqa: E402
+from bench.readme import save_json, update_section  # noqa: E402
 from model.artifacts import load_sentiment  # noqa: E402
 from model.data import load_sst2  # noqa: E402
 
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, default=ROOT / "artifacts/sentiment")
     parser.add_argument("--generator", type=Path, default=ROOT / "artifacts/generator")
     parser.add_argument("--data-dir", help="SST-2 mirror (default: $RNN_DATA_DIR)")
+    parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     test = load_sst2(args.data_dir).test
     assert test is not None
@@ -94,6 +95,13 @@ def main() -> None:
         "equal": served_correct == offline_correct and offline_labels == predicted,
     }
     save_json("service_accuracy", report)
+    if args.update_readme:
+        update_section(
+            "service_accuracy",
+            f"Last run: {report['same_predictions']} of {n} predictions identical; accuracy "
+            f"{report['service_accuracy']:.4f} through the service, {report['artifact_evaluation_accuracy']:.4f} "
+            "from the artifact.",
+        )
     print(json.dumps(report, indent=2))
     if not report["equal"]:
         raise SystemExit("the service's accuracy differs from the artifact's evaluation")
