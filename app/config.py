@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     # batching
     batch_max_size: int = Field(64, ge=1, le=4096)
-    batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    batch_max_wait_ms: float = Field(0.0, ge=0, le=1000)  # measured: bench/batching.py
     max_streams: int = Field(64, ge=1, le=4096)
     # runtime
     torch_threads: int = Field(0, ge=0, le=256)

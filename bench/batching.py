@@ -80,7 +80,7 @@ def main() -> None:
             runs.append({"batch_max_size": size, "batch_max_wait_ms": wait, **result})
             print(json.dumps(runs[-1]), flush=True)
     best = max(runs, key=lambda r: r["requests_per_s"])
-    rows = [[r["batch_max_size"], r["batch_max_wait_ms"], f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.1f}",
+    rows = [[r["batch_max_size"], f"{r['batch_max_wait_ms']:g}", f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.1f}",
              f"{r['p99_ms']:.1f}", r["errors"]] for r in runs]  # fmt: skip
     md = table(["RNN_BATCH_MAX_SIZE", "RNN_BATCH_MAX_WAIT_MS", "req/s", "p50 ms", "p99 ms", "errors"], rows)
     md += (
