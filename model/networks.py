@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
@@ -134,31 +133,6 @@ class CharRNN(nn.Module):
         x = self.embedding(tokens)  # (B, T, E)
         out, hidden = self.rnn(x, hidden)  # (B, T, H)
         return self.head(self.dropout(out)), hidden  # (B, T, V)
-
-    def step(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
-        """One character per row, for inference: tokens (B,), hidden (L, B, H) -> logits (B, V), hidden.
-
-        The fused cell ops skip nn.RNN's per-call overhead, which dominates one-character steps; the result
-        equals forward() on a length-1 sequence (no dropout: call it in eval mode).
-        """
-        cell = CELL_STEPS[self.config.cell]
-        x = self.embedding(tokens)  # (B, E)
-        hs, cs = [], []
-        for layer in range(self.config.num_layers):
-            weights = [
-                getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            ]
-            if isinstance(hidden, tuple):
-                x, c = cell(x, (hidden[0][layer], hidden[1][layer]), *weights)  # (B, H) each
-                cs.append(c)
-            else:
-                x = cell(x, hidden[layer], *weights)  # (B, H)
-            hs.append(x)
-        new_hidden: Hidden = (torch.stack(hs), torch.stack(cs)) if isinstance(hidden, tuple) else torch.stack(hs)
-        return self.head(x), new_hidden
-
-
-CELL_STEPS: dict[str, Callable[..., Any]] = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -189,21 +189,3 @@ def test_evaluate_loss_scores_every_character() -> None:
         reference = torch.nn.functional.cross_entropy(logits[0], ids[1:]).item()
     assert evaluate_loss(net, ids, streams=1, chunk=7) == pytest.approx(reference, rel=1e-5)
     assert evaluate_loss(net, ids) == pytest.approx(reference, rel=0.05)  # 16 rows restart their hidden state
-
-
-@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
-@pytest.mark.parametrize("layers", [1, 2])
-def test_fused_step_equals_forward(cell: str, layers: int) -> None:
-    torch.manual_seed(0)
-    net = CharRNN(CharLMConfig(vocab_size=20, cell=cell, hidden_size=12, embedding_dim=6, num_layers=layers)).eval()
-    tokens = torch.randint(0, 20, (3, 9))
-    full, full_hidden = net(tokens)
-    hidden = net.init_hidden(3)
-    for t in range(tokens.shape[1]):
-        logits, hidden = net.step(tokens[:, t], hidden)
-        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
-    if isinstance(hidden, tuple):
-        for mine, theirs in zip(hidden, full_hidden, strict=True):
-            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
-    else:
-        torch.testing.assert_close(hidden, full_hidden, atol=1e-5, rtol=1e-5)
