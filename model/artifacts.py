@@ -279,8 +279,6 @@ class GeneratorModel:
         self.network = CharRNN(self.config)
         _build(self.network, artifact)
         self.tokenizer = artifact.tokenizer
-        vocab = self.tokenizer.get_vocab()
-        self.id_to_char = {i: ch for ch, i in vocab.items()}
 
     @property
     def parameters(self) -> int:

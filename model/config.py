@@ -222,10 +222,6 @@ def generator_preset(name: str) -> GeneratorTrainConfig:
     return _preset(GeneratorTrainConfig(), GENERATOR_PRESETS, name)
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
 __all__ = [
     "CELLS",
     "GENERATOR_PRESETS",
@@ -237,5 +233,4 @@ __all__ = [
     "SENTIMENT_PRESETS",
     "merge",
     "sentiment_preset",
-    "to_dict",
 ]

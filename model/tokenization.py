@@ -128,14 +128,6 @@ def encode_batch(tok: Tokenizer, texts: Sequence[str], max_length: int | None = 
     return out
 
 
-def word_spans(tok: Tokenizer, text: str, max_length: int | None = None) -> list[tuple[int, int]]:
-    """Character offsets (start, end) in `text` of each token id that `encode_batch` returns."""
-    enc = tok.encode(text, add_special_tokens=False)
-    spans = [tuple(o) for o in enc.offsets]
-    spans = spans[:max_length] if max_length else spans
-    return [(int(a), int(b)) for a, b in spans] or [(0, len(text))]
-
-
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> None:
     tok.save(str(path))
 

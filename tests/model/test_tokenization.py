@@ -22,7 +22,6 @@ from model.tokenization import (
     encode_batch,
     load_tokenizer,
     save_tokenizer,
-    word_spans,
 )
 
 CORPUS = [
@@ -82,9 +81,6 @@ def test_max_length_truncates() -> None:
     tok = build_word_tokenizer(CORPUS, "word")
     full = encode_batch(tok, ["the plot was dull and the film was boring"])[0]
     assert encode_batch(tok, ["the plot was dull and the film was boring"], max_length=3) == [full[:3]]
-    text = "good movie , bad plot"
-    assert len(word_spans(tok, text, max_length=2)) == 2
-    assert [text[a:b] for a, b in word_spans(tok, text)] == ["good", "movie", ",", "bad", "plot"]
 
 
 def test_min_frequency_drops_rare_words() -> None:
