@@ -5,8 +5,12 @@ that ignore the caller's RNN_* environment and any .env file, and TestClients wh
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,3 +127,61 @@ def metric(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+# ---------------------------------------------------------------------------------------------- real server
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+@contextmanager
+def running_server(artifacts: Artifacts, workdir: Path, log_level: str = "info") -> Iterator[Server]:
+    """`python -m app` on a free loopback port with the tiny artifacts, ready (/ready 200) when entered."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        RNN_HOST=HOST,
+        RNN_PORT=str(port),
+        RNN_SENTIMENT_ARTIFACT=str(artifacts.sentiment),
+        RNN_GENERATOR_ARTIFACT=str(artifacts.generator),
+        RNN_TORCH_THREADS="1",
+        RNN_LOG_LEVEL=log_level,
+    )
+    log = workdir / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=workdir, env=env, stdout=sink, stderr=sink)
+    server = Server(proc, f"http://{HOST}:{port}", log)
+    try:
+        _wait_ready(server, timeout=60)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.proc.poll() is None, f"the server exited with {server.proc.returncode}:\n{server.output()}"
+        try:
+            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"/ready did not answer 200 within {timeout} s:\n{server.output()}")

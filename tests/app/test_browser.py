@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import REPO, Artifacts
+from tests.app.conftest import Artifacts, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,36 +27,10 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(artifacts: Artifacts) -> Iterator[str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
-    env.update(RNN_HOST="127.0.0.1", RNN_PORT=str(port), RNN_TORCH_THREADS="1", RNN_LOG_LEVEL="warning")
-    env.update(RNN_SENTIMENT_ARTIFACT=str(artifacts.sentiment), RNN_GENERATOR_ARTIFACT=str(artifacts.generator))
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "server exited during start-up"
-            time.sleep(0.2)
-        else:
-            pytest.fail("server not ready within 60 s")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+def server(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_server(artifacts, tmp_path_factory.mktemp("browser"), log_level="warning") as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")

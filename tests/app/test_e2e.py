@@ -4,75 +4,23 @@ with SIGTERM as a container runtime would."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import LABELS, REPO, Artifacts
+from tests.app.conftest import LABELS, Artifacts, Server, running_server
 
 pytestmark = pytest.mark.slow
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.proc, self.url, self.log = proc, url, log
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
 
 
 @pytest.fixture
 def server(artifacts: Artifacts, tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        RNN_HOST=HOST,
-        RNN_PORT=str(port),
-        RNN_SENTIMENT_ARTIFACT=str(artifacts.sentiment),
-        RNN_GENERATOR_ARTIFACT=str(artifacts.generator),
-        RNN_TORCH_THREADS="1",
-        RNN_LOG_LEVEL="info",
-    )
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=tmp_path, env=env, stdout=sink, stderr=sink)
-    server = Server(proc, f"http://{HOST}:{port}", log)
-    try:
-        _wait_ready(server, timeout=60)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
-def _wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.proc.poll() is None, f"the server exited with {server.proc.returncode}:\n{server.output()}"
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"/ready did not answer 200 within {timeout} s:\n{server.output()}")
+    with running_server(artifacts, tmp_path) as running:
+        yield running
 
 
 def test_the_server_serves_and_stops_cleanly_on_sigterm(server: Server) -> None:
