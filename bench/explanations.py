@@ -55,11 +55,7 @@ def integrated_gradients(model: SentimentModel, words: list[str], label: int, st
         ]
         try:
             log_probs = net(ids, lengths)  # the ensemble's log-probabilities
-            prob = (
-                log_probs[0, label].exp()
-                if model.temperature == 1
-                else torch.softmax(log_probs / model.temperature, -1)[0, label]
-            )
+            prob = torch.softmax(log_probs / model.temperature, -1)[0, label]  # the calibrated probability
             grads = torch.autograd.grad(prob, scaled)
         finally:
             for h in handles:

@@ -175,9 +175,10 @@ def _sample_plain(row: np.ndarray, s: Sampler) -> int:
 class Stepper:
     """Inference-only, one character per row: tokens (B,), hidden (L, B, H) -> logits (B, V), hidden.
 
-    Equal to CharRNN.step to float32 rounding but several times faster on CPU, where one-character steps are all
-    per-call overhead: it runs in NumPy (whose BLAS is quicker than torch's for these small products here), the
-    first layer's input projection is a precomputed (V, G*H) table, and weights are kept pre-transposed.
+    Equal to CharRNN.forward on a length-1 sequence (to float32 rounding) but several times faster on CPU, where
+    one-character steps are all per-call overhead: it runs in NumPy (whose BLAS is quicker than torch's for these
+    small products here), the first layer's input projection is a precomputed (V, G*H) table, and weights are
+    kept pre-transposed.
     """
 
     def __init__(self, net: CharRNN) -> None:
