@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,20 +65,21 @@ def speed_one_stream(net: CharRNN, tok: Any, chars: int = 2000, repeats: int = 5
     return statistics.median(rates)
 
 
-@torch.inference_mode()
 def speed_batched(net: CharRNN, streams: int = 32, steps: int = 500, repeats: int = 5) -> float:
     """Characters/s over `streams` streams advanced as one batch, each sampled by its own Sampler: the serving
-    engine's inner loop (one batched `Stepper` call, one `sample_batch`)."""
+    engine's inner loop (one batched in-place `Stepper.step`, one `sample_batch`)."""
     rates = []
+    cfg = net.config
     for r in range(repeats):
         samplers = [Sampler(SamplingParams(temperature=0.8, seed=r * 100 + i)) for i in range(streams)]
-        tokens = [2] * streams
-        hidden = net.init_hidden(streams)
+        tokens = np.full(streams, 2, dtype=np.int64)
+        h = np.zeros((cfg.num_layers, streams, cfg.hidden_size), np.float32)
+        c = h.copy() if cfg.cell == "lstm" else None
         step = Stepper(net)
         started = time.perf_counter()
         for _ in range(steps):
-            logits, hidden = step(tokens, hidden)  # (B, V)
-            tokens = sample_batch(logits, samplers)
+            logits = step.step(tokens, h, c)  # (B, V)
+            tokens[:] = sample_batch(logits, samplers)
         rates.append(streams * steps / (time.perf_counter() - started))
     return statistics.median(rates)
 

@@ -19,13 +19,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
+import numpy as np
 import torch
 
 from app.serving.metrics import Metrics
 from model.artifacts import GeneratorModel
-from model.networks import Hidden
 from model.sampling import (
     Generation,
     Sampler,
@@ -61,8 +60,6 @@ class Stream:
     sampler: Sampler = field(init=False)
     matcher: StopMatcher = field(init=False)
     cancelled: threading.Event = field(default_factory=threading.Event)
-    hidden: Hidden | None = None
-    logits: torch.Tensor | None = None
     count: int = 0
     pieces: int = 0
     text: list[str] = field(default_factory=list)
@@ -91,7 +88,12 @@ class GeneratorEngine:
         self.max_streams = max_streams
         self.metrics = metrics
         self.pending: deque[Stream] = deque()
-        self.active: list[Stream] = []
+        self.active: list[Stream] = []  # stream i owns row i of the batch state below
+        cfg = model.network.config
+        shape = (cfg.num_layers, max_streams, cfg.hidden_size)
+        self.h = np.zeros(shape, np.float32)  # hidden state, stepped in place
+        self.c = np.zeros(shape, np.float32) if cfg.cell == "lstm" else None
+        self.logits = np.zeros((max_streams, cfg.vocab_size), np.float32)  # each row's next-token logits
         self.wakeup = threading.Condition()
         self.running = False
         self.thread: threading.Thread | None = None
@@ -100,10 +102,11 @@ class GeneratorEngine:
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         with torch.inference_mode():
-            _, hidden = self.net(torch.tensor([encode_prompt(self.model.tokenizer, "warm up")]))
-            hidden = self._cat([hidden] * 4)
-            for _ in range(8):
-                _, hidden = self.step(torch.zeros(4, dtype=torch.long), hidden)
+            self.net(torch.tensor([encode_prompt(self.model.tokenizer, "warm up")]))
+        h = np.zeros((self.h.shape[0], 4, self.h.shape[2]), np.float32)
+        c = None if self.c is None else h.copy()
+        for _ in range(8):
+            self.step.step(np.zeros(4, dtype=np.int64), h, c)
 
     def start(self) -> None:
         self.running = True
@@ -160,15 +163,19 @@ class GeneratorEngine:
                 continue
             for token in s.prompt_ids:
                 s.sampler.observe(token)
-            logits, s.hidden = self.net(torch.tensor([s.prompt_ids]))  # prefill: (1, T, V)
-            s.logits = logits[0, -1]
+            logits, hidden = self.net(torch.tensor([s.prompt_ids]))  # prefill: (1, T, V)
+            row = len(self.active)
+            self.logits[row] = logits[0, -1].numpy()
+            self.h[:, row] = (hidden[0] if isinstance(hidden, tuple) else hidden)[:, 0].numpy()
+            if self.c is not None and isinstance(hidden, tuple):
+                self.c[:, row] = hidden[1][:, 0].numpy()
             self.active.append(s)
         self.metrics.active_streams.set(len(self.active))
-        live = [s for s in self.active if not s.cancelled.is_set()]
-        tokens = self._sample(live)
-        stepping: list[Stream] = []
+        self._keep([i for i, s in enumerate(self.active) if not s.cancelled.is_set()])
+        tokens = self._sample(self.active)
+        stepping: list[int] = []  # rows that go on
         next_tokens: list[int] = []
-        for s, picked in zip(live, tokens, strict=True):
+        for row, (s, picked) in enumerate(zip(self.active, tokens, strict=True)):
             if picked is None:
                 continue
             s.count += 1
@@ -176,16 +183,27 @@ class GeneratorEngine:
             if s.count >= s.params.max_new_tokens or s.matcher.stopped:
                 self._finish(s)
             else:
-                stepping.append(s)
+                stepping.append(row)
                 next_tokens.append(picked)
         self.metrics.generated_tokens.inc(sum(t is not None for t in tokens))
-        self.active = stepping
-        if stepping:
-            logits, hidden = self.step(next_tokens, self._cat([s.hidden for s in stepping]))
+        self._keep(stepping)
+        if self.active:
+            b = len(self.active)
+            c = None if self.c is None else self.c[:, :b]
+            self.logits[:b] = self.step.step(np.array(next_tokens, dtype=np.int64), self.h[:, :b], c)
             self.steps += 1
-            for i, s in enumerate(stepping):
-                s.logits = logits[i]
-                s.hidden = self._slice(hidden, i)
+
+    def _keep(self, rows: list[int]) -> None:
+        """Keep only these rows (ascending) of the active streams and their state, packed at the top."""
+        if len(rows) == len(self.active):
+            return
+        self.active = [self.active[i] for i in rows]
+        if rows:
+            idx = np.array(rows)
+            for state in (self.h, self.c):
+                if state is not None:
+                    state[:, : len(rows)] = state[:, idx]
+            self.logits[: len(rows)] = self.logits[idx]
 
     def _sample(self, live: list[Stream]) -> list[int | None]:
         """All live streams' next tokens in one batched call; if that fails, row by row, so one stream's broken
@@ -193,12 +211,12 @@ class GeneratorEngine:
         if not live:
             return []
         try:
-            return list(sample_batch(torch.stack([s.logits for s in live]), [s.sampler for s in live]))  # type: ignore[misc]
+            return list(sample_batch(self.logits[: len(live)], [s.sampler for s in live]))
         except Exception:
             tokens: list[int | None] = []
-            for s in live:
+            for row, s in enumerate(live):
                 try:
-                    tokens.append(s.sampler.next_token(s.logits))  # type: ignore[arg-type]
+                    tokens.append(s.sampler.next_token(self.logits[row]))
                 except Exception as exc:
                     log.warning("sampling failed for one stream: %s", exc)
                     s.put(Event("error", text=f"sampling failed: {exc}"))
@@ -215,18 +233,6 @@ class GeneratorEngine:
         self._emit(s, s.matcher.flush())
         reason = "stop_sequence" if s.matcher.stopped else "length"
         s.put(Event("done", result=Generation("".join(s.text), reason, s.count, s.seed)))
-
-    @staticmethod
-    def _cat(hiddens: list[Any]) -> Hidden:
-        if isinstance(hiddens[0], tuple):
-            return (torch.cat([h[0] for h in hiddens], dim=1), torch.cat([h[1] for h in hiddens], dim=1))
-        return torch.cat(hiddens, dim=1)  # (L, B, H)
-
-    @staticmethod
-    def _slice(hidden: Hidden, i: int) -> Hidden:
-        if isinstance(hidden, tuple):
-            return (hidden[0][:, i : i + 1], hidden[1][:, i : i + 1])
-        return hidden[:, i : i + 1]
 
 
 async def collect(stream: Stream, timeout: float | None = None) -> Generation:

@@ -143,11 +143,10 @@ def test_a_failing_stream_does_not_fail_the_others(artifacts: Artifacts) -> None
         engine = GeneratorEngine(model, max_streams=4, metrics=Metrics())
         engine.start()
         try:
-            with engine.wakeup:  # the engine thread cannot admit them before the bad parameter is in place
+            with engine.wakeup:  # the engine thread cannot admit them before the bad sampler is in place
                 good = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
                 bad = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
-                # parameters that break sampling (validation bypassed)
-                object.__setattr__(bad.params, "temperature", "hot")
+                bad.sampler.temperature = "hot"  # type: ignore[assignment]  # breaks sampling, validation bypassed
             with pytest.raises(RuntimeError, match="sampling failed"):
                 await collect(bad, 10)
             return (await collect(good, 10)).text
