@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 RNN_DATA_DIR ?= ../shared/data
 export RNN_DATA_DIR
 
-.PHONY: install lint typecheck test serve train bench clean
+COMPOSE = $(shell $(PY) -c "import compose, pathlib; print(pathlib.Path(compose.__file__).parent / 'docker-compose')")
+
+.PHONY: install lint typecheck docker-check test serve train bench wheelhouse clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,14 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-test: lint typecheck
+# the Dockerfile and compose files, validated without an engine (.ci/run also builds and runs them: docker/ci.sh)
+docker-check: install
+	$(VENV)/bin/hadolint Dockerfile
+	$(COMPOSE) -f docker/compose.yaml config --quiet
+	RNN_DATA_HOST_DIR=$(RNN_DATA_DIR) $(COMPOSE) -f docker/compose.yaml -f docker/compose.ci.yaml config --quiet
+	$(VENV)/bin/kubernetes-validate --strict --quiet docker/k8s.yaml
+
+test: lint typecheck docker-check
 	$(PY) -m pytest -q
 
 artifacts/sentiment/config.json: | install
@@ -42,6 +51,13 @@ bench: install
 	$(PY) bench/service_accuracy.py --update-readme
 	$(PY) bench/explanations.py --sentences 100 --steps 16 --update-readme
 	$(PY) bench/batching.py --update-readme
+
+# every wheel the image needs, for `docker build --build-arg WHEELHOUSE=/wheels` on a machine with no index
+wheelhouse: install
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+		> docker/requirements.txt
+	$(PY) -m pip download --quiet --dest docker/wheelhouse -r docker/requirements.txt 'setuptools>=68'
+	rm docker/requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

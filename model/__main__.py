@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from model.artifacts import ArtifactError
+from model.artifacts import ArtifactError, verify
 from model.config import CELLS, POOLINGS, generator_preset, merge, sentiment_preset
 from model.data import DataError
 from model.tokenization import SCHEMES
@@ -52,6 +52,7 @@ def _add_sentiment_train(sub: Any) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--preset", default="default", choices=["quick", "default"], help="settings preset (default)")
     g.add_argument("--out", type=Path, default=Path("artifacts/sentiment"), help="artifact directory")
+    g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
@@ -88,6 +89,7 @@ def _add_generator_train(sub: Any) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--preset", default="default", choices=["quick", "default"], help="settings preset (default)")
     g.add_argument("--out", type=Path, default=Path("artifacts/generator"), help="artifact directory")
+    g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
@@ -116,9 +118,28 @@ GENERATOR_KEYS = (
 ).split()
 
 
+def already_trained(args: argparse.Namespace, task: str) -> bool:
+    """--if-missing: true when --out holds an artifact of this task whose manifest verifies (then say so)."""
+    if not args.if_missing or not args.out.exists():
+        return False
+    try:
+        verify(args.out)
+        found = json.loads((args.out / "config.json").read_text(encoding="utf-8")).get("task")
+    except (ArtifactError, OSError, ValueError) as exc:
+        print(f"{args.out} holds no usable artifact ({exc}); training a new one", file=sys.stderr)
+        return False
+    if found != task:
+        raise DataError(f"{args.out} holds a {found!r} artifact, not {task!r}; choose another --out")
+    print(json.dumps({"artifact": str(args.out), "skipped": "a verified artifact is already there"}))
+    return True
+
+
 def cmd_train_generator(args: argparse.Namespace) -> int:
     from model.data import load_corpus
     from model.train_generator import train_generator
+
+    if already_trained(args, "generation"):
+        return 0
 
     cfg = merge(generator_preset(args.preset), {k: getattr(args, k, None) for k in GENERATOR_KEYS})
     corpus = load_corpus(args.train, data=args.data, data_dir=args.data_dir, val_fraction=cfg.val_fraction)
@@ -194,6 +215,9 @@ def load_sentiment_data(args: argparse.Namespace, seed: int, dev_fraction: float
 
 def cmd_train_sentiment(args: argparse.Namespace) -> int:
     from model.train_sentiment import train_sentiment
+
+    if already_trained(args, "sentiment"):
+        return 0
 
     cfg = merge(sentiment_preset(args.preset), {k: getattr(args, k, None) for k in TRAIN_KEYS})
     data = load_sentiment_data(args, cfg.seed, cfg.dev_fraction)

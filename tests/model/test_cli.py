@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -222,3 +223,38 @@ def test_invalid_settings_are_user_errors_naming_the_setting(
     name = flag[2:]
     assert any(spelling in lines[0] for spelling in (name, name.replace("-", "_"), name.replace("-", " "))), lines[0]
     assert not out.exists()
+
+
+def test_if_missing_keeps_a_verified_artifact(
+    capsys: pytest.CaptureFixture[str], trained: Trained, tmp_path: Path
+) -> None:
+    """The compose trainer's `--if-missing`: a verified artifact of the same task is left exactly as it is."""
+    out = tmp_path / "kept"
+    shutil.copytree(trained.path, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    argv = ["train", "sentiment", "--train", str(trained.train_csv), "--out", str(out), "--if-missing"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_if_missing_retrains_over_a_damaged_artifact(
+    capsys: pytest.CaptureFixture[str], trained: Trained, tmp_path: Path, fast_plots: None
+) -> None:
+    out = tmp_path / "damaged"
+    shutil.copytree(trained.path, out)
+    (out / "model.safetensors").write_bytes(b"not weights")
+    argv = ["train", "sentiment", "--train", str(trained.train_csv), "--out", str(out), "--if-missing"]
+    argv += ["--preset", "quick", "--epochs", "1", "--embedding-dim", "8", "--hidden-size", "8", "--threads", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "model.safetensors is corrupt" in captured.err and "training a new one" in captured.err
+    load_sentiment(out)  # verifies the manifest again
+
+
+def test_if_missing_refuses_an_artifact_of_the_other_task(
+    capsys: pytest.CaptureFixture[str], trained: Trained, tmp_path: Path
+) -> None:
+    argv = ["train", "generator", "--train", str(trained.train_csv), "--out", str(trained.path), "--if-missing"]
+    assert main(argv) == 2
+    assert "holds a 'sentiment' artifact, not 'generation'" in capsys.readouterr().err

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Proves the deployment on a real Docker engine (called by .ci/run; about 5 minutes on 2 cores):
+#   1. installs docker.io (and debootstrap) when missing, and starts a private dockerd when none answers:
+#      its own data root, socket and exec root under a temp dir, no bridge and no iptables rules;
+#   2. builds a local base image equivalent to the Dockerfile's (Debian bookworm + python3, by debootstrap and
+#      `docker import`, tagged python:3.11-slim-bookworm so FROM resolves with no pull) unless one is there;
+#   3. downloads the wheelhouse on the host (pip inside a container has no network) and builds the image
+#      offline (`--network none`, WHEELHOUSE=/wheels);
+#   4. runs docker/compose.yaml with docker/compose.ci.yaml (host networking on 127.0.0.1, the quick preset, data
+#      mounted from the mirror) until the api is healthy, then checks /ready, /sentiment and /generate on
+#      127.0.0.1, the non-root user and the read-only root filesystem, and that the trainer skips existing models;
+#   5. tears everything down: the stack and its volumes, the images it made, the dockerd it started, temp files.
+# Nothing here talks to anything but 127.0.0.1 and the Debian and PyPI mirrors that apt and pip use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PY:-.venv/bin/python}"
+DATA_DIR="$(cd "${RNN_DATA_DIR:-../shared/data}" && pwd)"
+BASE_IMAGE="python:3.11-slim-bookworm"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+WORK="$(mktemp -d /tmp/rnn-docker-ci.XXXXXX)"
+PROJECT="rnn-ci-$$"
+IMAGE="rnn-nlp-service:ci-$$"
+PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+COMPOSE_BIN="$("$PY" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
+STARTED_DOCKERD=0
+MADE_BASE=0
+MADE_WHEELHOUSE=0
+DOCKER_UP=0
+
+log() { echo "[docker-ci $(date +%H:%M:%S)] $*"; }
+docker() { DOCKER_BUILDKIT=0 "$DOCKER_BIN" "$@"; }
+compose() {
+  RNN_IMAGE="$IMAGE" RNN_TRAIN_PRESET=quick RNN_DATA_HOST_DIR="$DATA_DIR" RNN_CI_PORT="$PORT" \
+    "$COMPOSE_BIN" -p "$PROJECT" -f docker/compose.yaml -f docker/compose.ci.yaml "$@"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ "$DOCKER_UP" = 1 ]; then
+    if [ "$rc" != 0 ]; then
+      log "failed (status $rc): the stack's last logs"
+      compose logs --no-color --tail 60
+    fi
+    log "tearing down"
+    compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
+    docker rmi --force "$IMAGE" >/dev/null 2>&1
+    [ "$MADE_BASE" = 1 ] && docker rmi --force "$BASE_IMAGE" >/dev/null 2>&1
+  fi
+  if [ "$STARTED_DOCKERD" = 1 ]; then
+    kill "$(cat "$WORK/dockerd.pid")" 2>/dev/null
+    for _ in $(seq 30); do [ -e "$WORK/dockerd.pid" ] || break; sleep 1; done
+    grep " $WORK/" /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r umount -l 2>/dev/null
+  fi
+  [ "$MADE_WHEELHOUSE" = 1 ] && rm -rf docker/wheelhouse
+  rm -rf "$WORK"
+  log "done (status $rc)"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- 1. engine
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+  log "installing docker.io and debootstrap"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq docker.io debootstrap >/dev/null
+fi
+DOCKER_BIN="$(command -v /usr/bin/docker || command -v docker)"
+if ! docker info >/dev/null 2>&1; then
+  log "starting a private dockerd in $WORK"
+  export DOCKER_HOST="unix://$WORK/docker.sock"
+  dockerd --data-root "$WORK/data" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" -H "$DOCKER_HOST" \
+    --bridge=none --iptables=false --ip6tables=false >"$WORK/dockerd.log" 2>&1 &
+  STARTED_DOCKERD=1
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null || { tail -20 "$WORK/dockerd.log"; exit 1; }
+fi
+DOCKER_UP=1
+log "engine: $(docker version --format '{{.Server.Version}}'), compose: $("$COMPOSE_BIN" version --short)"
+
+# ---------------------------------------------------------------- 2. base image
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  log "building $BASE_IMAGE locally: debootstrap bookworm + python3"
+  debootstrap --variant=minbase --include=python3,python3-venv bookworm "$WORK/rootfs" "$DEBIAN_MIRROR" \
+    >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; exit 1; }
+  tar -C "$WORK/rootfs" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
+  MADE_BASE=1
+  rm -rf "$WORK/rootfs"
+fi
+
+# ---------------------------------------------------------------- 3. wheelhouse and image
+if [ ! -d docker/wheelhouse ]; then
+  log "downloading the wheelhouse"
+  MADE_WHEELHOUSE=1
+  "$PY" -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    >"$WORK/requirements.txt"
+  "$PY" -m pip download --quiet --dest docker/wheelhouse -r "$WORK/requirements.txt" "setuptools>=68"
+fi
+log "building $IMAGE offline"
+docker build --quiet --network none --build-arg WHEELHOUSE=/wheels -t "$IMAGE" . >/dev/null
+
+# ---------------------------------------------------------------- 4. the stack
+log "compose up: the trainer (quick preset) first, then the api on 127.0.0.1:$PORT"
+compose up --detach --no-build --pull never
+API="$(compose ps --all --quiet api)"
+for _ in $(seq 120); do
+  status="$(docker inspect --format '{{.State.Health.Status}}' "$API")"
+  [ "$status" = healthy ] && break
+  [ "$(docker inspect --format '{{.State.Running}}' "$API")" = true ] || { log "api exited"; exit 1; }
+  sleep 2
+done
+[ "$status" = healthy ] || { log "api not healthy: $status"; exit 1; }
+log "api healthy; checking it on 127.0.0.1:$PORT"
+"$PY" - "$PORT" <<'PYTHON'
+import json, sys, urllib.request
+
+base = f"http://127.0.0.1:{sys.argv[1]}"
+
+def call(path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, (path, response.status)
+        return json.load(response)
+
+assert call("/ready")["status"] == "ready"
+good = call("/sentiment", {"text": "a moving, beautifully acted and wonderful film"})
+bad = call("/sentiment", {"text": "a dull, tedious and painfully boring mess"})
+print("sentiment:", good["label"], round(good["score"], 3), "/", bad["label"], round(bad["score"], 3))
+assert {good["label"], bad["label"]} <= {"negative", "positive"}
+out = call("/generate", {"prompt": "ROMEO:", "max_new_tokens": 40, "seed": 1})
+print("generate:", repr(out["generated_text"]))
+assert out["generated_tokens"] == 40 and out["seed"] == 1
+print("models:", json.dumps(call("/models"))[:200])
+PYTHON
+[ "$(docker inspect --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$API")" = "10001:10001 true" ]
+if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root filesystem is writable"; exit 1; fi
+log "non-root and read-only: checked"
+compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx 2
+log "the trainer leaves trained models alone: checked"
+log "passed"
