@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(0.0, ge=0, le=1000)  # measured: bench/batching.py
     max_streams: int = Field(64, ge=1, le=4096)
     # runtime
-    torch_threads: int = Field(0, ge=0, le=256)
+    torch_threads: int = Field(1, ge=0, le=256)  # measured: bench/serve.py --sections knobs
+    ensemble_threads: int = Field(2, ge=1, le=64)  # the classifier's members run side by side on this many
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []

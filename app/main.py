@@ -34,7 +34,7 @@ def _load(app: FastAPI, settings: Settings) -> None:
     """Load, verify and warm up both models (in a worker thread: this takes a moment)."""
     classifier = ClassifierEngine(
         load_sentiment(settings.sentiment_artifact), settings.batch_max_size, settings.batch_max_wait_ms,
-        app.state.metrics,
+        app.state.metrics, settings.ensemble_threads,
     )  # fmt: skip
     generator = GeneratorEngine(load_generator(settings.generator_artifact), settings.max_streams, app.state.metrics)
     classifier.warmup()
@@ -54,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("start-up refused: %s", exc)
         raise
     await app.state.classifier.start()
-    app.state.generator.start()
+    await app.state.generator.start()
     app.state.not_ready = None
     log.info("ready: %s and %s loaded", settings.sentiment_artifact, settings.generator_artifact)
     try:
@@ -62,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         app.state.not_ready = "shutting down"
         await app.state.classifier.stop()
-        await asyncio.to_thread(app.state.generator.stop)
+        await app.state.generator.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -21,6 +21,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,22 +230,23 @@ class SentimentModel:
         return pad(seqs)
 
     @torch.inference_mode()
-    def logits(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Uncalibrated logits (N, C), computed in length-sorted batches, returned in input order."""
+    def logits(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
+        """Uncalibrated logits (N, C), computed in length-sorted batches, returned in input order. With `pool`,
+        the ensemble's members run side by side on its threads."""
         out = torch.empty(len(texts), len(self.labels))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, lengths = self.encode([texts[i] for i in idx])
-            out[idx] = self.network(ids, lengths).float()
+            out[idx] = self.network.infer(ids, lengths, pool).float()
         return out
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
         """Calibrated class probabilities (N, C)."""
-        return torch.softmax(self.logits(texts, batch_size) / self.temperature, dim=-1)
+        return torch.softmax(self.logits(texts, batch_size, pool) / self.temperature, dim=-1)
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        probs = self.predict_proba(texts)
+    def predict(self, texts: Sequence[str], pool: Executor | None = None) -> list[dict[str, Any]]:
+        probs = self.predict_proba(texts, pool=pool)
         results = []
         for row in probs.tolist():
             best = max(range(len(row)), key=row.__getitem__)

@@ -316,6 +316,8 @@ class StopMatcher:
         self.stopped = False
 
     def feed(self, piece: str) -> str:
+        if not self.stop:  # nothing to watch for: the common case, per token
+            return piece
         if self.stopped:
             return ""
         self.pending += piece

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from model.sampling import SamplingParams
 router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
-def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings) -> Stream:
+def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings, streaming: bool) -> Stream:
     check_length(body.prompt, settings.max_input_chars, "prompt")
     if body.max_new_tokens > settings.max_new_tokens:
         limit = settings.max_new_tokens
@@ -35,7 +36,7 @@ def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings) -
         repetition_penalty=body.repetition_penalty, stop=tuple(body.stop), seed=body.seed,
     )  # fmt: skip
     try:
-        return engine.submit(body.prompt, params)
+        return engine.submit(body.prompt, params, streaming=streaming)
     except EngineFull as exc:
         raise overloaded(str(exc)) from None
 
@@ -43,7 +44,7 @@ def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings) -
 @router.post("", response_model=GenerateResponse)
 async def generate(body: GenerateRequest, engine: GeneratorDep, settings: SettingsDep) -> dict[str, Any]:
     """Generate text after `prompt`; the answer excludes the prompt and any stop sequence."""
-    stream = _start(body, engine, settings)
+    stream = _start(body, engine, settings, streaming=False)
     try:
         result = await collect(stream, settings.request_timeout_s)
     except TimeoutError:
@@ -62,35 +63,56 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _token_sse(text: str, index: int) -> str:
+    """_sse() of a token event that is not the last, byte for byte, without json.dumps per token (the hot path:
+    a character model's pieces repeat, so their quoted forms are cached)."""
+    return (
+        f'data: {{"token": {{"text": {_quoted(text)}, "index": {index}}}, "generated_text": null, "details": null}}\n\n'
+    )
+
+
 async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
     """One event per token; the last one also carries generated_text and details (TGI's format). One token is
-    held back so the final event can carry both."""
+    held back so the final event can carry both. Tokens that queued up since the last write go out in one write."""
     held: Event | None = None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
         while True:
             try:
-                event = await asyncio.wait_for(stream.events.get(), max(0.0, deadline - loop.time()))
+                first = await asyncio.wait_for(stream.events.get(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 yield f"event: error\n{_sse({'error': f'generation took longer than {timeout:g} s'})}"
                 return
-            if event.kind == "token":
-                if held is not None:
-                    yield _sse({"token": {"text": held.text, "index": held.index}, "generated_text": None,
-                                "details": None})  # fmt: skip
-                held = event
-            elif event.kind == "done":
-                assert event.result is not None
-                last = held or Event("token", text="", index=0)
-                r = event.result
-                details = {"finish_reason": r.finish_reason, "generated_tokens": r.tokens, "seed": r.seed}
-                yield _sse({"token": {"text": last.text, "index": last.index}, "generated_text": r.text,
-                            "details": details})  # fmt: skip
-                return
-            else:
-                yield f"event: error\n{_sse({'error': event.text})}"
-                return
+            events = [first]
+            while not stream.events.empty():
+                events.append(stream.events.get_nowait())
+            out: list[str] = []
+            for event in events:
+                if event.kind == "token":
+                    if held is not None:
+                        out.append(_token_sse(held.text, held.index))
+                    held = event
+                elif event.kind == "done":
+                    assert event.result is not None
+                    last = held or Event("token", text="", index=0)
+                    r = event.result
+                    details = {"finish_reason": r.finish_reason, "generated_tokens": r.tokens, "seed": r.seed}
+                    out.append(_sse({"token": {"text": last.text, "index": last.index}, "generated_text": r.text,
+                                     "details": details}))  # fmt: skip
+                    yield "".join(out)
+                    return
+                else:
+                    out.append(f"event: error\n{_sse({'error': event.text})}")
+                    yield "".join(out)
+                    return
+            if out:
+                yield "".join(out)
     finally:
         stream.cancel()  # the client left (or we are done): the engine drops the stream at its next step
 
@@ -98,7 +120,7 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
 @router.post("/stream", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def generate_stream(body: GenerateRequest, engine: GeneratorDep, settings: SettingsDep) -> StreamingResponse:
     """The same request, answered as Server-Sent Events, one per generated token."""
-    stream = _start(body, engine, settings)
+    stream = _start(body, engine, settings, streaming=True)
     return StreamingResponse(
         _events(stream, settings.request_timeout_s),
         media_type="text/event-stream",

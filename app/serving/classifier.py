@@ -33,12 +33,17 @@ class _Item:
 
 
 class ClassifierEngine:
-    def __init__(self, model: SentimentModel, max_batch: int, max_wait_ms: float, metrics: Metrics) -> None:
+    def __init__(
+        self, model: SentimentModel, max_batch: int, max_wait_ms: float, metrics: Metrics, ensemble_threads: int = 1
+    ) -> None:
         self.model = model
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        # the ensemble's members, side by side (None: one after another in the classifier thread)
+        threads = min(ensemble_threads, model.config.ensemble)
+        self.members = ThreadPoolExecutor(threads, thread_name_prefix="member") if threads > 1 else None
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -55,6 +60,8 @@ class ClassifierEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.members is not None:
+            self.members.shutdown(wait=True, cancel_futures=True)
 
     # ---------------------------------------------------------------- API
     async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -105,13 +112,13 @@ class ClassifierEngine:
 
     def _predict(self, texts: list[str]) -> list[dict[str, Any]]:
         with torch.inference_mode():
-            return self.model.predict(texts)
+            return self.model.predict(texts, pool=self.members)
 
     def _occlusion(self, text: str, label_index: int) -> list[dict[str, Any]]:
         """Leave-one-out: a word's weight is how much the predicted label's probability drops without it."""
         spans = [m.span() for m in WORD.finditer(text)][:MAX_EXPLAIN_WORDS]
         variants = [text] + [(text[:a] + text[b:]).strip() or " " for a, b in spans]
         with torch.inference_mode():
-            probs = self.model.predict_proba(variants)[:, label_index]
+            probs = self.model.predict_proba(variants, pool=self.members)[:, label_index]
         full = float(probs[0])
         return [{"token": text[a:b], "weight": full - float(p)} for (a, b), p in zip(spans, probs[1:], strict=True)]

@@ -1,11 +1,17 @@
-"""The generator engine: continuous batching over character streams.
+"""The generator engine: continuous batching over character streams, as a task on the server's event loop.
 
-    submit() --> pending --+                     one model thread, looping:
-                           |   admit: prefill each new prompt (its own forward) -> hidden, next-token logits
+    submit() --> pending --+          one asyncio task, looping while there is work:
+                           |   admit:  prefill each new prompt (its own forward) -> hidden, next-token logits
                            +-> sample: each active stream picks its token with its own Sampler (own seed)
-                               emit:   text pieces go to the stream's asyncio queue (thread-safe)
+                               emit:   text pieces go straight onto the stream's asyncio queue
                                retire: finished or cancelled streams leave
                                step:   all remaining streams advance in ONE batched recurrent step
+                           ... and every SLICE_S it yields to the loop, so requests and responses move on.
+
+It runs on the event loop rather than in a thread of its own: a step takes well under a millisecond, and a
+thread would pay for every token twice, once to hand it across threads and again in the GIL hand-offs between
+the two (measured: 1,900 chars/s for one HTTP stream from a thread). Tokens produced within one slice reach
+the client in one write.
 
 A stream's text depends only on its prompt and seed: sampling is per stream, and the batched step computes each
 row independently of the others.
@@ -15,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,6 +44,9 @@ from model.sampling import (
 log = logging.getLogger(__name__)
 
 
+SLICE_S = 0.005  # the engine yields to the event loop at least this often while it has work
+
+
 class EngineFull(Exception):
     """No room for another stream."""
 
@@ -55,11 +63,11 @@ class Event:
 class Stream:
     prompt_ids: list[int]
     params: SamplingParams
-    loop: asyncio.AbstractEventLoop
+    streaming: bool = True  # False: only the final event is queued (POST /generate)
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     sampler: Sampler = field(init=False)
     matcher: StopMatcher = field(init=False)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
     count: int = 0
     pieces: int = 0
     text: list[str] = field(default_factory=list)
@@ -73,10 +81,11 @@ class Stream:
         return self.sampler.seed
 
     def cancel(self) -> None:
-        self.cancelled.set()
+        self.cancelled = True
 
     def put(self, event: Event) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        if self.streaming or event.kind != "token":
+            self.events.put_nowait(event)
 
 
 class GeneratorEngine:
@@ -94,9 +103,9 @@ class GeneratorEngine:
         self.h = np.zeros(shape, np.float32)  # hidden state, stepped in place
         self.c = np.zeros(shape, np.float32) if cfg.cell == "lstm" else None
         self.logits = np.zeros((max_streams, cfg.vocab_size), np.float32)  # each row's next-token logits
-        self.wakeup = threading.Condition()
+        self.wakeup = asyncio.Event()  # set by submit(); the loop sleeps on it when there is no work
         self.running = False
-        self.thread: threading.Thread | None = None
+        self.task: asyncio.Task[None] | None = None
         self.steps = 0  # batched steps taken (tests read it)
 
     # ---------------------------------------------------------------- lifecycle
@@ -108,26 +117,25 @@ class GeneratorEngine:
         for _ in range(8):
             self.step.step(np.zeros(4, dtype=np.int64), h, c)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.running = True
-        self.thread = threading.Thread(target=self._run, name="generator", daemon=True)
-        self.thread.start()
+        self.task = asyncio.create_task(self._run(), name="generator")
 
-    def stop(self) -> None:
-        with self.wakeup:
-            self.running = False
-            self.wakeup.notify_all()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
+    async def stop(self) -> None:
+        """Stop stepping; streams still in the engine get an error event."""
+        self.running = False
+        self.wakeup.set()
+        if self.task is not None:
+            await self.task
 
     # ---------------------------------------------------------------- API
-    def submit(self, prompt: str, params: SamplingParams) -> Stream:
-        stream = Stream(encode_prompt(self.model.tokenizer, prompt), params, asyncio.get_running_loop())
-        with self.wakeup:
-            if len(self.pending) + len(self.active) >= self.max_streams:
-                raise EngineFull(f"all {self.max_streams} generation slots are busy")
-            self.pending.append(stream)
-            self.wakeup.notify()
+    def submit(self, prompt: str, params: SamplingParams, streaming: bool = True) -> Stream:
+        """Queue a stream (on the event loop's thread); EngineFull when every slot is taken."""
+        if len(self.pending) + len(self.active) >= self.max_streams:
+            raise EngineFull(f"all {self.max_streams} generation slots are busy")
+        stream = Stream(encode_prompt(self.model.tokenizer, prompt), params, streaming=streaming)
+        self.pending.append(stream)
+        self.wakeup.set()
         return stream
 
     @property
@@ -135,31 +143,36 @@ class GeneratorEngine:
         return len(self.pending) + len(self.active)
 
     # ---------------------------------------------------------------- the loop
-    def _run(self) -> None:
-        torch.set_grad_enabled(False)
-        while True:
-            with self.wakeup:
-                while self.running and not self.pending and not self.active:
-                    self.wakeup.wait()
-                if not self.running:
-                    break
+    async def _run(self) -> None:
+        while self.running:
+            if not self.pending and not self.active:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            deadline = time.perf_counter() + SLICE_S
+            while (self.pending or self.active) and self.running:
                 admitted = list(self.pending)
                 self.pending.clear()
-            try:
-                with torch.inference_mode():
-                    self._iterate(admitted)
-            except Exception as exc:  # fail the streams, keep the engine alive
-                log.exception("generation step failed")
-                for s in self.active + admitted:
-                    s.put(Event("error", text=str(exc)))
-                self.active = []
-            self.metrics.active_streams.set(len(self.active))
+                try:
+                    with torch.inference_mode():
+                        self._iterate(admitted)
+                except Exception as exc:  # fail the streams, keep the engine alive
+                    log.exception("generation step failed")
+                    for s in self.active + admitted:
+                        s.put(Event("error", text=str(exc)))
+                    self.active = []
+                self.metrics.active_streams.set(len(self.active))
+                if time.perf_counter() >= deadline:
+                    break
+            await asyncio.sleep(0)  # let requests in and responses out
         for s in self.active + list(self.pending):
             s.put(Event("error", text="server shutting down"))
+        self.active, self.pending = [], deque()
+        self.metrics.active_streams.set(0)
 
     def _iterate(self, admitted: list[Stream]) -> None:
         for s in admitted:
-            if s.cancelled.is_set():
+            if s.cancelled:
                 continue
             for token in s.prompt_ids:
                 s.sampler.observe(token)
@@ -171,7 +184,7 @@ class GeneratorEngine:
                 self.c[:, row] = hidden[1][:, 0].numpy()
             self.active.append(s)
         self.metrics.active_streams.set(len(self.active))
-        self._keep([i for i, s in enumerate(self.active) if not s.cancelled.is_set()])
+        self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
         tokens = self._sample(self.active)
         stepping: list[int] = []  # rows that go on
         next_tokens: list[int] = []

@@ -219,3 +219,11 @@ def test_stream_that_stops_at_once_has_one_empty_final_event(client: TestClient)
     assert events[0]["token"] == {"text": "", "index": 0}
     assert events[0]["generated_text"] == ""
     assert events[0]["details"]["finish_reason"] == "stop_sequence"
+
+
+@pytest.mark.parametrize("text", ["a", "\n", '"', "\\", "é", "\ufffd", "\u2028", "\x00", "ab c"])
+def test_the_fast_token_event_is_byte_for_byte_the_generic_one(text: str) -> None:
+    from app.routes.generate import _sse, _token_sse
+
+    generic = _sse({"token": {"text": text, "index": 7}, "generated_text": None, "details": None})
+    assert _token_sse(text, 7) == generic

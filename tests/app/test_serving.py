@@ -141,17 +141,16 @@ def test_a_failing_stream_does_not_fail_the_others(artifacts: Artifacts) -> None
 
     async def main() -> str:
         engine = GeneratorEngine(model, max_streams=4, metrics=Metrics())
-        engine.start()
-        try:
-            with engine.wakeup:  # the engine thread cannot admit them before the bad sampler is in place
-                good = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
-                bad = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
-                bad.sampler.temperature = "hot"  # type: ignore[assignment]  # breaks sampling, validation bypassed
+        await engine.start()
+        try:  # the engine task cannot admit them before this coroutine awaits: the bad sampler is in place first
+            good = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
+            bad = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
+            bad.sampler.temperature = "hot"  # type: ignore[assignment]  # breaks sampling, validation bypassed
             with pytest.raises(RuntimeError, match="sampling failed"):
                 await collect(bad, 10)
             return (await collect(good, 10)).text
         finally:
-            engine.stop()
+            await engine.stop()
 
     text = asyncio.run(main())
     assert text == generate(model.network, model.tokenizer, "All:", SamplingParams(max_new_tokens=150, seed=3)).text
@@ -161,7 +160,7 @@ def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
     async def main() -> None:
         metrics = Metrics()
         engine = GeneratorEngine(load_generator(artifacts.generator), max_streams=2, metrics=metrics)
-        engine.start()
+        await engine.start()
         try:
             stream = engine.submit("All:", SamplingParams(max_new_tokens=100_000, seed=1))
             for _ in range(5):
@@ -180,7 +179,7 @@ def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
             await asyncio.sleep(0.05)
             assert engine.steps == steps  # the engine is idle, not stepping a dead stream
         finally:
-            engine.stop()
+            await engine.stop()
 
     asyncio.run(main())
 
@@ -218,11 +217,11 @@ def test_a_generation_over_the_time_limit_is_503_and_dropped(make_client: Client
 def test_stopping_the_engine_ends_waiting_streams(artifacts: Artifacts) -> None:
     async def main() -> None:
         engine = GeneratorEngine(load_generator(artifacts.generator), max_streams=2, metrics=Metrics())
-        engine.start()
+        await engine.start()
         stream = engine.submit("All:", SamplingParams(max_new_tokens=100_000, seed=1))
         await asyncio.wait_for(stream.events.get(), 5)
-        await asyncio.to_thread(engine.stop)
-        assert engine.thread is not None and not engine.thread.is_alive()
+        await asyncio.wait_for(engine.stop(), 5)
+        assert engine.task is not None and engine.task.done()
         with pytest.raises(RuntimeError, match="shutting down"):
             await collect(stream, 5)
 

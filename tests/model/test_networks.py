@@ -161,3 +161,18 @@ def test_count_parameters() -> None:
     net = CharRNN(CharLMConfig(vocab_size=5, cell="rnn", embedding_dim=4, hidden_size=6))
     # embedding 5*4, rnn 6*4 + 6*6 + 6 + 6, head 6*5 + 5
     assert count_parameters(net) == 20 + (24 + 36 + 12) + 35
+
+
+def test_members_side_by_side_equal_the_forward() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    config = ClassifierConfig(vocab_size=50, num_classes=3, hidden_size=8, embedding_dim=8, ensemble=3)
+    net = SentimentClassifier(config).eval()
+    ids = torch.randint(1, 50, (5, 7))
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    with torch.inference_mode():
+        expected = net(ids, lengths)
+    with ThreadPoolExecutor(2) as pool:
+        assert torch.equal(net.infer(ids, lengths, pool), expected)
+    assert torch.equal(net.infer(ids, lengths), expected)

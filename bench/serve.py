@@ -1,0 +1,308 @@
+"""Serving performance in one run on this machine: this service against the HTTP ceiling and a naive server.
+
+    python bench/serve.py [--seconds 8] [--update-readme]
+
+Three servers, one after another, each its own process on 127.0.0.1 under the same uvicorn settings:
+  ceiling  bench/servers.py: parses the same /sentiment body and returns a constant (what HTTP alone allows);
+  naive    bench/servers.py: the same classifier, one forward per request, no batching;
+  service  `python -m app` with artifacts/sentiment and artifacts/generator.
+Load comes from a separate process: `wrk` (Debian package; bench/wrk/post.lua) for the classifier, an asyncio
+httpx client for generation streams. Measured:
+  - POST /sentiment (SST-2 dev sentences) at 1, 16 and 64 connections: requests/s, p50 and p99 latency;
+  - POST /sentiment/batch, 64 sentences per request, 4 connections: sentences/s;
+  - POST /generate/stream: characters/s and time to first streamed token, 1 stream and 32 concurrent streams;
+  - the service's resident memory after warm-up and after the run.
+Targets (ratios within this run): /sentiment at 64 >= 80 % of 1 / (1/ceiling + 1/batched) and >= 3x naive;
+/sentiment/batch >= 2,500 sentences/s; one stream >= 5,000 chars/s, 32 streams >= 8x that, TTFT p50 <= 20 ms;
+RSS <= 600 MB without growth. Writes bench/results/serve.json; `--update-readme` rewrites the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.service_accuracy import free_port  # noqa: E402
+from model.data import load_sst2  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 16, 64)
+BATCH = 64
+TARGETS = {"share_of_bound": 0.8, "over_naive": 3.0, "batch_sentences_per_s": 2500.0, "one_stream_chars_per_s": 5000.0,
+           "streams_32_over_one": 8.0, "ttft_p50_ms": 20.0, "rss_mb": 600.0, "rss_growth": 0.05}  # fmt: skip
+
+
+def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start a server process and wait until GET /ready answers 200."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{argv} exited during start-up:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit(f"{argv} was not ready within 180 s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wrk(port: int, path: str, bodies: Path, connections: int, seconds: float) -> dict[str, float]:
+    script = str(ROOT / "bench" / "wrk" / "post.lua")
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", script,
+            f"http://127.0.0.1:{port}", "--", path, str(bodies)]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK_JSON "))
+    raw = json.loads(line.removeprefix("WRK_JSON "))
+    return {
+        "requests_per_s": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "errors": raw["socket_errors"] + raw["status_errors"],
+    }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def one_stream(client: httpx.AsyncClient, tokens: int, seed: int) -> tuple[float, int, float]:
+    """(time to first token s, characters, wall s) of one POST /generate/stream. The client only looks for the
+    first event and parses the last one, so that it is not what limits the measurement."""
+    body = {"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed}
+    started = time.perf_counter()
+    first = None
+    tail = b""
+    async with client.stream("POST", "/generate/stream", json=body) as response:
+        response.raise_for_status()
+        async for chunk in response.aiter_raw():
+            if first is None and b"data:" in chunk:
+                first = time.perf_counter() - started
+            tail = (tail + chunk)[-65536:]
+    assert first is not None
+    last = tail.rstrip().rsplit(b"\n\n", 1)[-1]
+    text = json.loads(last.removeprefix(b"data:"))["generated_text"]
+    return first, len(text), time.perf_counter() - started
+
+
+async def generation(port: int) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
+        await one_stream(client, 50, 0)  # warm-up
+        ttfts = [(await one_stream(client, 20, seed))[0] for seed in range(20)]
+        singles = [await one_stream(client, 1000, seed) for seed in range(3)]
+        started = time.perf_counter()
+        many = await asyncio.gather(*(one_stream(client, 1000, seed) for seed in range(32)))
+        wall = time.perf_counter() - started
+    return {
+        "one_stream_chars_per_s": statistics.median(chars / w for _, chars, w in singles),
+        "ttft_p50_ms": 1000 * statistics.median(ttfts),
+        "streams_32_chars_per_s": sum(chars for _, chars, _ in many) / wall,
+        "streams_32_ttft_p50_ms": 1000 * statistics.median(t for t, _, _ in many),
+    }
+
+
+def write_bodies(workdir: Path) -> tuple[Path, Path]:
+    texts = load_sst2(None).dev.texts
+    bodies = workdir / "sentiment.jsonl"
+    bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    batches = workdir / "batch.jsonl"
+    chunks = [texts[i : i + BATCH] for i in range(0, len(texts) - BATCH + 1, BATCH)]
+    batches.write_text("".join(json.dumps({"texts": c}) + "\n" for c in chunks), encoding="utf-8")
+    return bodies, batches
+
+
+def base_env(sentiment: Path, generator: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
+    env.update(RNN_LOG_LEVEL="warning", RNN_SENTIMENT_ARTIFACT=str(sentiment), RNN_GENERATOR_ARTIFACT=str(generator),
+               PYTHONPATH=str(ROOT))  # fmt: skip
+    return env
+
+
+def measure(seconds: float, sentiment: Path, generator: Path, workdir: Path) -> dict[str, Any]:
+    bodies, batches = write_bodies(workdir)
+    env = base_env(sentiment, generator)
+    servers = {
+        "ceiling": [sys.executable, "-m", "bench.servers", "ceiling"],
+        "naive": [sys.executable, "-m", "bench.servers", "naive"],
+        "service": [sys.executable, "-m", "app"],
+    }
+    report: dict[str, Any] = {}
+    for name, argv in servers.items():
+        port = free_port()
+        server_env = dict(env, RNN_HOST="127.0.0.1", RNN_PORT=str(port))
+        extra = [] if name == "service" else ["--port", str(port)]
+        proc = start(argv + extra, server_env, port, workdir / f"{name}.log")
+        try:
+            wrk(port, "/sentiment", bodies, 16, 2)  # warm-up
+            result: dict[str, Any] = {"sentiment": {}}
+            for c in CONCURRENCY:
+                result["sentiment"][c] = wrk(port, "/sentiment", bodies, c, seconds)
+            if name == "service":
+                result["rss_warm_mb"] = rss_mb(proc.pid)
+                batch = wrk(port, "/sentiment/batch", batches, 4, seconds)
+                result["batch"] = {**batch, "sentences_per_s": batch["requests_per_s"] * BATCH}
+                result["generation"] = asyncio.run(generation(port))
+                result["rss_end_mb"] = rss_mb(proc.pid)
+            report[name] = result
+            print(json.dumps({name: result}), flush=True)
+        finally:
+            stop(proc)
+    return report
+
+
+def knobs(seconds: float, sentiment: Path, generator: Path, single: Path | None, workdir: Path) -> dict[str, Any]:
+    """The service under other settings, one after another in this run: torch threads, BLAS threads, and a
+    single-BiLSTM classifier artifact in place of the ensemble."""
+    bodies, batches = write_bodies(workdir)
+    variants: dict[str, tuple[dict[str, str], Path]] = {
+        "RNN_TORCH_THREADS=1 (default)": ({"RNN_TORCH_THREADS": "1"}, sentiment),
+        "RNN_TORCH_THREADS=2": ({"RNN_TORCH_THREADS": "2"}, sentiment),
+        "OPENBLAS_NUM_THREADS=1": ({"OPENBLAS_NUM_THREADS": "1"}, sentiment),
+    }
+    if single is not None:
+        variants["one BiLSTM (--ensemble 1) artifact"] = ({}, single)
+    report: dict[str, Any] = {}
+    for name, (extra, artifact) in variants.items():
+        port = free_port()
+        env = dict(base_env(artifact, generator), RNN_HOST="127.0.0.1", RNN_PORT=str(port), **extra)
+        proc = start([sys.executable, "-m", "app"], env, port, workdir / "knob.log")
+        try:
+            wrk(port, "/sentiment", bodies, 16, 2)  # warm-up
+            at64 = wrk(port, "/sentiment", bodies, 64, seconds)
+            batch = wrk(port, "/sentiment/batch", batches, 4, seconds)
+            gen = asyncio.run(generation(port))
+            report[name] = {"sentiment_64": at64, "batch_sentences_per_s": batch["requests_per_s"] * BATCH,
+                            "generation": gen}  # fmt: skip
+            print(json.dumps({name: report[name]}), flush=True)
+        finally:
+            stop(proc)
+    rows = [[name, f"{r['sentiment_64']['requests_per_s']:,.0f}", f"{r['sentiment_64']['p50_ms']:.0f}",
+             f"{r['batch_sentences_per_s']:,.0f}", f"{r['generation']['one_stream_chars_per_s']:,.0f}",
+             f"{r['generation']['streams_32_chars_per_s']:,.0f}"] for name, r in report.items()]  # fmt: skip
+    header = ["service setting", "/sentiment at 64, req/s", "p50 ms", "/sentiment/batch, sentences/s",
+              "1 stream, chars/s", "32 streams, chars/s"]  # fmt: skip
+    return {"variants": report, "markdown": table(header, rows)}
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, dict[str, float | bool]]:
+    service, ceiling, naive = report["service"], report["ceiling"], report["naive"]
+    at64 = service["sentiment"][64]["requests_per_s"]
+    batched = service["batch"]["sentences_per_s"]
+    bound = 1 / (1 / ceiling["sentiment"][64]["requests_per_s"] + 1 / batched)
+    gen = service["generation"]
+    growth = (service["rss_end_mb"] - service["rss_warm_mb"]) / service["rss_warm_mb"]
+    values = {
+        "share_of_bound": at64 / bound,
+        "over_naive": at64 / naive["sentiment"][64]["requests_per_s"],
+        "batch_sentences_per_s": batched,
+        "one_stream_chars_per_s": gen["one_stream_chars_per_s"],
+        "streams_32_over_one": gen["streams_32_chars_per_s"] / gen["one_stream_chars_per_s"],
+        "ttft_p50_ms": gen["ttft_p50_ms"],
+        "rss_mb": max(service["rss_warm_mb"], service["rss_end_mb"]),
+        "rss_growth": growth,
+    }
+    upper = {"ttft_p50_ms", "rss_mb", "rss_growth"}  # targets that are ceilings, not floors
+    return {
+        k: {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k] if k in upper else v >= TARGETS[k]}
+        for k, v in values.items()
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    rows = []
+    for name in ("ceiling", "naive", "service"):
+        for c in CONCURRENCY:
+            r = report[name]["sentiment"][c]
+            rows.append([f"{name}, POST /sentiment", c, f"{r['requests_per_s']:,.0f} req/s", f"{r['p50_ms']:.1f}",
+                         f"{r['p99_ms']:.1f}", r["errors"]])  # fmt: skip
+    s = report["service"]
+    b = s["batch"]
+    rows.append(["service, POST /sentiment/batch (64 texts)", 4, f"{b['sentences_per_s']:,.0f} sentences/s",
+                 f"{b['p50_ms']:.1f}", f"{b['p99_ms']:.1f}", b["errors"]])  # fmt: skip
+    g = s["generation"]
+    rows.append(["service, POST /generate/stream", 1, f"{g['one_stream_chars_per_s']:,.0f} chars/s",
+                 f"TTFT {g['ttft_p50_ms']:.1f}", "", 0])  # fmt: skip
+    rows.append(["service, POST /generate/stream", 32, f"{g['streams_32_chars_per_s']:,.0f} chars/s",
+                 f"TTFT {g['streams_32_ttft_p50_ms']:.1f}", "", 0])  # fmt: skip
+    md = table(["server, endpoint", "concurrency", "throughput", "p50 ms", "p99 ms", "errors"], rows)
+    names = {
+        "share_of_bound": "/sentiment at 64 / (1 / (1/ceiling + 1/batched))",
+        "over_naive": "/sentiment at 64 / naive at 64",
+        "batch_sentences_per_s": "/sentiment/batch sentences/s",
+        "one_stream_chars_per_s": "one stream, chars/s",
+        "streams_32_over_one": "32 streams / one stream",
+        "ttft_p50_ms": "time to first token p50, one stream (ms)",
+        "rss_mb": "RSS, both models loaded (MB)",
+        "rss_growth": "RSS growth over the run",
+    }
+    target_rows = [
+        [names[k], f"{v['value']:,.2f}", ("≤ " if k in {"ttft_p50_ms", "rss_mb", "rss_growth"} else "≥ ")
+         + f"{v['target']:,.2f}", "met" if v["met"] else "NOT met"]
+        for k, v in report["verdicts"].items()
+    ]  # fmt: skip
+    return md + "\n\n" + table(["target", "measured", "target", ""], target_rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per wrk measurement")
+    parser.add_argument("--sentiment", type=Path, default=ROOT / "artifacts" / "sentiment")
+    parser.add_argument("--generator", type=Path, default=ROOT / "artifacts" / "generator")
+    parser.add_argument("--sections", default="main,knobs", help="main (the three servers), knobs (settings)")
+    parser.add_argument(
+        "--single", type=Path, help="knobs: also a one-BiLSTM classifier artifact (train with --ensemble 1)"
+    )
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/serve.py needs wrk: apt-get install wrk")
+    sections = args.sections.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "main" in sections:
+            report = measure(args.seconds, args.sentiment, args.generator, Path(tmp))
+            report["verdicts"] = verdicts(report)
+            report["markdown"] = render(report)
+            save_json("serve", report)
+            if args.update_readme:
+                update_section("serve", report["markdown"])
+            print(report["markdown"])
+        if "knobs" in sections:
+            tuned = knobs(args.seconds, args.sentiment, args.generator, args.single, Path(tmp))
+            save_json("serve_knobs", tuned)
+            if args.update_readme:
+                update_section("serve_knobs", tuned["markdown"])
+            print(tuned["markdown"])
+
+
+if __name__ == "__main__":
+    main()

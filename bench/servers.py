@@ -1,0 +1,71 @@
+"""The two reference servers bench/serve.py measures this service against, under the same uvicorn settings:
+
+    python -m bench.servers ceiling --port P   # parses the same request body, returns a constant: the HTTP ceiling
+    python -m bench.servers naive --port P     # the same classifier, one forward per request, no batching
+
+Both answer GET /ready with 200 once they can serve, like the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from app.schemas import SentimentRequest, SentimentResponse
+from model.artifacts import load_sentiment
+
+
+def ceiling_app() -> FastAPI:
+    app = FastAPI()
+    constant = {"label": "positive", "score": 0.5, "probabilities": {"negative": 0.5, "positive": 0.5}}
+
+    @app.get("/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/sentiment", response_model=SentimentResponse, response_model_exclude_none=True)
+    async def sentiment(body: SentimentRequest) -> dict[str, Any]:
+        return constant
+
+    return app
+
+
+def naive_app(artifact: Path) -> FastAPI:
+    """What a first version looks like: a sync route (FastAPI runs it in its thread pool), one forward each."""
+    app = FastAPI()
+    model = load_sentiment(artifact)
+    model.predict(["warm up"])
+
+    @app.get("/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/sentiment", response_model=SentimentResponse, response_model_exclude_none=True)
+    def sentiment(body: SentimentRequest) -> dict[str, Any]:
+        return model.predict([body.text])[0]
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["ceiling", "naive"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--artifact", type=Path, default=Path(os.environ.get("RNN_SENTIMENT_ARTIFACT", "")))
+    args = parser.parse_args()
+    threads = int(os.environ.get("RNN_TORCH_THREADS", "0"))
+    if threads:
+        torch.set_num_threads(threads)
+    app = ceiling_app() if args.kind == "ceiling" else naive_app(args.artifact)
+    # the service's own settings (app/__main__.py): one process, uvicorn's default loop and HTTP implementation
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level=os.environ.get("RNN_LOG_LEVEL", "warning"))
+
+
+if __name__ == "__main__":
+    main()
