@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # runtime
     torch_threads: int = Field(1, ge=0, le=256)  # measured: bench/serve.py --sections knobs
     ensemble_threads: int = Field(2, ge=1, le=64)  # the classifier's members run side by side on this many
+    quantize: Literal["none", "int8"] = "none"  # the classifier's weights; int8: faster, measured in the README
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []

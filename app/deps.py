@@ -1,4 +1,5 @@
-"""FastAPI dependencies as Annotated aliases: the engines, the settings and the API-key check."""
+"""FastAPI dependencies as Annotated aliases: the engines, the settings and the API-key check. All are `async`:
+FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request for a dictionary lookup."""
 
 from __future__ import annotations
 
@@ -12,26 +13,26 @@ from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_classifier(request: Request) -> ClassifierEngine:
+async def get_classifier(request: Request) -> ClassifierEngine:
     engine: ClassifierEngine | None = getattr(request.app.state, "classifier", None)
     if engine is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the sentiment model is not loaded")
     return engine
 
 
-def get_generator(request: Request) -> GeneratorEngine:
+async def get_generator(request: Request) -> GeneratorEngine:
     engine: GeneratorEngine | None = getattr(request.app.state, "generator", None)
     if engine is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the generator model is not loaded")
     return engine
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """When RNN_API_KEY is set, every protected route needs `Authorization: Bearer <key>`."""
     settings: Settings = request.app.state.settings
     if settings.api_key is None:

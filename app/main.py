@@ -25,6 +25,7 @@ from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
 from model.artifacts import load_generator, load_sentiment
+from model.networks import quantize_int8
 
 log = logging.getLogger("app")
 STATIC = Path(__file__).parent / "static"
@@ -32,10 +33,12 @@ STATIC = Path(__file__).parent / "static"
 
 def _load(app: FastAPI, settings: Settings) -> None:
     """Load, verify and warm up both models (in a worker thread: this takes a moment)."""
+    sentiment = load_sentiment(settings.sentiment_artifact)
+    if settings.quantize == "int8":
+        sentiment.network = quantize_int8(sentiment.network)  # type: ignore[assignment]
     classifier = ClassifierEngine(
-        load_sentiment(settings.sentiment_artifact), settings.batch_max_size, settings.batch_max_wait_ms,
-        app.state.metrics, settings.ensemble_threads,
-    )  # fmt: skip
+        sentiment, settings.batch_max_size, settings.batch_max_wait_ms, app.state.metrics, settings.ensemble_threads
+    )
     generator = GeneratorEngine(load_generator(settings.generator_artifact), settings.max_streams, app.state.metrics)
     classifier.warmup()
     generator.warmup()

@@ -181,13 +181,15 @@ def measure(seconds: float, sentiment: Path, generator: Path, workdir: Path) -> 
 
 
 def knobs(seconds: float, sentiment: Path, generator: Path, single: Path | None, workdir: Path) -> dict[str, Any]:
-    """The service under other settings, one after another in this run: torch threads, BLAS threads, and a
-    single-BiLSTM classifier artifact in place of the ensemble."""
+    """The service under other settings, one after another in this run: torch threads, BLAS threads, members
+    side by side or not, int8 weights, and a single-BiLSTM classifier artifact in place of the ensemble."""
     bodies, batches = write_bodies(workdir)
     variants: dict[str, tuple[dict[str, str], Path]] = {
         "RNN_TORCH_THREADS=1 (default)": ({"RNN_TORCH_THREADS": "1"}, sentiment),
         "RNN_TORCH_THREADS=2": ({"RNN_TORCH_THREADS": "2"}, sentiment),
         "OPENBLAS_NUM_THREADS=1": ({"OPENBLAS_NUM_THREADS": "1"}, sentiment),
+        "RNN_ENSEMBLE_THREADS=1 (members one after another)": ({"RNN_ENSEMBLE_THREADS": "1"}, sentiment),
+        "RNN_QUANTIZE=int8": ({"RNN_QUANTIZE": "int8"}, sentiment),
     }
     if single is not None:
         variants["one BiLSTM (--ensemble 1) artifact"] = ({}, single)

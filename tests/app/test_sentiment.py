@@ -206,3 +206,14 @@ def test_invalid_batch_is_422(client: TestClient, payload: Any, loc: list[Any], 
 def test_blank_batch_text_names_its_index(client: TestClient) -> None:
     detail = _detail(client.post("/sentiment/batch", json={"texts": ["good", " "]}))
     assert "texts[1]" in detail[0]["msg"]
+
+
+def test_an_int8_classifier_serves_close_to_the_float_one(make_client: ClientFactory) -> None:
+    texts = ["a gorgeous , moving film", "a dull and tedious mess", "fine", "not bad at all"]
+    exact = make_client().post("/sentiment/batch", json={"texts": texts}).json()["results"]
+    c = make_client(quantize="int8", ensemble_threads=2)
+    quantized_layers = [m for m in c.app.state.classifier.model.network.modules() if "quantized" in type(m).__module__]  # type: ignore[attr-defined]
+    assert quantized_layers  # the LSTMs and linear layers were swapped
+    fast = c.post("/sentiment/batch", json={"texts": texts}).json()["results"]
+    for a, b in zip(exact, fast, strict=True):
+        assert abs(a["score"] - b["score"]) < 0.05 and a["label"] == b["label"]
