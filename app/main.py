@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,33 +17,17 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings, load_settings
+from app.loading import load_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware
-from app.routes import generate, health, sentiment
-from app.routes.errors import validation_error
-from app.serving.classifier import ClassifierEngine
-from app.serving.generator import GeneratorEngine
+from app.routes import admin, generate, health, sentiment
+from app.routes.errors import http_error, validation_error
 from app.serving.metrics import Metrics
-from model.artifacts import load_generator, load_sentiment
-from model.networks import quantize_int8
 
 log = logging.getLogger("app")
 STATIC = Path(__file__).parent / "static"
-
-
-def _load(app: FastAPI, settings: Settings) -> None:
-    """Load, verify and warm up both models (in a worker thread: this takes a moment)."""
-    sentiment = load_sentiment(settings.sentiment_artifact)
-    if settings.quantize == "int8":
-        sentiment.network = quantize_int8(sentiment.network)  # type: ignore[assignment]
-    classifier = ClassifierEngine(
-        sentiment, settings.batch_max_size, settings.batch_max_wait_ms, app.state.metrics, settings.ensemble_threads
-    )
-    generator = GeneratorEngine(load_generator(settings.generator_artifact), settings.max_streams, app.state.metrics)
-    classifier.warmup()
-    generator.warmup()
-    app.state.classifier, app.state.generator = classifier, generator
 
 
 @asynccontextmanager
@@ -52,18 +37,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     app.state.not_ready = "loading models"
     try:
-        await asyncio.to_thread(_load, app, settings)
+        app.state.classifier, app.state.generator = await asyncio.to_thread(load_engines, settings, app.state.metrics)
     except Exception as exc:
         log.error("start-up refused: %s", exc)
         raise
     await app.state.classifier.start()
     await app.state.generator.start()
+    app.state.reload_lock = asyncio.Lock()
+    app.state.sighup_tasks = set()
+    watching = watch_sighup(app)
     app.state.not_ready = None
     log.info("ready: %s and %s loaded", settings.sentiment_artifact, settings.generator_artifact)
     try:
         yield
     finally:
         app.state.not_ready = "shutting down"
+        if watching:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await app.state.classifier.stop()
         await app.state.generator.stop()
 
@@ -80,9 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.not_ready = "starting"
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.include_router(health.router)
     app.include_router(sentiment.router)
     app.include_router(generate.router)
+    app.include_router(admin.router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

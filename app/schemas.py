@@ -18,6 +18,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def valid_unicode(value: str, where: str) -> str:
+    """JSON's \\uXXXX escapes can spell a lone surrogate, which no text can hold (and no tokenizer takes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where} holds a lone surrogate at position {exc.start}: not valid Unicode") from None
+    return value
+
+
 class SentimentRequest(Strict):
     text: str = Field(..., min_length=1, examples=["a gorgeous , witty , seductive movie ."])
     explain: bool = Field(False, description="also return each word's contribution to the predicted label")
@@ -27,7 +36,7 @@ class SentimentRequest(Strict):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text must contain at least one non-whitespace character")
-        return value
+        return valid_unicode(value, "text")
 
 
 class TokenWeight(BaseModel):
@@ -51,6 +60,7 @@ class SentimentBatchRequest(Strict):
         for i, value in enumerate(values):
             if not value.strip():
                 raise ValueError(f"texts[{i}] must contain at least one non-whitespace character")
+            valid_unicode(value, f"texts[{i}]")
         return values
 
 
@@ -75,6 +85,11 @@ class GenerateRequest(Strict):
             raise ValueError("must be a finite number")
         return value
 
+    @field_validator("prompt")
+    @classmethod
+    def _unicode_prompt(cls, value: str) -> str:
+        return valid_unicode(value, "prompt")
+
     @field_validator("stop")
     @classmethod
     def _non_empty(cls, values: list[str]) -> list[str]:
@@ -82,6 +97,8 @@ class GenerateRequest(Strict):
             raise ValueError("stop sequences must be non-empty strings")
         if any(len(v) > 64 for v in values):
             raise ValueError("stop sequences must be at most 64 characters")
+        for i, v in enumerate(values):
+            valid_unicode(v, f"stop[{i}]")
         return values
 
 

@@ -9,6 +9,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas import ErrorResponse
 
@@ -28,9 +29,12 @@ def timed_out(seconds: float) -> HTTPException:
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or Infinity: a non-finite number echoed back in an error becomes its string."""
+    """JSON has no NaN or Infinity: a non-finite number echoed back in an error becomes its string; and UTF-8 has
+    no lone surrogates: an echoed string that holds one gets U+FFFD in its place."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _has_surrogate(value) else value
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -38,8 +42,26 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 answer (`detail`: the list of errors), made JSON-safe: a request may hold NaN or Infinity
     (Python's json accepts them), and echoing that input back must not turn the client's mistake into a 500."""
     assert isinstance(exc, RequestValidationError)
     return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's HTTPException answer, with one vague message made precise: FastAPI says "There was an error
+    parsing the body" when the body is not even text (invalid UTF-8)."""
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "the request body is not valid UTF-8 JSON"
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ class ClassifierEngine:
         self.members = ThreadPoolExecutor(threads, thread_name_prefix="member") if threads > 1 else None
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.busy = 0  # classify() and explain() calls in progress
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
@@ -53,6 +55,13 @@ class ClassifierEngine:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._collect(), name="classifier-batcher")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop once the calls in progress have their answers (or after `timeout` s): a hot reload's old engine."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -70,15 +79,21 @@ class ClassifierEngine:
         for item in items:
             self.queue.put_nowait(item)
         self.metrics.queue_depth.set(self.queue.qsize())
+        self.busy += 1
         try:
             return list(await asyncio.gather(*(i.future for i in items)))
         finally:
+            self.busy -= 1
             for item in items:  # a timed-out or disconnected request leaves nothing behind
                 item.future.cancel()
 
     async def explain(self, text: str, label_index: int) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._occlusion, text, label_index)
+        self.busy += 1
+        try:
+            return await loop.run_in_executor(self.executor, self._occlusion, text, label_index)
+        finally:
+            self.busy -= 1
 
     # ---------------------------------------------------------------- internals
     async def _collect(self) -> None:

@@ -121,6 +121,13 @@ class GeneratorEngine:
         self.running = True
         self.task = asyncio.create_task(self._run(), name="generator")
 
+    async def drain(self, timeout: float) -> None:
+        """Stop once the streams it holds have finished (or after `timeout` s): a hot reload's old engine."""
+        deadline = time.monotonic() + timeout
+        while (self.pending or self.active) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop stepping; streams still in the engine get an error event."""
         self.running = False

@@ -26,3 +26,4 @@ class Metrics:
         self.generated_tokens = Counter("rnn_generated_tokens", "characters generated", registry=r)
         self.in_flight = Gauge("rnn_requests_in_flight", "requests being served or queued", registry=r)
         self.rejected = Counter("rnn_requests_rejected", "requests refused with 503 (overload)", registry=r)
+        self.reloads = Counter("rnn_model_reloads", "hot reloads of the models by outcome", ["outcome"], registry=r)

@@ -148,9 +148,11 @@ class Server:
 
 
 @contextmanager
-def running_server(artifacts: Artifacts, workdir: Path, log_level: str = "info") -> Iterator[Server]:
-    """`python -m app` on a free loopback port with the tiny artifacts, ready (/ready 200) when entered."""
-    port = free_port()
+def running_server(
+    artifacts: Artifacts, workdir: Path, log_level: str = "info", env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """`python -m app` on a free loopback port with the tiny artifacts (and `env` on top), ready when entered."""
+    port, extra = free_port(), env
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
     env.update(
         PYTHONPATH=str(REPO),
@@ -161,6 +163,7 @@ def running_server(artifacts: Artifacts, workdir: Path, log_level: str = "info")
         RNN_TORCH_THREADS="1",
         RNN_LOG_LEVEL=log_level,
     )
+    env.update(extra or {})
     log = workdir / "server.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=workdir, env=env, stdout=sink, stderr=sink)

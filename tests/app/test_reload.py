@@ -1,0 +1,136 @@
+"""Hot reload: POST /admin/reload (API key required) and SIGHUP swap in the artifacts at the configured paths with
+no failed request, and a bad new artifact is refused while the old models keep serving."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from model.artifacts import load_artifact, save_artifact
+from model.config import CharLMConfig, ClassifierConfig
+from tests.app.conftest import Artifacts, ClientFactory, running_server
+
+KEY = "s3cret-admin"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+SAVED_BY_SAVE = {"schema_version", "task", "network", "parameters", "versions", "created_at"}
+
+
+def republish(path: Path, nudge: float) -> str:
+    """Write the artifact at `path` again, atomically, with slightly different weights; returns its new sha256."""
+    old = load_artifact(path)
+    config = old.config
+    network_config = (ClassifierConfig if old.task == "sentiment" else CharLMConfig)(**config["network"])
+    state = {k: v + nudge if v.is_floating_point() else v for k, v in old.state_dict.items()}
+    save_artifact(
+        path, task=old.task, network=network_config, state_dict=state, tokenizer=old.tokenizer,
+        info={k: v for k, v in config.items() if k not in SAVED_BY_SAVE},
+    )  # fmt: skip
+    return load_artifact(path).sha256
+
+
+@pytest.fixture
+def own_artifacts(artifacts: Artifacts, tmp_path: Path) -> Artifacts:
+    """A private copy: these tests rewrite them."""
+    copy = Artifacts(tmp_path / "sentiment", tmp_path / "generator")
+    shutil.copytree(artifacts.sentiment, copy.sentiment)
+    shutil.copytree(artifacts.generator, copy.generator)
+    return copy
+
+
+def test_admin_routes_are_off_without_a_key(make_client: ClientFactory) -> None:
+    r = make_client().post("/admin/reload")
+    assert r.status_code == 403 and "RNN_API_KEY" in r.json()["detail"]
+
+
+def test_reload_needs_the_key(make_client: ClientFactory) -> None:
+    c = make_client(api_key=KEY)
+    assert c.post("/admin/reload").status_code == 401
+    assert c.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_reload_swaps_in_the_new_artifact_and_refuses_a_bad_one(
+    make_client: ClientFactory, own_artifacts: Artifacts
+) -> None:
+    c = make_client(api_key=KEY, sentiment_artifact=own_artifacts.sentiment,
+                    generator_artifact=own_artifacts.generator)  # fmt: skip
+    before = {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}
+    new_sha = republish(own_artifacts.sentiment, 0.01)
+    assert new_sha != before["sentiment"]
+    r = c.post("/admin/reload", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert {m["name"]: m["sha256"] for m in r.json()["models"]} == {**before, "sentiment": new_sha}
+    assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}["sentiment"] == new_sha
+    # a truncated weights file: refused, naming the file; the reloaded models keep serving
+    weights = own_artifacts.sentiment / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    r = c.post("/admin/reload", headers=AUTH)
+    assert r.status_code == 422
+    assert "model.safetensors" in r.json()["detail"] and "previous models" in r.json()["detail"]
+    assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}["sentiment"] == new_sha
+    assert c.post("/sentiment", json={"text": "still fine"}, headers=AUTH).status_code == 200
+    assert c.get("/ready").status_code == 200
+    metrics = c.get("/metrics", headers=AUTH).text
+    assert 'rnn_model_reloads_total{outcome="ok"} 1.0' in metrics
+    assert 'rnn_model_reloads_total{outcome="refused"} 1.0' in metrics
+
+
+def test_reloads_under_load_fail_no_request(own_artifacts: Artifacts, tmp_path: Path) -> None:
+    """A real server under steady load from four clients: a reload by POST and another by SIGHUP, each onto a new
+    artifact, while every request keeps succeeding."""
+    env = {"RNN_API_KEY": KEY, "RNN_MAX_NEW_TOKENS": "5000"}
+    with running_server(own_artifacts, tmp_path, log_level="warning", env=env) as server:
+        statuses: Counter[int] = Counter()
+        stop = threading.Event()
+
+        def client(i: int) -> None:
+            with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
+                while not stop.is_set():
+                    if i % 2:
+                        r = c.post("/sentiment", json={"text": f"a fine film {i}"})
+                    else:
+                        r = c.post("/generate", json={"max_new_tokens": 200, "seed": i})
+                    statuses[r.status_code] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            sha = republish(own_artifacts.sentiment, 0.01)
+            r = httpx.post(f"{server.url}/admin/reload", headers=AUTH, timeout=60)
+            assert r.status_code == 200, r.text
+            time.sleep(0.3)
+            sha2 = republish(own_artifacts.generator, 0.01)
+            server.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                cards = httpx.get(f"{server.url}/models", headers=AUTH, timeout=10).json()
+                if {m["name"]: m["sha256"] for m in cards}["generator"] == sha2:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        cards = {m["name"]: m["sha256"] for m in httpx.get(f"{server.url}/models", headers=AUTH).json()}
+        assert cards == {"sentiment": sha, "generator": sha2}, server.output()
+        assert set(statuses) == {200}, (statuses, server.output())
+        assert sum(statuses.values()) > 20
+
+
+def test_nudged_weights_change_the_artifact(own_artifacts: Artifacts) -> None:
+    before = load_artifact(own_artifacts.sentiment)
+    republish(own_artifacts.sentiment, 0.5)
+    after = load_artifact(own_artifacts.sentiment)
+    assert after.sha256 != before.sha256
+    name = next(k for k, v in before.state_dict.items() if v.is_floating_point())
+    assert torch.allclose(after.state_dict[name], before.state_dict[name] + 0.5)
