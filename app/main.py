@@ -11,6 +11,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from fastapi import FastAPI
@@ -88,7 +89,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )  # fmt: skip
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI document states the limits these settings configure (the handlers enforce them with 413/422
+    naming the variable), so that clients and fuzzers know them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schemas = document["components"]["schemas"]
+            text = schemas["SentimentRequest"]["properties"]["text"]
+            text["maxLength"] = settings.max_input_chars
+            texts = schemas["SentimentBatchRequest"]["properties"]["texts"]
+            texts["maxItems"] = settings.max_batch_texts
+            texts["items"]["maxLength"] = settings.max_input_chars
+            generate = schemas["GenerateRequest"]["properties"]
+            generate["prompt"]["maxLength"] = settings.max_input_chars
+            generate["max_new_tokens"]["maximum"] = settings.max_new_tokens
+            generate["max_new_tokens"]["default"] = min(generate["max_new_tokens"]["default"], settings.max_new_tokens)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> FastAPI:

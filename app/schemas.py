@@ -5,17 +5,36 @@ checked in the handlers, so the error can name the configured limit."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from model.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY
 
 MAX_STOP_SEQUENCES = 4
+# "not blank" as JSON Schema (ECMA-262) defines whitespace, so the document and the validators agree exactly
+WHITESPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NON_BLANK: dict[str, Any] = {"pattern": f"[^{WHITESPACE}]"}
+_NON_BLANK = re.compile(f"[^{WHITESPACE}]")
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer; strict pydantic would not. 2.5 and "3" stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+INTEGRAL = BeforeValidator(_integral)
+
+
+def blank(value: str) -> bool:
+    return _NON_BLANK.search(value) is None
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # the documented types only: no "1" for 1, no 0 for false
 
 
 def valid_unicode(value: str, where: str) -> str:
@@ -28,13 +47,15 @@ def valid_unicode(value: str, where: str) -> str:
 
 
 class SentimentRequest(Strict):
-    text: str = Field(..., min_length=1, examples=["a gorgeous , witty , seductive movie ."])
+    text: str = Field(
+        ..., min_length=1, examples=["a gorgeous , witty , seductive movie ."], json_schema_extra=NON_BLANK
+    )
     explain: bool = Field(False, description="also return each word's contribution to the predicted label")
 
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if blank(value):
             raise ValueError("text must contain at least one non-whitespace character")
         return valid_unicode(value, "text")
 
@@ -52,13 +73,15 @@ class SentimentResponse(BaseModel):
 
 
 class SentimentBatchRequest(Strict):
-    texts: list[str] = Field(..., min_length=1, examples=[["a gorgeous film .", "dull and far too long ."]])
+    texts: list[Annotated[str, Field(json_schema_extra=NON_BLANK)]] = Field(
+        ..., min_length=1, examples=[["a gorgeous film .", "dull and far too long ."]]
+    )
 
     @field_validator("texts")
     @classmethod
     def _not_blank(cls, values: list[str]) -> list[str]:
         for i, value in enumerate(values):
-            if not value.strip():
+            if blank(value):
                 raise ValueError(f"texts[{i}] must contain at least one non-whitespace character")
             valid_unicode(value, f"texts[{i}]")
         return values
@@ -70,13 +93,15 @@ class SentimentBatchResponse(BaseModel):
 
 class GenerateRequest(Strict):
     prompt: str = Field("", examples=["ROMEO:"])
-    max_new_tokens: int = Field(200, ge=1, examples=[200])
+    max_new_tokens: Annotated[int, Field(ge=1), INTEGRAL] = Field(200, examples=[200])
     temperature: float = Field(1.0, ge=0.0, examples=[0.8], description="0 = greedy")
-    top_k: int | None = Field(None, ge=1, examples=[None])
+    top_k: Annotated[int, Field(ge=1), INTEGRAL] | None = Field(None, examples=[None])
     top_p: float | None = Field(None, gt=0.0, le=1.0, examples=[None])
     repetition_penalty: float | None = Field(None, ge=MIN_PENALTY, le=MAX_PENALTY, examples=[None])
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, examples=[42])
-    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES, examples=[["\n\n"]])
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED), INTEGRAL] | None = Field(None, examples=[42])
+    stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_STOP_SEQUENCES, examples=[["\n\n"]]
+    )
 
     @field_validator("temperature", "repetition_penalty")
     @classmethod
@@ -92,11 +117,7 @@ class GenerateRequest(Strict):
 
     @field_validator("stop")
     @classmethod
-    def _non_empty(cls, values: list[str]) -> list[str]:
-        if any(not v for v in values):
-            raise ValueError("stop sequences must be non-empty strings")
-        if any(len(v) > 64 for v in values):
-            raise ValueError("stop sequences must be at most 64 characters")
+    def _unicode_stop(cls, values: list[str]) -> list[str]:
         for i, v in enumerate(values):
             valid_unicode(v, f"stop[{i}]")
         return values

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from model.networks import CharRNN, Hidden
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1  # every seed is exact as a JSON (double) number: JavaScript clients and schema checks
 REPETITION_WINDOW = 64  # characters of context the repetition penalty looks back over
 MIN_PENALTY, MAX_PENALTY = 1e-3, 1e3  # beyond these the penalised logits overflow float32
 

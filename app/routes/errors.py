@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.schemas import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "the body is not valid UTF-8 JSON"},
     401: {"model": ErrorResponse, "description": "RNN_API_KEY is set and the request lacks it"},
     413: {"model": ErrorResponse, "description": "the body or a text exceeds its limit"},
     503: {"model": ErrorResponse, "description": "overloaded or timed out; retry after the Retry-After seconds"},

@@ -25,6 +25,8 @@ router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(
 
 def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings, streaming: bool) -> Stream:
     check_length(body.prompt, settings.max_input_chars, "prompt")
+    if "max_new_tokens" not in body.model_fields_set:  # the default never exceeds the configured limit
+        body.max_new_tokens = min(body.max_new_tokens, settings.max_new_tokens)
     if body.max_new_tokens > settings.max_new_tokens:
         limit = settings.max_new_tokens
         raise RequestValidationError(

@@ -124,10 +124,10 @@ def test_prompt_over_the_char_limit_is_413(make_client: ClientFactory) -> None:
         ({"repetition_penalty": 0}, "repetition_penalty", "greater_than_equal"),
         ({"max_new_tokens": 0}, "max_new_tokens", "greater_than_equal"),
         ({"seed": -1}, "seed", "greater_than_equal"),
-        ({"seed": 2**63}, "seed", "less_than_equal"),
+        ({"seed": 2**53}, "seed", "less_than_equal"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "too_long"),
-        ({"stop": [""]}, "stop", "value_error"),
-        ({"stop": ["x" * 65]}, "stop", "value_error"),
+        ({"stop": [""]}, "stop", "string_too_short"),
+        ({"stop": ["x" * 65]}, "stop", "string_too_long"),
         ({"stop": "\n"}, "stop", "list_type"),
         ({"prompt": None}, "prompt", "string_type"),
         ({"temprature": 0.5}, "temprature", "extra_forbidden"),
@@ -138,7 +138,7 @@ def test_invalid_parameters_are_422(client: TestClient, payload: dict[str, Any],
         r = client.post(route, json={"max_new_tokens": 5, **payload})
         assert r.status_code == 422, r.text
         detail = r.json()["detail"]
-        assert any(e["loc"] == ["body", field] and e["type"] == kind for e in detail), detail
+        assert any(e["loc"][:2] == ["body", field] and e["type"] == kind for e in detail), detail
 
 
 @pytest.mark.parametrize("field", ["temperature", "top_p", "repetition_penalty", "top_k"])

@@ -106,7 +106,7 @@ def _detail(r: Any) -> list[dict[str, Any]]:
         ({}, ["body", "text"], "missing"),
         ({"text": 5}, ["body", "text"], "string_type"),
         ({"text": ["a"]}, ["body", "text"], "string_type"),
-        ({"text": "good", "explain": "maybe"}, ["body", "explain"], "bool_parsing"),
+        ({"text": "good", "explain": "maybe"}, ["body", "explain"], "bool_type"),
         ({"text": "good", "mood": "happy"}, ["body", "mood"], "extra_forbidden"),
     ],
 )
