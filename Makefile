@@ -7,7 +7,7 @@ export RNN_DATA_DIR
 
 COMPOSE = $(shell $(PY) -c "import compose, pathlib; print(pathlib.Path(compose.__file__).parent / 'docker-compose')")
 
-.PHONY: install lint typecheck docker-check test serve train bench wheelhouse clean
+.PHONY: install lint typecheck docker-check test audit serve train bench wheelhouse clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ docker-check: install
 
 test: lint typecheck docker-check
 	$(PY) -m pytest -q
+
+# known vulnerabilities in the installed dependencies; needs PyPI's JSON API (or OSV), which not every machine reaches
+audit: install
+	$(VENV)/bin/pip-audit --strict --progress-spinner off
 
 artifacts/sentiment/config.json: | install
 	$(PY) -m model train sentiment --out artifacts/sentiment
