@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings, load_settings
+from app.deps import require_api_key
 from app.loading import load_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware
 from app.routes import admin, generate, health, sentiment
@@ -61,12 +63,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    keyed = settings.api_key is not None  # then the API's description is for key holders too
     app = FastAPI(
         title="rnn-nlp-service",
         version="0.1.0",
         summary="Sentiment classification (BiLSTM) and text generation (character GRU) over HTTP.",
         lifespan=lifespan,
+        docs_url=None if keyed else "/docs",
+        openapi_url=None if keyed else "/openapi.json",
     )
+    if keyed:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
+        async def openapi_document() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_api_key)])
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="rnn-nlp-service")
+
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.not_ready = "starting"

@@ -111,6 +111,8 @@ PROTECTED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/generate/stream", {"max_new_tokens": 3, "seed": 0}),
     ("GET", "/models", None),
     ("GET", "/metrics", None),
+    ("GET", "/openapi.json", None),
+    ("GET", "/docs", None),
 ]
 
 
