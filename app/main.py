@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generate.router)
     app.include_router(admin.router)
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", include_in_schema=False, dependencies=[Depends(require_api_key)])
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 

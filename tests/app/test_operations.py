@@ -113,6 +113,7 @@ PROTECTED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
     ("GET", "/docs", None),
+    ("GET", "/", None),  # the demo page: with a key set, it is for key holders too
 ]
 
 
