@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
@@ -123,7 +124,13 @@ def save_artifact(
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing artifact is moved aside first and removed only afterwards."""
+    """Put `tmp` at `out`. Over an existing artifact, Linux swaps the two directories in one atomic step
+    (renameat2 RENAME_EXCHANGE), so `out` is always a whole artifact, old or new; elsewhere the old one is moved
+    aside first, which leaves a moment with nothing at `out`. The old artifact is removed only afterwards."""
+    if out.exists() and _exchange(tmp, out):
+        _fsync_dir(out.parent)
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old artifact
+        return
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -133,6 +140,22 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where the system cannot."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return bool(done == 0)
 
 
 @dataclass

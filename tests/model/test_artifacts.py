@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,26 @@ def test_saving_over_an_existing_artifact_replaces_it(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded.logits(TEXTS), expected, atol=1e-6, rtol=0)
     # no temporary or moved-aside directories are left beside it
     assert [p.name for p in out.parent.iterdir()] == ["sentiment"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux-only")
+def test_replacing_an_artifact_is_one_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Linux the old and the new artifact swap places in one renameat2 call: no moment with nothing at the
+    path, so the two-step move-aside never runs (it would call os.replace on the artifact)."""
+    out = tmp_path / "sentiment"
+    _save(out, run="first")
+    moved: list[str] = []
+    real_replace = artifacts.os.replace
+
+    def watch(src: Any, dst: Any) -> None:
+        moved.append(str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", watch)
+    _save(out, run="second")
+    assert str(out) not in moved
+    assert load_sentiment(out).artifact.config["run"] == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["sentiment"]
 
 
 def test_a_failed_save_leaves_the_old_artifact_and_no_temporary_files(
