@@ -37,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import save_json, table, update_section  # noqa: E402
-from bench.service_accuracy import free_port  # noqa: E402
+from bench.service_accuracy import free_port, wait_ready  # noqa: E402
 from model.data import load_sst2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,18 +51,7 @@ def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subproc
     """Start a server process and wait until GET /ready answers 200."""
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{argv} exited during start-up:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit(f"{argv} was not ready within 180 s")
+    return wait_ready(proc, port, timeout=180, log=log)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -42,10 +42,19 @@ def serve(
                RNN_SENTIMENT_ARTIFACT=str(sentiment), RNN_GENERATOR_ARTIFACT=str(generator))  # fmt: skip
     env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 120
+    return wait_ready(proc, port, timeout=120)
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], port: int, timeout: float, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Wait until the server `proc` answers GET /ready with 200 on 127.0.0.1:`port`; SystemExit (with the tail
+    of its `log`, when it has one) if it exits or is not ready within `timeout` s."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited during start-up (status {proc.returncode})")
+            tail = f":\n{log.read_text()[-2000:]}" if log is not None else ""
+            raise SystemExit(f"{proc.args!r} exited during start-up (status {proc.returncode}){tail}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
                 return proc
@@ -53,7 +62,7 @@ def serve(
             pass
         time.sleep(0.3)
     proc.terminate()
-    raise SystemExit("the server was not ready within 120 s")
+    raise SystemExit(f"{proc.args!r} was not ready within {timeout:g} s")
 
 
 def main() -> None:
