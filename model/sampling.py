@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from model.networks import CharRNN, Hidden
+from model.networks import CharRNN
 
 MAX_SEED = 2**53 - 1  # every seed is exact as a JSON (double) number: JavaScript clients and schema checks
 REPETITION_WINDOW = 64  # characters of context the repetition penalty looks back over
@@ -284,16 +284,6 @@ class Stepper:
         np.multiply(c, 2, out=tmp)
         _tanh_of_doubled(tmp)
         np.multiply(gates[:, 3 * n :], tmp, out=h)
-
-    def __call__(self, tokens: torch.Tensor | Sequence[int], hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
-        """torch in and out, nothing in place: tokens (B,), hidden (L, B, H) -> logits (B, V), new hidden."""
-        lstm = isinstance(hidden, tuple)
-        h = (hidden[0] if isinstance(hidden, tuple) else hidden).numpy().copy()
-        c = hidden[1].numpy().copy() if isinstance(hidden, tuple) else None
-        ids = tokens.numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens, dtype=np.int64)
-        logits = torch.from_numpy(self.step(ids, h, c).copy())
-        h_out = torch.from_numpy(h)
-        return logits, ((h_out, torch.from_numpy(c)) if lstm and c is not None else h_out)
 
 
 def _tanh_of_doubled(x: np.ndarray) -> None:

@@ -3,6 +3,7 @@ repetition penalty, stop sequences, unknown characters."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,11 +173,11 @@ def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
 
     def run(seeds: list[int]) -> list[list[int]]:
         samplers = [Sampler(SamplingParams(temperature=0.7, seed=s, **extra)) for s in seeds]
-        tokens, hidden, out = [2] * len(seeds), net.init_hidden(len(seeds)), [[] for _ in seeds]
+        tokens, out = np.full(len(seeds), 2, dtype=np.int64), [[] for _ in seeds]
+        h = np.zeros((1, len(seeds), 64), np.float32)  # stepped in place, as the service does
         for _ in range(100):
-            logits, hidden = step(tokens, hidden)
-            tokens = sample_batch(logits, samplers)
-            for row, t in zip(out, tokens, strict=True):
+            tokens[:] = sample_batch(step.step(tokens, h), samplers)
+            for row, t in zip(out, tokens.tolist(), strict=True):
                 row.append(t)
         return out
 
@@ -194,7 +195,9 @@ def test_stepper_equals_the_network() -> None:
         tokens = torch.randint(0, 30, (3, 12))
         with torch.inference_mode():
             full, _ = net(tokens)
-        step, hidden = Stepper(net), net.init_hidden(3)
+        step = Stepper(net)
+        h = np.zeros((2, 3, 24), np.float32)
+        c = h.copy() if cell == "lstm" else None
         for t in range(tokens.shape[1]):
-            logits, hidden = step(tokens[:, t], hidden)
+            logits = torch.from_numpy(step.step(tokens[:, t].numpy(), h, c).copy())
             torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
