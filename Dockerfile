@@ -17,11 +17,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-# 1. dependencies only, from pyproject.toml: a change to the code below does not reinstall torch.
+# 1. dependencies only, from pyproject.toml (with the onnx extra: docker/requirements.py): a change to the code below does not reinstall torch.
 #    `docker/wheelhouse*` copies the wheelhouse's wheels when it exists and nothing when it does not.
-COPY pyproject.toml docker/wheelhouse* /wheels/
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/wheels/pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
+COPY pyproject.toml docker/requirements.py docker/wheelhouse* /wheels/
+RUN python3 /wheels/requirements.py /wheels/pyproject.toml > /tmp/requirements.txt \
     && /opt/venv/bin/pip install ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} -r /tmp/requirements.txt \
     && /opt/venv/bin/pip install ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} "setuptools>=68"
 # 2. the project itself (no dependencies: they are all there; setuptools, its build backend, came in step 1)

@@ -11,7 +11,7 @@ COMPOSE = $(shell $(PY) -c "import compose, pathlib; print(pathlib.Path(compose.
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,onnx]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -66,8 +66,7 @@ artifacts/sentiment-single/config.json: | install
 
 # every wheel the image needs, for `docker build --build-arg WHEELHOUSE=/wheels` on a machine with no index
 wheelhouse: install
-	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-		> docker/requirements.txt
+	$(PY) docker/requirements.py > docker/requirements.txt
 	$(PY) -m pip download --quiet --dest docker/wheelhouse -r docker/requirements.txt 'setuptools>=68'
 	rm docker/requirements.txt
 

@@ -6,6 +6,7 @@ import math
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -28,10 +29,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
     from app.main import create_app
 
+    # several workers need the app as an import string: each process builds its own from the same environment
+    app: Any = create_app(settings) if settings.workers == 1 else "app.main:create_app"
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
+        loop=settings.loop,
+        http=settings.http,
         log_level=settings.log_level,
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_s),  # int(0.5) would be 0: no wait at all
     )

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=0, le=256)  # measured: bench/serve.py --sections knobs
     ensemble_threads: int = Field(2, ge=1, le=64)  # the classifier's members run side by side on this many
     quantize: Literal["none", "int8"] = "none"  # the classifier's weights; int8: faster, measured in the README
+    # the classifier's runtime: auto = ONNX Runtime when the `onnx` extra is installed, else torch eager
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
+    onnx_threads: int = Field(1, ge=1, le=256)  # ONNX Runtime's intra-op threads for the classifier
+    # the HTTP server (uvicorn): auto = uvloop and httptools when installed (they are dependencies), else asyncio
+    # and h11; workers > 1 runs that many processes, each with its own models
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    http: Literal["auto", "h11", "httptools"] = "auto"
+    workers: int = Field(1, ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
+from model import onnx_runtime
 from model.artifacts import load_generator, load_sentiment
 from model.networks import quantize_int8
 
@@ -22,15 +23,26 @@ def load_engines(settings: Settings, metrics: Metrics) -> tuple[ClassifierEngine
     """Load, verify and warm up both models (in a worker thread: this takes a moment). Raises ArtifactError (or
     what loading raised) naming the file, before anything is swapped in."""
     sentiment = load_sentiment(settings.sentiment_artifact)
-    if settings.quantize == "int8":
-        sentiment.network = quantize_int8(sentiment.network)  # type: ignore[assignment]
+    int8, kind = settings.quantize == "int8", runtime(settings)
+    if kind == "onnx":
+        sentiment.runner = onnx_runtime.OnnxClassifier(sentiment.network, settings.onnx_threads, int8=int8)
+    elif int8:
+        sentiment.runner = quantize_int8(sentiment.network)  # type: ignore[assignment]  # an int8 copy
+    serving = {"runtime": kind, "quantize": settings.quantize}
     classifier = ClassifierEngine(
-        sentiment, settings.batch_max_size, settings.batch_max_wait_ms, metrics, settings.ensemble_threads
+        sentiment, settings.batch_max_size, settings.batch_max_wait_ms, metrics, settings.ensemble_threads, serving
     )
     generator = GeneratorEngine(load_generator(settings.generator_artifact), settings.max_streams, metrics)
     classifier.warmup()
     generator.warmup()
     return classifier, generator
+
+
+def runtime(settings: Settings) -> str:
+    """The classifier runtime RNN_RUNTIME asks for; `auto` picks ONNX Runtime when it is installed."""
+    if settings.runtime == "auto":
+        return "onnx" if onnx_runtime.available() else "torch"
+    return settings.runtime
 
 
 class ReloadRefused(Exception):

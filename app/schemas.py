@@ -164,3 +164,4 @@ class ModelCard(BaseModel):
     training_data: dict[str, object]
     created_at: str
     sha256: str
+    serving: dict[str, object] = {}  # how this process runs it: the classifier's runtime and weights

@@ -169,19 +169,24 @@ def measure(seconds: float, sentiment: Path, generator: Path, workdir: Path) -> 
     return report
 
 
-def knobs(seconds: float, sentiment: Path, generator: Path, single: Path | None, workdir: Path) -> dict[str, Any]:
-    """The service under other settings, one after another in this run: torch threads, BLAS threads, members
-    side by side or not, int8 weights, and a single-BiLSTM classifier artifact in place of the ensemble."""
+def knobs(seconds: float, sentiment: Path, generator: Path, others: dict[str, Path], workdir: Path) -> dict[str, Any]:
+    """The service under other settings, one after another in this run: the classifier's runtime and its threads,
+    int8 weights, torch and BLAS threads, uvicorn's loop, HTTP parser and workers, and other classifier artifacts
+    (`others`: name -> path) in place of the default one."""
     bodies, batches = write_bodies(workdir)
     variants: dict[str, tuple[dict[str, str], Path]] = {
-        "RNN_TORCH_THREADS=1 (default)": ({"RNN_TORCH_THREADS": "1"}, sentiment),
+        "defaults": ({}, sentiment),
+        "RNN_RUNTIME=torch (eager)": ({"RNN_RUNTIME": "torch"}, sentiment),
+        "RNN_ONNX_THREADS=2": ({"RNN_ONNX_THREADS": "2"}, sentiment),
+        "RNN_QUANTIZE=int8": ({"RNN_QUANTIZE": "int8"}, sentiment),
         "RNN_TORCH_THREADS=2": ({"RNN_TORCH_THREADS": "2"}, sentiment),
         "OPENBLAS_NUM_THREADS=1": ({"OPENBLAS_NUM_THREADS": "1"}, sentiment),
-        "RNN_ENSEMBLE_THREADS=1 (members one after another)": ({"RNN_ENSEMBLE_THREADS": "1"}, sentiment),
-        "RNN_QUANTIZE=int8": ({"RNN_QUANTIZE": "int8"}, sentiment),
-    }
-    if single is not None:
-        variants["one BiLSTM (--ensemble 1) artifact"] = ({}, single)
+        "RNN_LOOP=asyncio RNN_HTTP=h11 (no uvloop, no httptools)": ({"RNN_LOOP": "asyncio", "RNN_HTTP": "h11"},
+                                                                     sentiment),
+        "RNN_WORKERS=2": ({"RNN_WORKERS": "2"}, sentiment),
+    }  # fmt: skip
+    for name, path in others.items():
+        variants[f"{name} artifact"] = ({}, path)
     report: dict[str, Any] = {}
     for name, (extra, artifact) in variants.items():
         port = free_port()
@@ -271,8 +276,9 @@ def main() -> None:
     parser.add_argument("--generator", type=Path, default=ROOT / "artifacts" / "generator")
     parser.add_argument("--sections", default="main,knobs", help="main (the three servers), knobs (settings)")
     parser.add_argument(
-        "--single", type=Path, help="knobs: also a one-BiLSTM classifier artifact (train with --ensemble 1)"
-    )
+        "--other", action="append", default=[], metavar="NAME=PATH",
+        help="knobs: also serve this classifier artifact in place of --sentiment (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -288,7 +294,8 @@ def main() -> None:
                 update_section("serve", report["markdown"])
             print(report["markdown"])
         if "knobs" in sections:
-            tuned = knobs(args.seconds, args.sentiment, args.generator, args.single, Path(tmp))
+            others = {name: Path(path) for name, _, path in (o.partition("=") for o in args.other)}
+            tuned = knobs(args.seconds, args.sentiment, args.generator, others, Path(tmp))
             save_json("serve_knobs", tuned)
             if args.update_readme:
                 update_section("serve_knobs", tuned["markdown"])

@@ -17,6 +17,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
+from app.config import load_settings
 from app.schemas import SentimentRequest, SentimentResponse
 from model.artifacts import load_sentiment
 
@@ -63,8 +64,10 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     app = ceiling_app() if args.kind == "ceiling" else naive_app(args.artifact)
-    # the service's own settings (app/__main__.py): one process, uvicorn's default loop and HTTP implementation
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level=os.environ.get("RNN_LOG_LEVEL", "warning"))
+    settings = load_settings()
+    # the service's own uvicorn settings (app/__main__.py): one process, RNN_LOOP and RNN_HTTP
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop=settings.loop, http=settings.http,
+                log_level=settings.log_level)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -96,8 +96,7 @@ fi
 if [ ! -d docker/wheelhouse ]; then
   log "downloading the wheelhouse"
   MADE_WHEELHOUSE=1
-  "$PY" -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-    >"$WORK/requirements.txt"
+  "$PY" docker/requirements.py >"$WORK/requirements.txt"
   "$PY" -m pip download --quiet --dest docker/wheelhouse -r "$WORK/requirements.txt" "setuptools>=68"
 fi
 log "building $IMAGE offline"

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import safetensors
 import safetensors.torch
@@ -230,6 +230,10 @@ def _build(module: torch.nn.Module, artifact: Artifact) -> None:
     module.eval()
 
 
+class Runner(Protocol):
+    def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor: ...
+
+
 class SentimentModel:
     """A loaded classifier artifact: tokenizer + network + labels + calibration temperature."""
 
@@ -238,6 +242,9 @@ class SentimentModel:
         self.config = ClassifierConfig(**artifact.config["network"])
         self.network = SentimentClassifier(self.config)
         _build(self.network, artifact)
+        # what logits() runs: the network itself, or a faster stand-in for it (an int8 copy, an ONNX Runtime
+        # session: model/onnx_runtime.py) with the same infer(ids, lengths, pool)
+        self.runner: Runner = self.network
         self.tokenizer = artifact.tokenizer
         self.labels: list[str] = list(artifact.config["labels"])
         self.temperature = float(artifact.config.get("calibration", {}).get("temperature", 1.0))
@@ -261,7 +268,7 @@ class SentimentModel:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, lengths = self.encode([texts[i] for i in idx])
-            out[idx] = self.network.infer(ids, lengths, pool).float()
+            out[idx] = self.runner.infer(ids, lengths, pool).float()
         return out
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:

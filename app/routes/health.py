@@ -31,7 +31,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-def card(name: str, artifact: Artifact) -> dict[str, Any]:
+def card(name: str, artifact: Artifact, serving: dict[str, Any]) -> dict[str, Any]:
     cfg = artifact.config
     return {
         "name": name,
@@ -43,6 +43,7 @@ def card(name: str, artifact: Artifact) -> dict[str, Any]:
         "training_data": cfg.get("data", {}),
         "created_at": cfg["created_at"],
         "sha256": artifact.sha256,
+        "serving": serving,
     }
 
 
@@ -53,7 +54,7 @@ async def models(request: Request) -> list[dict[str, Any]]:
     for name in ("sentiment", "generator"):
         engine = getattr(request.app.state, name if name == "generator" else "classifier", None)
         if engine is not None:
-            cards.append(card(name, engine.model.artifact))
+            cards.append(card(name, engine.model.artifact, engine.serving))
     return cards
 
 

@@ -35,15 +35,23 @@ class _Item:
 
 class ClassifierEngine:
     def __init__(
-        self, model: SentimentModel, max_batch: int, max_wait_ms: float, metrics: Metrics, ensemble_threads: int = 1
+        self,
+        model: SentimentModel,
+        max_batch: int,
+        max_wait_ms: float,
+        metrics: Metrics,
+        ensemble_threads: int = 1,
+        serving: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
+        self.serving = serving or {"runtime": "torch", "quantize": "none"}  # what /models reports
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
         # the ensemble's members, side by side (None: one after another in the classifier thread)
-        threads = min(ensemble_threads, model.config.ensemble)
+        # (ONNX Runtime runs its own threads: a pool would sit idle)
+        threads = min(ensemble_threads, model.config.ensemble) if self.serving["runtime"] == "torch" else 1
         self.members = ThreadPoolExecutor(threads, thread_name_prefix="member") if threads > 1 else None
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None

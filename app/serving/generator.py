@@ -91,6 +91,7 @@ class Stream:
 class GeneratorEngine:
     def __init__(self, model: GeneratorModel, max_streams: int, metrics: Metrics) -> None:
         self.model = model
+        self.serving = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
         self.net = model.network
         self.step = Stepper(model.network)
         self.table = id_to_text(model.tokenizer)

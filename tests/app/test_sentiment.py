@@ -208,12 +208,38 @@ def test_blank_batch_text_names_its_index(client: TestClient) -> None:
     assert "texts[1]" in detail[0]["msg"]
 
 
+TEXTS = ["a gorgeous , moving film", "a dull and tedious mess", "fine", "not bad at all"]
+
+
 def test_an_int8_classifier_serves_close_to_the_float_one(make_client: ClientFactory) -> None:
-    texts = ["a gorgeous , moving film", "a dull and tedious mess", "fine", "not bad at all"]
-    exact = make_client().post("/sentiment/batch", json={"texts": texts}).json()["results"]
-    c = make_client(quantize="int8", ensemble_threads=2)
-    quantized_layers = [m for m in c.app.state.classifier.model.network.modules() if "quantized" in type(m).__module__]  # type: ignore[attr-defined]
-    assert quantized_layers  # the LSTMs and linear layers were swapped
-    fast = c.post("/sentiment/batch", json={"texts": texts}).json()["results"]
+    exact = make_client(runtime="torch").post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
+    c = make_client(runtime="torch", quantize="int8", ensemble_threads=2)
+    runner = c.app.state.classifier.model.runner  # type: ignore[attr-defined]
+    assert [m for m in runner.modules() if "quantized" in type(m).__module__]  # the LSTMs and linear layers
+    fast = c.post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
     for a, b in zip(exact, fast, strict=True):
         assert abs(a["score"] - b["score"]) < 0.05 and a["label"] == b["label"]
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_onnx_runtime_serves_what_torch_serves(make_client: ClientFactory, quantize: str) -> None:
+    pytest.importorskip("onnxruntime")
+    torch_client = make_client(runtime="torch", quantize=quantize)
+    onnx_client = make_client(runtime="onnx", quantize=quantize, onnx_threads=2)
+    assert onnx_client.get("/models").json()[0]["serving"] == {"runtime": "onnx", "quantize": quantize}
+    assert torch_client.get("/models").json()[0]["serving"] == {"runtime": "torch", "quantize": quantize}
+    reference = torch_client.post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
+    served = onnx_client.post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
+    tolerance = 1e-5 if quantize == "none" else 0.05  # int8: each runtime quantizes its own way
+    for a, b in zip(reference, served, strict=True):
+        assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < tolerance
+    explained = onnx_client.post("/sentiment", json={"text": TEXTS[0], "explain": True}).json()
+    assert [w["token"] for w in explained["explanation"]] == TEXTS[0].split()
+
+
+def test_auto_runtime_is_onnx_when_installed(client: TestClient) -> None:
+    from model.onnx_runtime import available
+
+    [sentiment, generator] = client.get("/models").json()
+    assert sentiment["serving"]["runtime"] == ("onnx" if available() else "torch")
+    assert generator["serving"] == {"runtime": "numpy"}

@@ -1,0 +1,111 @@
+"""The classifier exported to ONNX and run by ONNX Runtime (the optional `onnx` extra), for CPU inference.
+
+    runner = OnnxClassifier(model.network, threads=2, int8=False)
+    log_probs = runner.infer(ids, lengths)          # what SentimentClassifier.infer returns, to ~1e-5
+
+The export is made from the loaded weights when a model is loaded, so an artifact holds one copy of its weights
+(model.safetensors) and the ONNX graph can never be stale. The packed recurrent encoder becomes ONNX LSTM/GRU/RNN
+nodes with `sequence_lens`, so padding stays out of the cells as in torch. With `int8`, ONNX Runtime's dynamic
+quantization rewrites the recurrent and linear layers (DynamicQuantizeLSTM, MatMulInteger). bench/runtime.py
+measures both against torch eager.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from concurrent.futures import Executor
+from typing import Any
+
+import torch
+from torch import nn
+
+OPSET = 17
+
+
+class OnnxUnavailable(RuntimeError):
+    """onnxruntime (or onnx, for int8) is not installed."""
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise OnnxUnavailable("ONNX Runtime is not installed: pip install 'rnn-nlp-service[onnx]'") from exc
+    return onnxruntime
+
+
+def available() -> bool:
+    try:
+        _import_ort()
+    except OnnxUnavailable:
+        return False
+    return True
+
+
+def export(network: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> bytes:
+    """The network's eval-mode forward(ids, lengths) as an ONNX model with dynamic batch and length axes."""
+    buffer = io.BytesIO()
+    was_training = network.training
+    network.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                network,
+                example,
+                buffer,  # type: ignore[arg-type]  # a file-like object is accepted (and documented)
+                input_names=["ids", "lengths"],
+                output_names=["log_probs"],
+                dynamic_axes={"ids": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, "log_probs": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,  # the TorchScript exporter knows packed sequences (sequence_lens); dynamo does not
+            )
+    finally:
+        network.train(was_training)
+    return buffer.getvalue()
+
+
+def quantize(model: bytes) -> bytes:
+    """ONNX Runtime's dynamic int8 quantization of the recurrent and linear layers."""
+    _import_ort()
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise OnnxUnavailable("int8 ONNX needs the onnx package: pip install 'rnn-nlp-service[onnx]'") from exc
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:  # quantize_dynamic works on files
+        src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
+        src.write_bytes(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        onnx.checker.check_model(str(dst))
+        return dst.read_bytes()
+
+
+class OnnxClassifier:
+    """SentimentClassifier.infer() served by an ONNX Runtime session on `threads` intra-op threads."""
+
+    def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False) -> None:
+        ort = _import_ort()
+        example = (torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]))
+        model = export(network, example)
+        if int8:
+            model = quantize(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.model, self.threads, self.int8 = model, threads, int8  # model: the ONNX bytes it runs
+
+    def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor:
+        """The ensemble's log-probabilities (B, C). `pool` is ignored: ONNX Runtime runs its own threads."""
+        feed = {"ids": ids.numpy(), "lengths": lengths.numpy()}
+        [out] = self.session.run(None, feed)
+        return torch.from_numpy(out)

@@ -1,0 +1,46 @@
+"""model/onnx_runtime.py: the ONNX Runtime classifier answers what torch answers, for every cell and pooling,
+at any batch and length (the graph's axes are dynamic), padding never reaching the cells."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import CELLS, POOLINGS
+from tests.model.test_networks import OTHERS, SENTENCE, classifier, padded
+
+ort = pytest.importorskip("onnxruntime", reason="the optional onnx extra")
+
+from model.onnx_runtime import OnnxClassifier  # noqa: E402
+
+BATCHES = [[SENTENCE], [OTHERS[0], SENTENCE, OTHERS[1]], [[4], [3, 2], list(range(1, 20)) * 3]]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_onnx_equals_torch(cell: str, pooling: str) -> None:
+    net = classifier(cell, pooling, bidirectional=True, ensemble=2)
+    runner = OnnxClassifier(net, threads=1)
+    for seqs in BATCHES:  # other batch sizes and lengths than the export's example
+        ids, lengths = padded(seqs)
+        torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
+
+
+def test_padding_never_reaches_the_onnx_cells() -> None:
+    runner = OnnxClassifier(classifier("lstm", "maxmean", bidirectional=True), threads=2)
+    alone = runner.infer(*padded([SENTENCE]))
+    odd_padding = runner.infer(*padded([OTHERS[0], SENTENCE, OTHERS[1]], pad_value=17))
+    torch.testing.assert_close(odd_padding[1], alone[0], atol=1e-5, rtol=0)
+
+
+def test_int8_onnx_stays_close_to_float32() -> None:
+    pytest.importorskip("onnx")
+    net = classifier("lstm", "maxmean", bidirectional=True, num_layers=2)
+    runner = OnnxClassifier(net, threads=1, int8=True)
+    ids, lengths = padded(BATCHES[1])
+    quantized = runner.infer(ids, lengths).exp()
+    assert quantized.shape == (3, 3)
+    torch.testing.assert_close(quantized.sum(-1), torch.ones(3), atol=1e-5, rtol=0)  # still probabilities
+    torch.testing.assert_close(quantized, net.infer(ids, lengths).exp(), atol=0.05, rtol=0)
+    ops = {node.op_type for node in __import__("onnx").load_from_string(runner.model).graph.node}
+    assert "DynamicQuantizeLSTM" in ops and "MatMulInteger" in ops  # the layers really are int8
