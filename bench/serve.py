@@ -6,8 +6,8 @@ Three servers, one after another, each its own process on 127.0.0.1 under the sa
   ceiling  bench/servers.py: parses the same /sentiment body and returns a constant (what HTTP alone allows);
   naive    bench/servers.py: the same classifier, one forward per request, no batching;
   service  `python -m app` with artifacts/sentiment and artifacts/generator.
-Load comes from a separate process: `wrk` (Debian package; bench/wrk/post.lua) for the classifier, an asyncio
-httpx client for generation streams. Measured:
+Load comes from a separate process: `wrk` (Debian package; bench/wrk/post.lua) for the classifier, a plain
+asyncio socket client for generation streams. Measured:
   - POST /sentiment (SST-2 dev sentences) at 1, 16 and 64 connections: requests/s, p50 and p99 latency;
   - POST /sentiment/batch, 64 sentences per request, 4 connections: sentences/s;
   - POST /generate/stream: characters/s and time to first streamed token, 1 stream and 32 concurrent streams;
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -84,34 +83,58 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def one_stream(client: httpx.AsyncClient, tokens: int, seed: int) -> tuple[float, int, float]:
-    """(time to first token s, characters, wall s) of one POST /generate/stream. The client only looks for the
-    first event and parses the last one, so that it is not what limits the measurement."""
-    body = {"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed}
+async def one_stream(port: int, tokens: int, seed: int) -> tuple[float, int, float]:
+    """(time to first token s, characters, wall s) of one POST /generate/stream, read straight off a socket.
+
+    A plain asyncio reader, like wrk for the classifier: it looks for the first event and, at the end, de-chunks
+    the body once and parses the last event. (An httpx client parses every chunk in Python; at 32 streams it
+    took most of a core of this 2-core machine from the server it was measuring.)"""
+    body = json.dumps({"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed}).encode()
+    head = (f"POST /generate/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
     started = time.perf_counter()
-    first = None
-    tail = b""
-    async with client.stream("POST", "/generate/stream", json=body) as response:
-        response.raise_for_status()
-        async for chunk in response.aiter_raw():
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + body)
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"/generate/stream answered {status!r}")
+        headers = await reader.readuntil(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in headers.lower(), headers
+        first = None
+        parts = []
+        while chunk := await reader.read(65536):
             if first is None and b"data:" in chunk:
                 first = time.perf_counter() - started
-            tail = (tail + chunk)[-65536:]
+            parts.append(chunk)
+    finally:
+        writer.close()
     assert first is not None
-    last = tail.rstrip().rsplit(b"\n\n", 1)[-1]
-    text = json.loads(last.removeprefix(b"data:"))["generated_text"]
-    return first, len(text), time.perf_counter() - started
+    text = dechunk(b"".join(parts))
+    last = text.rstrip().rsplit(b"\n\n", 1)[-1]
+    generated = json.loads(last.removeprefix(b"data:"))["generated_text"]
+    return first, len(generated), time.perf_counter() - started
+
+
+def dechunk(raw: bytes) -> bytes:
+    """An HTTP/1.1 chunked body's payload."""
+    out, pos = [], 0
+    while True:
+        end = raw.index(b"\r\n", pos)
+        size = int(raw[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(raw[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2
 
 
 async def generation(port: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
-        await one_stream(client, 50, 0)  # warm-up
-        ttfts = [(await one_stream(client, 20, seed))[0] for seed in range(20)]
-        singles = [await one_stream(client, 1000, seed) for seed in range(3)]
-        started = time.perf_counter()
-        many = await asyncio.gather(*(one_stream(client, 1000, seed) for seed in range(32)))
-        wall = time.perf_counter() - started
+    await one_stream(port, 50, 0)  # warm-up
+    ttfts = [(await one_stream(port, 20, seed))[0] for seed in range(20)]
+    singles = [await one_stream(port, 1000, seed) for seed in range(3)]
+    started = time.perf_counter()
+    many = await asyncio.gather(*(one_stream(port, 1000, seed) for seed in range(32)))
+    wall = time.perf_counter() - started
     return {
         "one_stream_chars_per_s": statistics.median(chars / w for _, chars, w in singles),
         "ttft_p50_ms": 1000 * statistics.median(ttfts),
