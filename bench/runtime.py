@@ -1,6 +1,6 @@
 """The classifier's request path in-process, each stage's options side by side in one run:
 
-    python bench/runtime.py [--sentiment artifacts/sentiment] [--update-readme]
+    python bench/runtime.py [--sentiment artifacts/sentiment-fast --sentiment artifacts/sentiment] [--update-readme]
 
   - runtime: torch eager (members one after another, and side by side on 2 threads), torch int8, and the network
     exported to ONNX and run by ONNX Runtime (float32 and int8, 1 and 2 intra-op threads): milliseconds for a
@@ -128,9 +128,10 @@ def serialization(model: SentimentModel, batches: list[list[str]]) -> list[dict[
 
 
 def render(report: dict[str, Any]) -> str:
-    rows = [[r["runtime"], f"{r['ms_per_64']:.1f}", f"{r['sentences_per_s']:,.0f}", f"{r['test_accuracy']:.4f}",
-             f"{r['max_prob_diff']:.1e}"] for r in report["runtimes"]]  # fmt: skip
-    md = table(["classifier runtime", "ms per 64 sentences", "sentences/s", "SST-2 test accuracy",
+    rows = [[name, r["runtime"], f"{r['ms_per_64']:.1f}", f"{r['sentences_per_s']:,.0f}", f"{r['test_accuracy']:.4f}",
+             f"{r['max_prob_diff']:.1e}"]
+            for name, one in report["classifiers"].items() for r in one["runtimes"]]  # fmt: skip
+    md = table(["classifier", "runtime", "ms per 64 sentences", "sentences/s", "SST-2 test accuracy",
                 "largest probability change"], rows)  # fmt: skip
     md += "\n\n" + table(
         ["tokenizing 64 sentences", "ms"], [[r["tokenization"], f"{r['ms_per_64']:.2f}"] for r in report["tokens"]]
@@ -144,23 +145,29 @@ def render(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentiment", type=Path, default=ROOT / "artifacts" / "sentiment")
+    parser.add_argument(
+        "--sentiment", type=Path, action="append", help="a classifier artifact (repeatable; artifacts/sentiment)"
+    )
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the service runs (RNN_TORCH_THREADS=1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    model = load_sentiment(args.sentiment)
     data = load_sst2(None)
     assert data.test is not None
     rng = random.Random(0)
     batches = [rng.sample(data.dev.texts, BATCH) for _ in range(40)]
-    report: dict[str, Any] = {
-        "artifact": str(args.sentiment),
-        "ensemble": model.config.ensemble,
-        "runtimes": runtimes(model, batches, (data.test.texts, data.test.labels)),
-        "tokens": tokenization(model, batches),
-        "json": serialization(model, batches),
-    }
+    report: dict[str, Any] = {"classifiers": {}}
+    model = None
+    for path in args.sentiment or [ROOT / "artifacts" / "sentiment"]:
+        model = load_sentiment(path)
+        name = f"{path.name} ({model.config.ensemble} BiLSTM{'s' if model.config.ensemble > 1 else ''})"
+        report["classifiers"][name] = {
+            "artifact": str(path),
+            "runtimes": runtimes(model, batches, (data.test.texts, data.test.labels)),
+        }
+    assert model is not None
+    report["tokens"] = tokenization(model, batches)
+    report["json"] = serialization(model, batches)
     report["markdown"] = render(report)
     save_json("runtime", report)
     if args.update_readme:

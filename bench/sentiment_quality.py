@@ -1,7 +1,8 @@
-"""Sentiment quality on SST-2: the default preset beside TF-IDF + logistic regression, the cell variants, and
-the tokenizer comparison. Prints JSON; `--update-readme` rewrites the README tables.
+"""Sentiment quality on SST-2: the default preset beside TF-IDF + logistic regression, the cell variants, the
+tokenizer comparison, and the fast preset (the ensemble distilled into one BiLSTM). Prints JSON;
+`--update-readme` rewrites the README tables.
 
-    python bench/sentiment_quality.py [--sections default,cells,tokenizers,ablations] [--update-readme]
+    python bench/sentiment_quality.py [--sections default,cells,tokenizers,ablations,distill] [--update-readme]
 
 Needs the `bench` extra (scikit-learn) and SST-2 under RNN_DATA_DIR (or the cache / a download).
 """
@@ -49,6 +50,7 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: P
         "grad_norm_mean": sum(h["grad_norm_mean"] for h in history) / len(history),
         "grad_norm_max": max(h["grad_norm_max"] for h in history),
         "clipped_fraction": sum(h["clipped_fraction"] for h in history) / len(history),
+        "teacher": metrics.get("teacher"),  # a distilled run: the ensemble it learned from
     }
 
 
@@ -122,27 +124,55 @@ def section_ablations(data: Any, workdir: Path) -> dict[str, Any]:
     return {"runs": results, "markdown": md}
 
 
+def section_distill(data: Any, workdir: Path, keep: Path | None = None) -> dict[str, Any]:
+    """The fast preset: the default preset's ensemble (same seed, same data: the same teacher) distilled into one
+    BiLSTM, which costs about a quarter of the ensemble to serve (bench/runtime.py, bench/serve.py)."""
+    fast = run("fast", {}, data, workdir, keep)
+    teacher = fast["teacher"]
+    rows = [
+        ["one BiLSTM distilled from the ensemble (fast preset)", fast["dev_accuracy"], fast["test_accuracy"],
+         fast["test_macro_f1"], f"{fast['ece_before']:.4f} → {fast['ece_after']:.4f}", f"{fast['wall_s']:.0f}",
+         f"{fast['parameters']:,}"],
+        [f"its teacher: the {teacher['ensemble']}-member ensemble, trained in the same run", teacher["dev_accuracy"],
+         teacher["test_accuracy"], "–", "–", "–", "–"],
+    ]  # fmt: skip
+    md = table(
+        ["model", "dev acc", "test acc", "test macro-F1", "test ECE (raw → calibrated)", "wall s", "params"], rows
+    )
+    md += (
+        f"\n\nThe student starts from the teacher's member {teacher['start']} (dev accuracy "
+        f"{teacher['member_dev_accuracy'][teacher['start']]:.4f} alone) and changes test accuracy by "
+        f"{fast['test_accuracy'] - teacher['test_accuracy']:+.4f} against its teacher. Wall time covers both."
+    )
+    return {"fast": fast, "markdown": md}
+
+
 SECTIONS = {
     "default": section_default,
     "cells": section_cells,
     "tokenizers": section_tokenizers,
     "ablations": section_ablations,
+    "distill": section_distill,
 }
 README_NAMES = {
     "default": "sentiment_quality",
     "cells": "sentiment_cells",
     "tokenizers": "sentiment_tokenizers",
     "ablations": "sentiment_ablations",
+    "distill": "sentiment_distill",
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="default,cells,tokenizers,ablations")
+    parser.add_argument("--sections", default="default,cells,tokenizers,ablations,distill")
     parser.add_argument("--data-dir", help="SST-2 mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument(
         "--keep", type=Path, help="also keep the default preset's artifact here (e.g. artifacts/sentiment)"
+    )
+    parser.add_argument(
+        "--keep-fast", type=Path, help="also keep the fast preset's artifact here (e.g. artifacts/sentiment-fast)"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -150,7 +180,8 @@ def main() -> None:
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sections.split(","):
-            extra = {"keep": args.keep} if name == "default" and args.keep else {}
+            keep = {"default": args.keep, "distill": args.keep_fast}.get(name)
+            extra = {"keep": keep} if keep else {}
             report[name] = SECTIONS[name](data, Path(tmp), **extra)
             save_json(f"sentiment_{name}", report[name])
             if args.update_readme:

@@ -1,6 +1,6 @@
 """Command line of the training package.
 
-    python -m model train sentiment [--data sst2 | --train F [--dev F] [--test F]] [--preset quick|default] …
+    python -m model train sentiment [--data sst2 | --train F [--dev F] [--test F]] [--preset quick|default|fast] …
     python -m model evaluate ARTIFACT [--data sst2 --split test | --test F] [--json]
     python -m model predict ARTIFACT [TEXT …] [--file F]
     python -m model train generator [--data tinyshakespeare | --train F.txt] [--preset quick|default] …
@@ -50,7 +50,10 @@ def _add_sentiment_train(sub: Any) -> None:
     p = sub.add_parser("sentiment", help="train the sentiment classifier", description="Train the classifier.")
     _add_data_args(p, "sst2")
     g = p.add_argument_group("run")
-    g.add_argument("--preset", default="default", choices=["quick", "default"], help="settings preset (default)")
+    g.add_argument(
+        "--preset", default="default", choices=["quick", "default", "fast"],
+        help="settings preset: default, fast (the default ensemble distilled into one BiLSTM) or quick",
+    )  # fmt: skip
     g.add_argument("--out", type=Path, default=Path("artifacts/sentiment"), help="artifact directory")
     g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
     g.add_argument("--epochs", type=int)
@@ -76,6 +79,9 @@ def _add_sentiment_train(sub: Any) -> None:
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this (0 turns clipping off)")
     g.add_argument("--word-dropout", type=float)
     g.add_argument("--patience", type=int, help="epochs without dev improvement before stopping early")
+    _bool_flag(g, "distill", "distill the trained ensemble into one encoder and ship that (on in the fast preset)")
+    g.add_argument("--distill-epochs", type=int, help="epochs fitting the single encoder to the ensemble (3)")
+    g.add_argument("--distill-temperature", type=float, help="softmax temperature of the distillation targets (1)")
     p.set_defaults(func=cmd_train_sentiment)
 
 
@@ -193,7 +199,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 TRAIN_KEYS = (
     "epochs seed max_minutes threads cell bidirectional embedding_dim hidden_size num_layers dropout pooling ensemble "
-    "tokenizer vocab_size batch_size lr weight_decay clip_norm word_dropout patience dev_fraction"
+    "tokenizer vocab_size batch_size lr weight_decay clip_norm word_dropout patience dev_fraction distill "
+    "distill_epochs distill_temperature"
 ).split()
 
 

@@ -123,6 +123,13 @@ class SentimentTrainConfig:
     word_dropout: float = 0.0
     label_smoothing: float = 0.0
     patience: int = 3
+    # distillation: after the ensemble (the teacher) is trained, fit ONE encoder, started from the teacher's best
+    # member, to the teacher's probabilities on the training set; the artifact holds that single encoder (about
+    # 1/ensemble of the serving cost) and records the teacher's scores beside its own
+    distill: bool = False
+    distill_epochs: int = 3
+    distill_lr: float = 2e-3
+    distill_temperature: float = 1.0
     # evaluation / run control
     seed: int = 0
     threads: int = 0  # 0 = torch default
@@ -134,7 +141,11 @@ class SentimentTrainConfig:
         _check_training(self)
         if self.tokenizer not in ("word", "wordpiece", "bpe"):
             raise ValueError(f"tokenizer must be word, wordpiece or bpe, got {self.tokenizer!r}")
-        _at_least(self, 1, "ensemble", "max_length", "embedding_dim", "hidden_size", "num_layers")
+        _at_least(self, 1, "ensemble", "max_length", "embedding_dim", "hidden_size", "num_layers", "distill_epochs")
+        if not (self.distill_lr > 0 and math.isfinite(self.distill_lr)):
+            raise ValueError(f"distill_lr must be a finite number > 0, got {self.distill_lr}")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise ValueError(f"distill_temperature must be a finite number > 0, got {self.distill_temperature}")
         if self.vocab_size < 3:
             raise ValueError(f"vocab_size must be >= 3 (two specials and a word), got {self.vocab_size}")
         for name in ("word_dropout", "label_smoothing", "dev_fraction"):
@@ -150,6 +161,8 @@ SENTIMENT_PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 1, "ensemble": 1},
     # the shipped model
     "default": {},
+    # the default ensemble distilled into one BiLSTM: a little less accurate, about 4x cheaper to serve
+    "fast": {"distill": True},
 }
 
 

@@ -5,9 +5,11 @@ Run through the CLI: `python -m model train sentiment [--data sst2 | --train F â
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 class Encoded:
     ids: list[list[int]]
     targets: torch.Tensor  # (N,)
+    soft: torch.Tensor | None = None  # (N, C) a teacher's probabilities: then training fits these (distillation)
 
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, lengths = pad([self.ids[i] for i in idx])
@@ -62,8 +65,10 @@ def _encode(tok: Any, texts: list[str], labels: list[str], names: list[str], max
 
 
 @torch.inference_mode()
-def predict_logits(net: nn.Module, data: Encoded, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Logits (N, C) in data order, computed in length-sorted batches."""
+def predict_logits(
+    net: nn.Module, data: Encoded, device: torch.device, batch_size: int = 512, per_member: bool = False
+) -> torch.Tensor:
+    """Logits (N, C) in data order, computed in length-sorted batches; per_member: each member's (M, N, C)."""
     was_training = net.training
     net.eval()
     parts: dict[int, torch.Tensor] = {}
@@ -71,11 +76,12 @@ def predict_logits(net: nn.Module, data: Encoded, device: torch.device, batch_si
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         ids, lengths, _ = data.batch(idx)
-        logits = net(ids.to(device), lengths).float().cpu().clone()
+        logits = net(ids.to(device), lengths, per_member=True) if per_member else net(ids.to(device), lengths)
+        logits = logits.float().cpu().clone()
         for j, i in enumerate(idx):
-            parts[i] = logits[j]
+            parts[i] = logits[:, j] if per_member else logits[j]
     net.train(was_training)
-    return torch.stack([parts[i] for i in range(len(data.ids))])
+    return torch.stack([parts[i] for i in range(len(data.ids))], dim=1 if per_member else 0)
 
 
 def _train_epoch(
@@ -108,7 +114,12 @@ def _train_epoch(
         member_logits = net(ids, lengths, per_member=True)  # (M, B, C): each member fits its own loss
         members = member_logits.shape[0]
         flat = member_logits.reshape(-1, member_logits.shape[-1])
-        loss = F.cross_entropy(flat, targets.repeat(members), label_smoothing=cfg.label_smoothing)
+        if data.soft is None:
+            loss = F.cross_entropy(flat, targets.repeat(members), label_smoothing=cfg.label_smoothing)
+        else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
+            t = cfg.distill_temperature
+            soft = data.soft[idx].to(rt.device).repeat(members, 1)
+            loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
         logits = member_logits.mean(0)
         opt.zero_grad(set_to_none=True)
         torch.autograd.backward(loss * members)  # the sum of member losses: each member's gradient as if alone
@@ -211,6 +222,45 @@ def fit(
     return state
 
 
+def distill(
+    cfg: SentimentTrainConfig,
+    teacher: SentimentClassifier,
+    enc: dict[str, Encoded],
+    rt: Runtime,
+    checkpoint: Path,
+    fingerprint: str,
+    resume: bool,
+) -> tuple[SentimentClassifier, TrainState, dict[str, Any]]:
+    """Fit one encoder to the trained ensemble (`teacher`): started from the teacher's member with the best dev
+    accuracy, trained on the teacher's probabilities over the training set at `distill_temperature`, for
+    `distill_epochs` at `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher.
+    Returns the student, its TrainState and the teacher's own scores."""
+    t = cfg.distill_temperature
+    member_logits = predict_logits(teacher, enc["train"], rt.device, per_member=True)  # (M, N, C)
+    soft = torch.softmax(member_logits / t, -1).mean(0)  # the ensemble's tempered probabilities (N, C)
+    member_dev = predict_logits(teacher, enc["dev"], rt.device, per_member=True)
+    member_acc = (member_dev.argmax(-1) == enc["dev"].targets).float().mean(1).tolist()
+    best = max(range(len(member_acc)), key=member_acc.__getitem__)
+    scores: dict[str, Any] = {"ensemble": len(teacher.members), "member_dev_accuracy": member_acc, "start": best}
+    for split, data in enc.items():
+        if split != "train":
+            scores[f"{split}_accuracy"] = (
+                (predict_logits(teacher, data, rt.device).argmax(-1) == data.targets).float().mean().item()
+            )
+    student_cfg = dataclasses.replace(cfg, ensemble=1, epochs=cfg.distill_epochs, lr=cfg.distill_lr)
+    student = SentimentClassifier(dataclasses.replace(teacher.config, ensemble=1)).to(rt.device)
+    student.members[0].load_state_dict(teacher.members[best].state_dict())
+    net: nn.Module = DistributedDataParallel(student) if rt.distributed else student
+    if rt.is_main:
+        log.info(
+            "distilling the %d-member ensemble (dev acc %.4f) into one encoder, from member %d (dev acc %.4f)",
+            len(teacher.members), scores["dev_accuracy"], best, member_acc[best],
+        )  # fmt: skip
+    train = Encoded(enc["train"].ids, enc["train"].targets, soft)
+    state = fit(student_cfg, net, train, enc["dev"], rt, checkpoint, fingerprint, resume)
+    return student, state, scores
+
+
 def _report(
     net: nn.Module, data: SentimentData, enc: dict[str, Encoded], state: TrainState, rt: Runtime
 ) -> tuple[dict[str, Any], float, dict[str, bytes]]:
@@ -253,6 +303,7 @@ def train_sentiment(
     rt = setup_runtime(device, cfg.threads)
     out = Path(out)
     checkpoint = out.parent / f"{out.name}.ckpt"
+    student_checkpoint = out.parent / f"{out.name}.distill.ckpt"
     try:
         torch.manual_seed(cfg.seed)
         tok = build_word_tokenizer(data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
@@ -286,15 +337,30 @@ def train_sentiment(
             fingerprint(cfg, data.sha256, data.name, world=rt.world),
             resume,
         )
+        teacher_scores: dict[str, Any] | None = None
+        teacher_history: list[dict[str, float]] = []
+        if cfg.distill:  # the ensemble becomes the teacher; the artifact gets the student
+            stage = fingerprint(cfg, data.sha256, data.name, world=rt.world, stage="distill")
+            student, student_state, teacher_scores = distill(
+                cfg, unwrap(model_net), enc, rt, student_checkpoint, stage, resume
+            )
+            model_net, network_cfg, teacher_history = student, student.config, state.history
+            state = dataclasses.replace(student_state, elapsed_s=state.elapsed_s + student_state.elapsed_s)
         if not rt.is_main:
             return {}
         metrics, temperature, files = _report(model_net, data, enc, state, rt)
+        if teacher_scores is not None:
+            metrics["teacher"] = teacher_scores
+            files["metrics.json"] = (json.dumps(metrics, indent=2) + "\n").encode()
+        training: dict[str, Any] = {**asdict(cfg), "history": state.history, "world_size": rt.world}
+        if teacher_scores is not None:
+            training["teacher_history"] = teacher_history
         info = {
             "labels": names,
             "tokenizer": {"kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size()},
             "calibration": {"temperature": temperature},
             "max_length": cfg.max_length,
-            "training": {**asdict(cfg), "history": state.history, "world_size": rt.world},
+            "training": training,
             "data": {"name": data.name, "sha256": data.sha256},
             "metrics": metrics,
         }
@@ -302,6 +368,7 @@ def train_sentiment(
             out, checkpoint, task="sentiment", network=network_cfg, state_dict=model_net.state_dict(), tokenizer=tok,
             info=info, extra_files=files,
         )  # fmt: skip
+        shutil.rmtree(student_checkpoint, ignore_errors=True)
         return metrics
     finally:
         teardown_runtime(rt)

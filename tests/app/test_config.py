@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import SettingsError, load_settings
+from app.config import Settings, SettingsError, load_settings
 from tests.app.conftest import REPO
 
 
@@ -98,3 +98,13 @@ def test_python_m_app_with_a_bad_setting_exits_2_naming_it(tmp_path: Path) -> No
     assert lines[0].startswith("error: ")
     assert "RNN_PORT" in lines[0] and "'abc'" in lines[0]
     assert proc.stdout == ""
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_env_example() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = (REPO / "docker" / ".env.example").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        variable = f"RNN_{name.upper()}"
+        assert f"`{variable}`" in readme, f"{variable} is missing from the README's configuration table"
+        if name not in ("host", "port", "sentiment_artifact", "generator_artifact"):  # the image and compose set these
+            assert f"\n{variable}=" in example, f"{variable} is missing from docker/.env.example"

@@ -240,3 +240,62 @@ def test_multi_class_with_other_tokenizers_and_cells(tmp_path: Path, tokenizer: 
     assert len(metrics["dev"]["confusion_matrix"]) == 5
     (result,) = model.predict(["one1 two2 story"])
     assert list(result["probabilities"]) == ["1", "2", "3", "4", "5"]
+
+
+def distill_checkpoint_of(out: Path) -> Path:
+    return out.parent / f"{out.name}.distill.ckpt"
+
+
+def test_distillation_ships_one_encoder_and_records_the_teacher(tiny_data: SentimentData, tmp_path: Path) -> None:
+    cfg = small_config(ensemble=3, distill=True, distill_epochs=2)
+    metrics = train_sentiment(cfg, tiny_data, tmp_path / "fast")
+    config = json.loads((tmp_path / "fast" / "config.json").read_text())
+    assert config["network"]["ensemble"] == 1  # what is served: one encoder
+    assert all(name.startswith("members.0.") for name in weights(tmp_path / "fast"))
+    teacher = metrics["teacher"]
+    assert teacher["ensemble"] == 3 and len(teacher["member_dev_accuracy"]) == 3
+    assert teacher["member_dev_accuracy"][teacher["start"]] == max(teacher["member_dev_accuracy"])
+    assert 0 <= teacher["dev_accuracy"] <= 1 and ("test_accuracy" in teacher) == (tiny_data.test is not None)
+    assert len(config["training"]["teacher_history"]) == 2 and len(config["training"]["history"]) == 2
+    assert json.loads((tmp_path / "fast" / "metrics.json").read_text())["teacher"] == teacher
+    model = load_sentiment(tmp_path / "fast")
+    assert len(model.predict(["a fine film", "dull"])) == 2
+    assert not checkpoint_of(tmp_path / "fast").exists() and not distill_checkpoint_of(tmp_path / "fast").exists()
+
+
+def test_distillation_fits_the_teacher_not_the_labels(tiny_data: SentimentData, tmp_path: Path) -> None:
+    """The student's loss is the KL to the teacher's probabilities: with a teacher that is every member of a
+    one-member ensemble, starting from that very member, the student starts at a loss of zero."""
+    cfg = small_config(ensemble=1, epochs=3, distill=True, distill_epochs=1, distill_lr=1e-9, dropout=0.0)
+    train_sentiment(cfg, tiny_data, tmp_path / "self")
+    config = json.loads((tmp_path / "self" / "config.json").read_text())
+    assert config["training"]["history"][0]["train_loss"] < 1e-6
+    assert config["training"]["teacher_history"][-1]["train_loss"] > 1e-3  # cross-entropy to labels
+
+
+def test_distillation_resumes_after_a_kill(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small_config(ensemble=2, distill=True, distill_epochs=2)
+    reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+    real = ts._train_epoch
+
+    def killed_in_distillation(net: Any, opt: Any, c: Any, data: Any, state: Any, *args: Any) -> Any:
+        if data.soft is not None and state.epoch == 1:  # the teacher's 2 epochs and the student's first are done
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(net, opt, c, data, state, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ts, "_train_epoch", killed_in_distillation)
+        with pytest.raises(KeyboardInterrupt):
+            train_sentiment(cfg, tiny_data, out)
+    assert calls["n"] == 3 and not out.exists() and distill_checkpoint_of(out).exists()
+    started = _record_epochs(monkeypatch)
+    resumed = train_sentiment(cfg, tiny_data, out, resume=True)
+    assert started == [1], "only the student's second epoch is left"
+    assert_same_weights(weights(out), weights(tmp_path / "reference"))
+    assert untimed(resumed) == untimed(reference)
+    assert not checkpoint_of(out).exists() and not distill_checkpoint_of(out).exists()
