@@ -1,58 +1,28 @@
 """The classifier's batching knobs, measured over HTTP: requests/s and latency of POST /sentiment at a given
 concurrency for several RNN_BATCH_MAX_WAIT_MS x RNN_BATCH_MAX_SIZE settings, each against a fresh
-`python -m app` on 127.0.0.1, all in one run. Prints JSON; `--update-readme` rewrites the README table.
+`python -m app` on 127.0.0.1, all in one run, with the load from `wrk` (bench/wrk/post.lua, as bench/serve.py).
+Prints JSON; `--update-readme` rewrites the README table.
 
-    python bench/batching.py [--seconds 8] [--concurrency 64] [--waits 0,2,5] [--sizes 64]
+    python bench/batching.py [--artifact artifacts/sentiment-fast] [--seconds 8] [--concurrency 64] [--waits 0,2,5]
+                             [--sizes 16,64]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import statistics
 import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.serve import write_bodies, wrk  # noqa: E402
 from bench.service_accuracy import free_port, serve  # noqa: E402
-from model.data import load_sst2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def load(base: str, texts: list[str], concurrency: int, seconds: float) -> dict[str, float]:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(i: int) -> None:
-        nonlocal errors
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            n = i
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                r = await client.post("/sentiment", json={"text": texts[n % len(texts)]})
-                latencies.append(time.perf_counter() - started)
-                errors += r.status_code != 200
-                n += concurrency
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    wall = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests_per_s": len(latencies) / wall,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        "errors": errors,
-    }
 
 
 def main() -> None:
@@ -60,12 +30,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--waits", default="0,2,5")
-    parser.add_argument("--sizes", default="64")
-    parser.add_argument("--artifact", type=Path, default=ROOT / "artifacts/sentiment")
+    parser.add_argument("--sizes", default="16,64")
+    parser.add_argument("--artifact", type=Path, default=ROOT / "artifacts/sentiment-fast")
     parser.add_argument("--generator", type=Path, default=ROOT / "artifacts/generator")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
-    texts = load_sst2().dev.texts
+    workdir = Path(tempfile.mkdtemp(prefix="batching-"))
+    bodies, _ = write_bodies(workdir)
     runs: list[dict[str, Any]] = []
     for size in (int(x) for x in args.sizes.split(",")):
         for wait in (float(x) for x in args.waits.split(",")):
@@ -73,7 +44,8 @@ def main() -> None:
             env = {"RNN_BATCH_MAX_WAIT_MS": str(wait), "RNN_BATCH_MAX_SIZE": str(size)}
             proc = serve(args.artifact, args.generator, port, env)
             try:
-                result = asyncio.run(load(f"http://127.0.0.1:{port}", texts, args.concurrency, args.seconds))
+                wrk(port, "/sentiment", bodies, args.concurrency, 2)  # warm-up
+                result = wrk(port, "/sentiment", bodies, args.concurrency, args.seconds)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -84,8 +56,9 @@ def main() -> None:
              f"{r['p99_ms']:.1f}", r["errors"]] for r in runs]  # fmt: skip
     md = table(["RNN_BATCH_MAX_SIZE", "RNN_BATCH_MAX_WAIT_MS", "req/s", "p50 ms", "p99 ms", "errors"], rows)
     md += (
-        f"\n\nPOST /sentiment, {args.concurrency} concurrent clients for {args.seconds:g} s per setting, SST-2 dev "
-        f"sentences, one run. Most requests/s: size {best['batch_max_size']}, wait {best['batch_max_wait_ms']:g} ms."
+        f"\n\nPOST /sentiment to {args.artifact.name}, {args.concurrency} wrk connections for {args.seconds:g} s per "
+        f"setting, SST-2 dev sentences, one run. Most requests/s: size {best['batch_max_size']}, "
+        f"wait {best['batch_max_wait_ms']:g} ms."
     )
     save_json("batching", {"concurrency": args.concurrency, "seconds": args.seconds, "runs": runs})
     if args.update_readme:
