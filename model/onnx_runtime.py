@@ -12,8 +12,15 @@ measures both against torch eager.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -43,13 +50,36 @@ def available() -> bool:
     return True
 
 
+# what the TorchScript exporter prints straight to the process's stderr (not through Python) for every packed
+# sequence, although the exported graph is right (tests/model/test_onnx_runtime.py compares it with torch)
+HARMLESS = re.compile(rb"shape inference of prim::(PackPadded|PadPacked) type is missing")
+
+
+@contextlib.contextmanager
+def _without_harmless_export_warnings() -> Iterator[None]:
+    """Capture file descriptor 2 while exporting; afterwards pass on every line but the known-harmless ones."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().splitlines(keepends=True):
+                if not HARMLESS.search(line):
+                    os.write(2, line)
+
+
 def export(network: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> bytes:
     """The network's eval-mode forward(ids, lengths) as an ONNX model with dynamic batch and length axes."""
     buffer = io.BytesIO()
     was_training = network.training
     network.eval()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_harmless_export_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
                 network,
@@ -80,9 +110,15 @@ def quantize(model: bytes) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:  # quantize_dynamic works on files
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         src.write_bytes(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        quantizer_log = logging.getLogger()  # the quantizer advises pre-processing on the root logger
+        level = quantizer_log.level
+        quantizer_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            quantizer_log.setLevel(level)
         onnx.checker.check_model(str(dst))
         return dst.read_bytes()
 
