@@ -209,7 +209,7 @@ def knobs(seconds: float, sentiment: Path, generator: Path, others: dict[str, Pa
     variants: dict[str, tuple[dict[str, str], Path]] = {
         "defaults": ({}, sentiment),
         "RNN_RUNTIME=torch (eager)": ({"RNN_RUNTIME": "torch"}, sentiment),
-        "RNN_ONNX_THREADS=2": ({"RNN_ONNX_THREADS": "2"}, sentiment),
+        "RNN_ONNX_THREADS=1": ({"RNN_ONNX_THREADS": "1"}, sentiment),
         "RNN_QUANTIZE=int8": ({"RNN_QUANTIZE": "int8"}, sentiment),
         "RNN_TORCH_THREADS=2": ({"RNN_TORCH_THREADS": "2"}, sentiment),
         "OPENBLAS_NUM_THREADS=1": ({"OPENBLAS_NUM_THREADS": "1"}, sentiment),

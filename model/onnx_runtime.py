@@ -137,6 +137,8 @@ class OnnxClassifier:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only
+        # idle pool threads sleep instead of spinning: spinning took the core the event loop and the generator need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.model, self.threads, self.int8 = model, threads, int8  # model: the ONNX bytes it runs
 
