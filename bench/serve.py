@@ -201,7 +201,9 @@ def measure(seconds: float, sentiment: Path, generator: Path, workdir: Path) -> 
     return report
 
 
-def knobs(seconds: float, sentiment: Path, generator: Path, others: dict[str, Path], workdir: Path) -> dict[str, Any]:
+def knobs(
+    seconds: float, sentiment: Path, generator: Path, others: dict[str, Path], workdir: Path, rounds: int = 3
+) -> dict[str, Any]:
     """The service under other settings, one after another in this run: the classifier's runtime and its threads,
     int8 weights, torch and BLAS threads, uvicorn's loop, HTTP parser and workers, and other classifier artifacts
     (`others`: name -> path) in place of the default one."""
@@ -219,27 +221,34 @@ def knobs(seconds: float, sentiment: Path, generator: Path, others: dict[str, Pa
     }  # fmt: skip
     for name, path in others.items():
         variants[f"{name} artifact"] = ({}, path)
-    report: dict[str, Any] = {}
-    for name, (extra, artifact) in variants.items():
-        port = free_port()
-        env = dict(base_env(artifact, generator), RNN_HOST="127.0.0.1", RNN_PORT=str(port), **extra)
-        proc = start([sys.executable, "-m", "app"], env, port, workdir / "knob.log")
-        try:
-            wrk(port, "/sentiment", bodies, 16, 2)  # warm-up
-            at64 = wrk(port, "/sentiment", bodies, 64, seconds)
-            batch = wrk(port, "/sentiment/batch", batches, 4, seconds)
-            gen = asyncio.run(generation(port))
-            report[name] = {"sentiment_64": at64, "batch_sentences_per_s": batch["requests_per_s"] * BATCH,
-                            "generation": gen}  # fmt: skip
-            print(json.dumps({name: report[name]}), flush=True)
-        finally:
-            stop(proc)
-    rows = [[name, f"{r['sentiment_64']['requests_per_s']:,.0f}", f"{r['sentiment_64']['p50_ms']:.0f}",
-             f"{r['batch_sentences_per_s']:,.0f}", f"{r['generation']['one_stream_chars_per_s']:,.0f}",
-             f"{r['generation']['streams_32_chars_per_s']:,.0f}"] for name, r in report.items()]  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for round_ in range(rounds):  # round robin: a slow spell of this shared machine hits every setting alike
+        for name, (extra, artifact) in variants.items():
+            port = free_port()
+            env = dict(base_env(artifact, generator), RNN_HOST="127.0.0.1", RNN_PORT=str(port), **extra)
+            proc = start([sys.executable, "-m", "app"], env, port, workdir / "knob.log")
+            try:
+                wrk(port, "/sentiment", bodies, 16, 2)  # warm-up
+                at64 = wrk(port, "/sentiment", bodies, 64, seconds)
+                batch = wrk(port, "/sentiment/batch", batches, 4, seconds)
+                gen = asyncio.run(generation(port))
+                runs[name].append({
+                    "sentiment_64_requests_per_s": at64["requests_per_s"], "sentiment_64_p50_ms": at64["p50_ms"],
+                    "batch_sentences_per_s": batch["requests_per_s"] * BATCH,
+                    "one_stream_chars_per_s": gen["one_stream_chars_per_s"],
+                    "streams_32_chars_per_s": gen["streams_32_chars_per_s"],
+                })  # fmt: skip
+                print(json.dumps({"round": round_, name: runs[name][-1]}), flush=True)
+            finally:
+                stop(proc)
+    report = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    rows = [[name, f"{r['sentiment_64_requests_per_s']:,.0f}", f"{r['sentiment_64_p50_ms']:.0f}",
+             f"{r['batch_sentences_per_s']:,.0f}", f"{r['one_stream_chars_per_s']:,.0f}",
+             f"{r['streams_32_chars_per_s']:,.0f}"] for name, r in report.items()]  # fmt: skip
     header = ["service setting", "/sentiment at 64, req/s", "p50 ms", "/sentiment/batch, sentences/s",
               "1 stream, chars/s", "32 streams, chars/s"]  # fmt: skip
-    return {"variants": report, "markdown": table(header, rows)}
+    md = table(header, rows) + f"\n\nMedians of {rounds} rounds; each round starts every setting once, in this order."
+    return {"variants": report, "runs": runs, "rounds": rounds, "markdown": md}
 
 
 def verdicts(report: dict[str, Any]) -> dict[str, dict[str, float | bool]]:
@@ -311,6 +320,7 @@ def main() -> None:
         "--other", action="append", default=[], metavar="NAME=PATH",
         help="knobs: also serve this classifier artifact in place of --sentiment (repeatable)",
     )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="knobs: rounds over the settings (medians reported)")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -327,7 +337,7 @@ def main() -> None:
             print(report["markdown"])
         if "knobs" in sections:
             others = {name: Path(path) for name, _, path in (o.partition("=") for o in args.other)}
-            tuned = knobs(args.seconds, args.sentiment, args.generator, others, Path(tmp))
+            tuned = knobs(args.seconds, args.sentiment, args.generator, others, Path(tmp), args.rounds)
             save_json("serve_knobs", tuned)
             if args.update_readme:
                 update_section("serve_knobs", tuned["markdown"])
