@@ -54,21 +54,26 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: P
     }
 
 
+QUALITY_HEADER = ["model", "dev acc", "test acc", "test macro-F1", "test ECE (raw → calibrated)", "wall s", "params"]
+
+
+def quality_row(name: str, r: dict[str, Any]) -> list[Any]:
+    """A trained run's row of the quality tables."""
+    return [name, r["dev_accuracy"], r["test_accuracy"], r["test_macro_f1"],
+            f"{r['ece_before']:.4f} → {r['ece_after']:.4f}", f"{r['wall_s']:.0f}", f"{r['parameters']:,}"]  # fmt: skip
+
+
 def section_default(data: Any, workdir: Path, keep: Path | None = None) -> dict[str, Any]:
     ours = run("default", {}, data, workdir, keep)
     quick = run("quick", {}, data, workdir)
     baseline = tfidf_logreg(data)
     rows = [
-        ["BiLSTM ensemble (default preset)", ours["dev_accuracy"], ours["test_accuracy"], ours["test_macro_f1"],
-         f"{ours['ece_before']:.4f} → {ours['ece_after']:.4f}", f"{ours['wall_s']:.0f}", f"{ours['parameters']:,}"],
-        ["BiLSTM (quick preset)", quick["dev_accuracy"], quick["test_accuracy"], quick["test_macro_f1"],
-         f"{quick['ece_before']:.4f} → {quick['ece_after']:.4f}", f"{quick['wall_s']:.0f}", f"{quick['parameters']:,}"],
+        quality_row("BiLSTM ensemble (default preset)", ours),
+        quality_row("BiLSTM (quick preset)", quick),
         ["TF-IDF (1-2 grams) + logistic regression", baseline["dev_accuracy"], baseline["test_accuracy"],
          baseline["test_macro_f1"], "–", f"{baseline['wall_s']:.0f}", f"{baseline['parameters']:,}"],
     ]  # fmt: skip
-    md = table(
-        ["model", "dev acc", "test acc", "test macro-F1", "test ECE (raw → calibrated)", "wall s", "params"], rows
-    )
+    md = table(QUALITY_HEADER, rows)
     md += (
         f"\n\nTargets: default ≥ {TARGET_DEFAULT:.1%} test accuracy in ≤ 600 s "
         f"({'met' if ours['test_accuracy'] >= TARGET_DEFAULT and ours['wall_s'] <= 600 else 'NOT met'}); "
@@ -130,15 +135,11 @@ def section_distill(data: Any, workdir: Path, keep: Path | None = None) -> dict[
     fast = run("fast", {}, data, workdir, keep)
     teacher = fast["teacher"]
     rows = [
-        ["one BiLSTM distilled from the ensemble (fast preset)", fast["dev_accuracy"], fast["test_accuracy"],
-         fast["test_macro_f1"], f"{fast['ece_before']:.4f} → {fast['ece_after']:.4f}", f"{fast['wall_s']:.0f}",
-         f"{fast['parameters']:,}"],
+        quality_row("one BiLSTM distilled from the ensemble (fast preset)", fast),
         [f"its teacher: the {teacher['ensemble']}-member ensemble, trained in the same run", teacher["dev_accuracy"],
          teacher["test_accuracy"], "–", "–", "–", "–"],
     ]  # fmt: skip
-    md = table(
-        ["model", "dev acc", "test acc", "test macro-F1", "test ECE (raw → calibrated)", "wall s", "params"], rows
-    )
+    md = table(QUALITY_HEADER, rows)
     md += (
         f"\n\nThe student starts from the teacher's member {teacher['start']} (dev accuracy "
         f"{teacher['member_dev_accuracy'][teacher['start']]:.4f} alone) and changes test accuracy by "
