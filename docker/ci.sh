@@ -134,7 +134,9 @@ assert {good["label"], bad["label"]} <= {"negative", "positive"}
 out = call("/generate", {"prompt": "ROMEO:", "max_new_tokens": 40, "seed": 1})
 print("generate:", repr(out["generated_text"]))
 assert out["generated_tokens"] == 40 and out["seed"] == 1
-print("models:", json.dumps(call("/models"))[:200])
+cards = {card["name"]: card for card in call("/models")}
+print("serving:", {name: card["serving"] for name, card in cards.items()})
+assert cards["sentiment"]["serving"]["runtime"] == "onnx"  # the image carries ONNX Runtime, and it loads
 PYTHON
 [ "$(docker inspect --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$API")" = "10001:10001 true" ]
 if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root filesystem is writable"; exit 1; fi
