@@ -48,7 +48,7 @@ train: artifacts/sentiment/config.json artifacts/generator/config.json
 serve: train
 	$(PY) -m app
 
-# about an hour on 2 cores; rewrites the README's tables and keeps the default artifacts
+# about an hour and a half on 2 cores; rewrites the README's tables and keeps the default (and fast) artifacts
 bench: install
 	$(PY) bench/sentiment_quality.py --update-readme --keep artifacts/sentiment --keep-fast artifacts/sentiment-fast
 	$(PY) bench/generator_quality.py --update-readme --keep artifacts/generator
