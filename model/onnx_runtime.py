@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 OPSET = 17
+EXAMPLE = (torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]))  # traced once; every axis is dynamic
 
 
 class OnnxUnavailable(RuntimeError):
@@ -128,8 +129,7 @@ class OnnxClassifier:
 
     def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False) -> None:
         ort = _import_ort()
-        example = (torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]))
-        model = export(network, example)
+        model = export(network, EXAMPLE)
         if int8:
             model = quantize(model)
         options = ort.SessionOptions()
@@ -140,7 +140,6 @@ class OnnxClassifier:
         # idle pool threads sleep instead of spinning: spinning took the core the event loop and the generator need
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.model, self.threads, self.int8 = model, threads, int8  # model: the ONNX bytes it runs
 
     def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor:
         """The ensemble's log-probabilities (B, C). `pool` is ignored: ONNX Runtime runs its own threads."""

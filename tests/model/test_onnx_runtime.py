@@ -11,7 +11,7 @@ from tests.model.test_networks import OTHERS, SENTENCE, classifier, padded
 
 ort = pytest.importorskip("onnxruntime", reason="the optional onnx extra")
 
-from model.onnx_runtime import OnnxClassifier  # noqa: E402
+from model.onnx_runtime import EXAMPLE, OnnxClassifier, export, quantize  # noqa: E402
 
 BATCHES = [[SENTENCE], [OTHERS[0], SENTENCE, OTHERS[1]], [[4], [3, 2], list(range(1, 20)) * 3]]
 
@@ -42,7 +42,8 @@ def test_int8_onnx_stays_close_to_float32() -> None:
     assert quantized.shape == (3, 3)
     torch.testing.assert_close(quantized.sum(-1), torch.ones(3), atol=1e-5, rtol=0)  # still probabilities
     torch.testing.assert_close(quantized, net.infer(ids, lengths).exp(), atol=0.05, rtol=0)
-    ops = {node.op_type for node in __import__("onnx").load_from_string(runner.model).graph.node}
+    served = quantize(export(net, EXAMPLE))  # what OnnxClassifier(int8=True) builds its session from
+    ops = {node.op_type for node in __import__("onnx").load_from_string(served).graph.node}
     assert "DynamicQuantizeLSTM" in ops and "MatMulInteger" in ops  # the layers really are int8
 
 
