@@ -191,7 +191,6 @@ class GeneratorEngine:
             if self.c is not None and isinstance(hidden, tuple):
                 self.c[:, row] = hidden[1][:, 0].numpy()
             self.active.append(s)
-        self.metrics.active_streams.set(len(self.active))
         self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
         tokens = self._sample(self.active)
         stepping: list[int] = []  # rows that go on
