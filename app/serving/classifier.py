@@ -49,9 +49,9 @@ class ClassifierEngine:
         self.max_wait = max_wait_ms / 1000
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
-        # the ensemble's members, side by side (None: one after another in the classifier thread)
-        # (ONNX Runtime runs its own threads: a pool would sit idle)
-        threads = min(ensemble_threads, model.config.ensemble) if self.serving["runtime"] == "torch" else 1
+        # the ensemble's members, side by side (None: one after another in the classifier thread); only a torch
+        # runner uses the pool (ONNX Runtime runs its own threads: a pool would sit idle)
+        threads = min(ensemble_threads, model.config.ensemble) if isinstance(model.runner, torch.nn.Module) else 1
         self.members = ThreadPoolExecutor(threads, thread_name_prefix="member") if threads > 1 else None
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
