@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import safetensors
 import safetensors.torch
 import tokenizers
@@ -230,6 +231,9 @@ def _build(module: torch.nn.Module, artifact: Artifact) -> None:
     module.eval()
 
 
+Chunk = tuple[list[int], torch.Tensor, torch.Tensor]  # a batch of texts: their indices, padded ids (B, T), lengths
+
+
 class Runner(Protocol):
     def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor: ...
 
@@ -259,16 +263,35 @@ class SentimentModel:
         seqs = encode_batch(self.tokenizer, texts, self.max_length)
         return pad(seqs)
 
-    @torch.inference_mode()
     def logits(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
         """Uncalibrated logits (N, C), computed in length-sorted batches, returned in input order. With `pool`,
         the ensemble's members run side by side on its threads."""
-        out = torch.empty(len(texts), len(self.labels))
+        chunks = self.chunks(texts, batch_size)
+        return self.ordered(chunks, self.infer(chunks, pool))
+
+    def chunks(self, texts: Sequence[str], batch_size: int = 256) -> list[Chunk]:
+        """The texts in length-sorted batches of at most `batch_size`: (their indices, padded ids, lengths)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = []
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, lengths = self.encode([texts[i] for i in idx])
-            out[idx] = self.runner.infer(ids, lengths, pool).float()
+            out.append((idx, *self.encode([texts[i] for i in idx])))
+        return out
+
+    @torch.inference_mode()
+    def infer(
+        self, chunks: Sequence[Chunk], pool: Executor | None = None, runner: Runner | None = None
+    ) -> list[torch.Tensor]:
+        """The network's output per chunk, on `runner` if given (another runner of the same network), else on
+        self.runner. Only the forwards: the service runs this in its model thread."""
+        run = (runner or self.runner).infer
+        return [run(ids, lengths, pool) for _, ids, lengths in chunks]
+
+    def ordered(self, chunks: Sequence[Chunk], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """infer()'s outputs as logits (N, C) in the texts' order."""
+        out = torch.empty(sum(len(idx) for idx, _, _ in chunks), len(self.labels))
+        for (idx, _, _), rows in zip(chunks, outputs, strict=True):
+            out[idx] = rows.float()
         return out
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
@@ -276,7 +299,11 @@ class SentimentModel:
         return torch.softmax(self.logits(texts, batch_size, pool) / self.temperature, dim=-1)
 
     def predict(self, texts: Sequence[str], pool: Executor | None = None) -> list[dict[str, Any]]:
-        probs = self.predict_proba(texts, pool=pool)
+        return self.results(self.logits(texts, pool=pool))
+
+    def results(self, logits: torch.Tensor) -> list[dict[str, Any]]:
+        """Label, score and probabilities per row of uncalibrated logits (N, C), as predict() answers."""
+        probs = torch.softmax(logits / self.temperature, dim=-1)
         results = []
         for row in probs.tolist():
             best = max(range(len(row)), key=row.__getitem__)
@@ -291,11 +318,13 @@ class SentimentModel:
 
 
 def pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    ids = torch.full((len(seqs), int(lengths.max()) if len(seqs) else 0), PAD_ID, dtype=torch.long)
+    """Padded ids (B, T) and lengths (B,), int64. Filled in NumPy: a torch op per row would also release and
+    retake the GIL per row, and in the service every retake can wait on the event loop's thread."""
+    lengths = np.fromiter(map(len, seqs), np.int64, len(seqs))
+    ids = np.full((len(seqs), int(lengths.max()) if len(seqs) else 0), PAD_ID, np.int64)
     for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return ids, lengths
+        ids[i, : len(s)] = s
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def load_sentiment(path: str | Path) -> SentimentModel:

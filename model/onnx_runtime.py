@@ -124,25 +124,39 @@ def quantize(model: bytes) -> bytes:
         return dst.read_bytes()
 
 
-class OnnxClassifier:
-    """SentimentClassifier.infer() served by an ONNX Runtime session on `threads` intra-op threads."""
+class OnnxRunner:
+    """SentimentClassifier.infer() served by one ONNX Runtime session."""
 
-    def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False) -> None:
-        ort = _import_ort()
-        model = export(network, EXAMPLE)
-        if int8:
-            model = quantize(model)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # errors only
-        # idle pool threads sleep instead of spinning: spinning took the core the event loop and the generator need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    def __init__(self, session: Any) -> None:
+        self.session = session
 
     def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor:
         """The ensemble's log-probabilities (B, C). `pool` is ignored: ONNX Runtime runs its own threads."""
         feed = {"ids": ids.numpy(), "lengths": lengths.numpy()}
         [out] = self.session.run(None, feed)
         return torch.from_numpy(out)
+
+
+class OnnxClassifier(OnnxRunner):
+    """The network exported and served on `threads` intra-op threads. With more than one, `one_thread` is a
+    second session of the same graph on one thread: the service runs a batch of single-text requests there, so
+    the other core stays with the event loop that parses and answers them (app/serving/classifier.py)."""
+
+    def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False) -> None:
+        ort = _import_ort()
+        model = export(network, EXAMPLE)
+        if int8:
+            model = quantize(model)
+        super().__init__(_session(ort, model, threads))
+        self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(_session(ort, model, 1))
+
+
+def _session(ort: Any, model: bytes, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only
+    # idle pool threads sleep instead of spinning: spinning took the core the event loop and the generator need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

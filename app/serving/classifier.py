@@ -1,9 +1,10 @@
 """The classifier engine: a dynamic micro-batcher in front of the sentiment network.
 
     request texts --> queue --> [collector: take what waits, then up to max_wait for more, max_size at most]
-                                  --> one length-sorted forward in the model thread --> each future its result
+                  --> tokenized on the loop --> one forward in the model thread --> each future its result
 
-Model work runs in one dedicated thread under torch.inference_mode(), never on the event loop.
+The forward runs in one dedicated thread, never on the event loop; the loop does the batch's Python work around
+it (tokenizer call, padding, result dicts), so the model thread holds the GIL only to start and finish a forward.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from app.serving.metrics import Metrics
 from model.artifacts import SentimentModel
+from model.onnx_runtime import OnnxClassifier
 
 log = logging.getLogger(__name__)
 WORD = re.compile(r"\S+")
@@ -31,6 +33,7 @@ MAX_EXPLAIN_WORDS = 256
 class _Item:
     text: str
     future: asyncio.Future[dict[str, Any]]
+    single: bool  # the request's only text: the event loop parses and answers one request for this one forward
 
 
 class ClassifierEngine:
@@ -53,13 +56,18 @@ class ClassifierEngine:
         # runner uses the pool (ONNX Runtime runs its own threads: a pool would sit idle)
         threads = min(ensemble_threads, model.config.ensemble) if isinstance(model.runner, torch.nn.Module) else 1
         self.members = ThreadPoolExecutor(threads, thread_name_prefix="member") if threads > 1 else None
+        # where a batch of mostly single-text requests runs: ONNX Runtime on one thread, when it has more. The
+        # event loop's work grows with the requests, the forward's with the texts; for one text per request the
+        # loop needs a core of its own, and a second forward thread would take it (bench/serve.py measures both)
+        runner = model.runner
+        self.singles_runner = runner.one_thread if isinstance(runner, OnnxClassifier) else runner
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.busy = 0  # classify() and explain() calls in progress
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
-        self._predict(["warm up the network", "and its tokenizer ."])
+        self.model.predict(["warm up the network", "and its tokenizer ."], pool=self.members)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._collect(), name="classifier-batcher")
@@ -83,7 +91,7 @@ class ClassifierEngine:
     # ---------------------------------------------------------------- API
     async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        items = [_Item(t, loop.create_future()) for t in texts]
+        items = [_Item(t, loop.create_future(), len(texts) == 1) for t in texts]
         for item in items:
             self.queue.put_nowait(item)
         self.metrics.queue_depth.set(self.queue.qsize())
@@ -121,8 +129,15 @@ class ClassifierEngine:
             if not live:
                 continue
             self.metrics.batch_size.observe(len(live))
+            texts = [item.text for item in live]
             try:
-                results = await loop.run_in_executor(self.executor, self._predict, [i.text for i in live])
+                # tokenizing and padding here, on the loop: the model thread then takes the GIL only to start and
+                # end the forward (every retake of it from a busy event loop can wait a switch interval, 5 ms)
+                chunks = self.model.chunks(texts)
+                singles = sum(item.single for item in live) * 2 > len(live)
+                runner = self.singles_runner if singles else self.model.runner
+                outputs = await loop.run_in_executor(self.executor, self.model.infer, chunks, self.members, runner)
+                results = self.model.results(self.model.ordered(chunks, outputs))
             except Exception as exc:  # a model failure fails these requests, not the batcher
                 log.exception("classifier batch failed")
                 for item in live:
@@ -132,10 +147,6 @@ class ClassifierEngine:
             for item, result in zip(live, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
-
-    def _predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        with torch.inference_mode():
-            return self.model.predict(texts, pool=self.members)
 
     def _occlusion(self, text: str, label_index: int) -> list[dict[str, Any]]:
         """Leave-one-out: a word's weight is how much the predicted label's probability drops without it."""

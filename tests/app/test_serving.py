@@ -92,6 +92,49 @@ def test_batches_never_exceed_the_max_size(artifacts: Artifacts) -> None:
     assert registry.get_sample_value("rnn_batch_size_bucket", {"le": "8.0"}) == count  # none over 8
 
 
+def test_single_text_requests_run_on_one_onnx_thread_and_batch_requests_on_all(artifacts: Artifacts) -> None:
+    """With more ONNX Runtime threads than one, a batch of single-text requests runs on the one-thread session
+    (the event loop keeps the other core) and a batch request on the full one; the answers are the same."""
+    pytest.importorskip("onnxruntime", reason="the optional onnx extra")
+    from model.onnx_runtime import OnnxClassifier
+
+    reference = load_sentiment(artifacts.sentiment)
+    model = load_sentiment(artifacts.sentiment)
+    runner = OnnxClassifier(model.network, threads=2)
+    model.runner = runner
+    used: list[str] = []
+
+    def spy(name: str, infer: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            used.append(name)
+            return infer(*args)
+
+        return run
+
+    runner.infer = spy("all threads", runner.infer)  # type: ignore[method-assign]
+    runner.one_thread.infer = spy("one thread", runner.one_thread.infer)  # type: ignore[method-assign]
+    batch = texts(12)
+
+    async def main() -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], list[str]]:
+        engine = ClassifierEngine(model, max_batch=64, max_wait_ms=20, metrics=Metrics())
+        await engine.start()
+        try:
+            singles = [a for [a] in await asyncio.gather(*(engine.classify([t]) for t in batch))]
+            by_singles = list(used)
+            used.clear()
+            together = await engine.classify(batch)
+            return singles, by_singles, together, list(used)
+        finally:
+            await engine.stop()
+
+    singles, by_singles, together, by_batch = asyncio.run(main())
+    assert by_singles and set(by_singles) == {"one thread"}
+    assert by_batch == ["all threads"]
+    for text, one, other in zip(batch, singles, together, strict=True):
+        assert_same(one, reference.predict([text])[0], tol=1e-5)
+        assert_same(other, reference.predict([text])[0], tol=1e-5)
+
+
 def test_a_timed_out_request_is_503_and_leaves_nothing_queued(settings_for: SettingsFor) -> None:
     async def main() -> None:
         app = create_app(settings_for(batch_max_wait_ms=300, request_timeout_s=0.05))

@@ -26,6 +26,17 @@ def test_onnx_equals_torch(cell: str, pooling: str) -> None:
         torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
 
 
+def test_the_one_thread_session_answers_what_the_others_do() -> None:
+    net = classifier("lstm", "maxmean", bidirectional=True)
+    runner = OnnxClassifier(net, threads=2)
+    for seqs in BATCHES:
+        ids, lengths = padded(seqs)
+        torch.testing.assert_close(runner.one_thread.infer(ids, lengths), runner.infer(ids, lengths), atol=1e-6, rtol=0)
+    assert runner.one_thread is not runner
+    single = OnnxClassifier(net, threads=1)
+    assert single.one_thread is single  # no second session when there is one thread anyway
+
+
 def test_padding_never_reaches_the_onnx_cells() -> None:
     runner = OnnxClassifier(classifier("lstm", "maxmean", bidirectional=True), threads=2)
     alone = runner.infer(*padded([SENTENCE]))
