@@ -87,9 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.not_ready = "starting"
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    # the model routes come first (a request is matched against the routers in order), and they are checked for
+    # the API key only when one is set: a dependency costs every request
+    guard = [Depends(require_api_key)] if keyed else []
+    app.include_router(sentiment.router, dependencies=guard)
+    app.include_router(generate.router, dependencies=guard)
     app.include_router(health.router)
-    app.include_router(sentiment.router)
-    app.include_router(generate.router)
     app.include_router(admin.router)
 
     @app.get("/", include_in_schema=False, dependencies=[Depends(require_api_key)])

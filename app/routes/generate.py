@@ -8,19 +8,19 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from app.config import Settings
-from app.deps import GeneratorDep, SettingsDep, require_api_key
+from app.deps import generator, settings_of
 from app.routes.errors import ERRORS, overloaded, timed_out
 from app.routes.sentiment import check_length
 from app.schemas import GenerateRequest, GenerateResponse
 from app.serving.generator import EngineFull, Event, GeneratorEngine, Stream, collect
 from model.sampling import SamplingParams
 
-router = APIRouter(prefix="/generate", tags=["generate"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+router = APIRouter(prefix="/generate", tags=["generate"], responses=ERRORS)  # the API-key check: app/main.py
 
 
 def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings, streaming: bool) -> Stream:
@@ -44,8 +44,9 @@ def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings, s
 
 
 @router.post("", response_model=GenerateResponse)
-async def generate(body: GenerateRequest, engine: GeneratorDep, settings: SettingsDep) -> dict[str, Any]:
+async def generate(body: GenerateRequest, request: Request) -> dict[str, Any]:
     """Generate text after `prompt`; the answer excludes the prompt and any stop sequence."""
+    engine, settings = generator(request), settings_of(request)
     stream = _start(body, engine, settings, streaming=False)
     try:
         result = await collect(stream, settings.request_timeout_s)
@@ -120,8 +121,9 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
 
 
 @router.post("/stream", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
-async def generate_stream(body: GenerateRequest, engine: GeneratorDep, settings: SettingsDep) -> StreamingResponse:
+async def generate_stream(body: GenerateRequest, request: Request) -> StreamingResponse:
     """The same request, answered as Server-Sent Events, one per generated token."""
+    engine, settings = generator(request), settings_of(request)
     stream = _start(body, engine, settings, streaming=True)
     return StreamingResponse(
         _events(stream, settings.request_timeout_s),

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
-from app.deps import ClassifierDep, SettingsDep, require_api_key
+from app.deps import classifier, settings_of
 from app.routes.errors import ERRORS, timed_out
 from app.schemas import SentimentBatchRequest, SentimentBatchResponse, SentimentRequest, SentimentResponse
 
-router = APIRouter(prefix="/sentiment", tags=["sentiment"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+router = APIRouter(prefix="/sentiment", tags=["sentiment"], responses=ERRORS)  # the API-key check: app/main.py
 
 
 def check_length(text: str, limit: int, where: str = "text") -> None:
@@ -23,8 +23,9 @@ def check_length(text: str, limit: int, where: str = "text") -> None:
 
 
 @router.post("", response_model=SentimentResponse, response_model_exclude_none=True)
-async def sentiment(body: SentimentRequest, engine: ClassifierDep, settings: SettingsDep) -> dict[str, Any]:
+async def sentiment(body: SentimentRequest, request: Request) -> dict[str, Any]:
     """Classify one text; with `explain`, also each word's contribution to the predicted label."""
+    engine, settings = classifier(request), settings_of(request)
     check_length(body.text, settings.max_input_chars)
     try:
         async with asyncio.timeout(settings.request_timeout_s):
@@ -38,8 +39,9 @@ async def sentiment(body: SentimentRequest, engine: ClassifierDep, settings: Set
 
 
 @router.post("/batch", response_model=SentimentBatchResponse, response_model_exclude_none=True)
-async def sentiment_batch(body: SentimentBatchRequest, engine: ClassifierDep, settings: SettingsDep) -> dict[str, Any]:
+async def sentiment_batch(body: SentimentBatchRequest, request: Request) -> dict[str, Any]:
     """Classify up to RNN_MAX_BATCH_TEXTS texts; results come back in input order."""
+    engine, settings = classifier(request), settings_of(request)
     if len(body.texts) > settings.max_batch_texts:
         raise HTTPException(
             413,
