@@ -89,6 +89,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        self.series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (route, status) -> its counter and histogram
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +107,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracked_send)
         finally:
             route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(name, str(status["code"])).inc()
-            self.metrics.duration.labels(name).observe(time.perf_counter() - started)
+            key = (getattr(route, "path", None) or "unmatched", str(status["code"]))
+            series = self.series.get(key)
+            if series is None:  # labels() looks the series up under a lock: once per route and status is enough
+                series = self.series[key] = (self.metrics.requests.labels(*key), self.metrics.duration.labels(key[0]))
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)

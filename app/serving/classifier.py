@@ -97,6 +97,8 @@ class ClassifierEngine:
         self.metrics.queue_depth.set(self.queue.qsize())
         self.busy += 1
         try:
+            if len(items) == 1:  # the common case: no gathering future and its callbacks
+                return [await items[0].future]
             return list(await asyncio.gather(*(i.future for i in items)))
         finally:
             self.busy -= 1
