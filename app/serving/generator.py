@@ -6,7 +6,8 @@
                                emit:   text pieces go straight onto the stream's asyncio queue
                                retire: finished or cancelled streams leave
                                step:   all remaining streams advance in ONE batched recurrent step
-                           ... and every SLICE_S it yields to the loop, so requests and responses move on.
+                           ... and every SLICE_S it yields to the loop, so requests and responses move on;
+                               at once after a step that admitted streams, so their first tokens go out.
 
 It runs on the event loop rather than in a thread of its own: a step takes well under a millisecond, and a
 thread would pay for every token twice, once to hand it across threads and again in the GIL hand-offs between
@@ -44,7 +45,9 @@ from model.sampling import (
 log = logging.getLogger(__name__)
 
 
-SLICE_S = 0.005  # the engine yields to the event loop at least this often while it has work
+# the engine yields to the event loop at least this often while it has work. Each yield costs a write per stream:
+# 10 ms served 36,700 chars/s to 32 streams against 34,800 at 5 ms, side by side (20 ms: no further gain)
+SLICE_S = 0.010
 
 
 class EngineFull(Exception):
@@ -65,6 +68,7 @@ class Stream:
     params: SamplingParams
     streaming: bool = True  # False: only the final event is queued (POST /generate)
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set with the last event ("done" or "error")
     sampler: Sampler = field(init=False)
     matcher: StopMatcher = field(init=False)
     cancelled: bool = False
@@ -86,6 +90,8 @@ class Stream:
     def put(self, event: Event) -> None:
         if self.streaming or event.kind != "token":
             self.events.put_nowait(event)
+        if event.kind != "token":
+            self.ended.set()
 
 
 class GeneratorEngine:
@@ -170,7 +176,7 @@ class GeneratorEngine:
                         s.put(Event("error", text=str(exc)))
                     self.active = []
                 self.metrics.active_streams.set(len(self.active))
-                if time.perf_counter() >= deadline:
+                if admitted or time.perf_counter() >= deadline:  # new streams' first tokens go out at once
                     break
             await asyncio.sleep(0)  # let requests in and responses out
         for s in self.active + list(self.pending):

@@ -199,6 +199,27 @@ def test_a_failing_stream_does_not_fail_the_others(artifacts: Artifacts) -> None
     assert text == generate(model.network, model.tokenizer, "All:", SamplingParams(max_new_tokens=150, seed=3)).text
 
 
+def test_a_new_streams_first_token_goes_out_after_its_first_step(artifacts: Artifacts) -> None:
+    """The engine yields to the event loop right after a step that admitted streams, not at the end of its slice:
+    a busy engine does not hold a newcomer's first token back."""
+
+    async def main() -> int:
+        engine = GeneratorEngine(load_generator(artifacts.generator), max_streams=2, metrics=Metrics())
+        await engine.start()
+        try:
+            busy = engine.submit("All:", SamplingParams(max_new_tokens=100_000, seed=1))
+            await asyncio.wait_for(busy.events.get(), 5)  # stepping now, slice after slice
+            newcomer = engine.submit("Ro", SamplingParams(max_new_tokens=50, seed=2))
+            before = engine.steps
+            async with asyncio.timeout(5):  # as the route waits (app/routes/generate.py)
+                assert (await newcomer.events.get()).kind == "token"
+            return engine.steps - before
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(main()) <= 2  # the admitting step (and at most one already under way)
+
+
 def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
     async def main() -> None:
         metrics = Metrics()
