@@ -12,13 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.deps import generator, settings_of
 from app.routes.errors import ERRORS, overloaded, timed_out
 from app.routes.sentiment import check_length
 from app.schemas import GenerateRequest, GenerateResponse
-from app.serving.generator import EngineFull, Event, GeneratorEngine, Stream, collect
+from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
 from model.sampling import SamplingParams
 
 router = APIRouter(prefix="/generate", tags=["generate"], responses=ERRORS)  # the API-key check: app/main.py
@@ -90,7 +91,7 @@ COALESCE_S = 0.02
 async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
     """One event per token; the last one also carries generated_text and details (TGI's format). One token is
     held back so the final event can carry both. Tokens that queued up since the last write go out in one write."""
-    held: Event | None = None
+    held: tuple[str, int] | None = None  # (text, index)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
@@ -106,16 +107,17 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
                 events.append(stream.events.get_nowait())
             out: list[str] = []
             for event in events:
-                if event.kind == "token":
-                    if held is not None:
-                        out.append(_token_sse(held.text, held.index))
-                    held = event
+                if event.kind == "tokens":
+                    for index, piece in enumerate(event.pieces, event.index):
+                        if held is not None:
+                            out.append(_token_sse(*held))
+                        held = (piece, index)
                 elif event.kind == "done":
                     assert event.result is not None
-                    last = held or Event("token", text="", index=0)
+                    text, index = held or ("", 0)
                     r = event.result
                     details = {"finish_reason": r.finish_reason, "generated_tokens": r.tokens, "seed": r.seed}
-                    out.append(_sse({"token": {"text": last.text, "index": last.index}, "generated_text": r.text,
+                    out.append(_sse({"token": {"text": text, "index": index}, "generated_text": r.text,
                                      "details": details}))  # fmt: skip
                     yield "".join(out)
                     return
@@ -129,16 +131,31 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
                     async with asyncio.timeout(COALESCE_S):
                         await stream.ended.wait()  # but the last event without delay
     finally:
-        stream.cancel()  # the client left (or we are done): the engine drops the stream at its next step
+        stream.cancel()  # we are done, or the generator was closed: the engine drops the stream at its next step
+
+
+class _EventStream(StreamingResponse):
+    """A StreamingResponse that cancels its stream however the response ends. When the client leaves, Starlette
+    cancels the response task while the event generator waits in a yield; that generator's `finally` then runs
+    only when it is garbage-collected, which a reference cycle can put off indefinitely (a slot kept busy)."""
+
+    def __init__(self, stream: Stream, timeout: float) -> None:
+        super().__init__(
+            _events(stream, timeout),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.cancel()
 
 
 @router.post("/stream", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def generate_stream(body: GenerateRequest, request: Request) -> StreamingResponse:
     """The same request, answered as Server-Sent Events, one per generated token."""
     engine, settings = generator(request), settings_of(request)
-    stream = _start(body, engine, settings, streaming=True)
-    return StreamingResponse(
-        _events(stream, settings.request_timeout_s),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _EventStream(_start(body, engine, settings, streaming=True), settings.request_timeout_s)

@@ -3,7 +3,7 @@
     submit() --> pending --+          one asyncio task, looping while there is work:
                            |   admit:  prefill each new prompt (its own forward) -> hidden, next-token logits
                            +-> sample: each active stream picks its token with its own Sampler (own seed)
-                               emit:   text pieces go straight onto the stream's asyncio queue
+                               emit:   text pieces collect on the stream; before each yield, one event per stream
                                retire: finished or cancelled streams leave
                                step:   all remaining streams advance in ONE batched recurrent step
                            ... and every SLICE_S it yields to the loop, so requests and responses move on;
@@ -56,10 +56,11 @@ class EngineFull(Exception):
 
 @dataclass
 class Event:
-    kind: str  # "token" | "done" | "error"
-    text: str = ""
-    index: int = 0
-    result: Generation | None = None
+    kind: str  # "tokens" | "done" | "error"
+    pieces: list[str] = field(default_factory=list)  # "tokens": text pieces, in order
+    index: int = 0  # "tokens": the first piece's index in the stream
+    text: str = ""  # "error": what went wrong
+    result: Generation | None = None  # "done"
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Stream:
     count: int = 0
     pieces: int = 0
     text: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)  # pieces not queued yet: one "tokens" event per engine slice
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.params)
@@ -87,11 +89,17 @@ class Stream:
     def cancel(self) -> None:
         self.cancelled = True
 
+    def flush(self) -> None:
+        """Queue the fresh pieces as one event (the engine calls this before it yields to the loop)."""
+        if self.fresh:
+            self.events.put_nowait(Event("tokens", pieces=self.fresh, index=self.pieces - len(self.fresh)))
+            self.fresh = []
+
     def put(self, event: Event) -> None:
-        if self.streaming or event.kind != "token":
-            self.events.put_nowait(event)
-        if event.kind != "token":
-            self.ended.set()
+        """Queue the last event ("done" or "error"), after the pieces before it."""
+        self.flush()
+        self.events.put_nowait(event)
+        self.ended.set()
 
 
 class GeneratorEngine:
@@ -178,6 +186,8 @@ class GeneratorEngine:
                 self.metrics.active_streams.set(len(self.active))
                 if admitted or time.perf_counter() >= deadline:  # new streams' first tokens go out at once
                     break
+            for s in self.active:
+                s.flush()
             await asyncio.sleep(0)  # let requests in and responses out
         for s in self.active + list(self.pending):
             s.put(Event("error", text="server shutting down"))
@@ -252,7 +262,8 @@ class GeneratorEngine:
     def _emit(self, s: Stream, piece: str) -> None:
         if piece:
             s.text.append(piece)
-            s.put(Event("token", text=piece, index=s.pieces))
+            if s.streaming:
+                s.fresh.append(piece)
             s.pieces += 1
 
     def _finish(self, s: Stream) -> None:

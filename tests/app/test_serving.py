@@ -212,7 +212,7 @@ def test_a_new_streams_first_token_goes_out_after_its_first_step(artifacts: Arti
             newcomer = engine.submit("Ro", SamplingParams(max_new_tokens=50, seed=2))
             before = engine.steps
             async with asyncio.timeout(5):  # as the route waits (app/routes/generate.py)
-                assert (await newcomer.events.get()).kind == "token"
+                assert (await newcomer.events.get()).kind == "tokens"
             return engine.steps - before
         finally:
             await engine.stop()
@@ -228,7 +228,7 @@ def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
         try:
             stream = engine.submit("All:", SamplingParams(max_new_tokens=100_000, seed=1))
             for _ in range(5):
-                assert (await asyncio.wait_for(stream.events.get(), 5)).kind == "token"
+                assert (await asyncio.wait_for(stream.events.get(), 5)).kind == "tokens"
             assert engine.load == 1
             assert metrics.registry.get_sample_value("rnn_generation_active_streams") == 1
             stream.cancel()
