@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     quantize: Literal["none", "int8"] = "none"  # the classifier's weights; int8: faster, measured in the README
     # the classifier's runtime: auto = ONNX Runtime when the `onnx` extra is installed, else torch eager
     runtime: Literal["auto", "onnx", "torch"] = "auto"
-    onnx_threads: int = Field(2, ge=1, le=256)  # ONNX Runtime's intra-op threads (they sleep when idle)
+    # ONNX Runtime's intra-op threads (they sleep when idle); a batch of single-text requests runs on one
+    onnx_threads: int = Field(2, ge=1, le=256)
     # the HTTP server (uvicorn): auto = uvloop and httptools when installed (they are dependencies), else asyncio
     # and h11; workers > 1 runs that many processes, each with its own models
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"

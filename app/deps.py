@@ -1,11 +1,11 @@
 """What routes need from the app: the engines, the settings and the API-key check.
 
-The model routes (/sentiment, /generate) call `classifier`, `generator` and `settings` directly: FastAPI resolves
-each dependency per request (fastapi 0.165: ~30 % of an answered /sentiment's time with four of them, measured
-in-process), and on the hot path that is event-loop time the batcher needs. They get the API-key check as a
-dependency of their router only when a key is configured (app/main.py). The other routes use the Annotated
-aliases below. Dependencies are `async`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop
-per request for a dictionary lookup."""
+The model routes (/sentiment, /generate) call `classifier`, `generator` and `settings_of` directly: FastAPI
+resolves each dependency per request (fastapi 0.165: about a quarter of the app's time per /sentiment request
+with four of them, measured in-process), and on the hot path that is event-loop time the batcher needs. They get
+the API-key check as a dependency of their router only when a key is configured (app/main.py). The other routes
+use the Annotated aliases below. Dependencies are `async`: FastAPI runs a plain `def` dependency in its thread
+pool, a thread hop per request for a dictionary lookup."""
 
 from __future__ import annotations
 

@@ -67,7 +67,9 @@ class ClassifierEngine:
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
-        self.model.predict(["warm up the network", "and its tokenizer ."], pool=self.members)
+        chunks = self.model.chunks(["warm up the network", "and its tokenizer ."])
+        for runner in {id(r): r for r in (self.model.runner, self.singles_runner)}.values():
+            self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, runner)))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._collect(), name="classifier-batcher")
