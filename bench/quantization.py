@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.readme import publish, table  # noqa: E402
 from model.artifacts import load_generator, load_sentiment  # noqa: E402
 from model.data import load_corpus, load_sst2  # noqa: E402
 from model.networks import quantize_int8  # noqa: E402
@@ -86,10 +86,7 @@ def main() -> None:
         ["model", "weights", "metric", "value", "ms (median of 15)", "timed"],
         [[r["model"], r["weights"], r["metric"], f"{r['value']:.4f}", f"{r['ms']:.1f}", r["timed"]] for r in rows],
     )
-    save_json("quantization", {"rows": rows, "markdown": md})
-    if args.update_readme:
-        update_section("quantization", md)
-    print(md)
+    publish("quantization", {"rows": rows, "markdown": md}, args.update_readme)
 
 
 if __name__ == "__main__":

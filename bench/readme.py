@@ -29,6 +29,15 @@ def save_json(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def publish(name: str, report: dict[str, Any], update_readme: bool) -> None:
+    """The usual end of a benchmark: bench/results/NAME.json, the README section NAME from report["markdown"]
+    (when asked) and that markdown on stdout."""
+    save_json(name, report)
+    if update_readme:
+        update_section(name, report["markdown"])
+    print(report["markdown"])
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.readme import publish, table  # noqa: E402
 from model.artifacts import SentimentModel, load_sentiment  # noqa: E402
 from model.data import load_sst2  # noqa: E402
 from model.networks import quantize_int8  # noqa: E402
@@ -169,10 +169,7 @@ def main() -> None:
     report["tokens"] = tokenization(model, batches)
     report["json"] = serialization(model, batches)
     report["markdown"] = render(report)
-    save_json("runtime", report)
-    if args.update_readme:
-        update_section("runtime", report["markdown"])
-    print(report["markdown"])
+    publish("runtime", report, args.update_readme)
 
 
 if __name__ == "__main__":

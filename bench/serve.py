@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.readme import publish, table  # noqa: E402
 from bench.service_accuracy import free_port, wait_ready  # noqa: E402
 from model.data import load_sst2  # noqa: E402
 
@@ -331,17 +331,11 @@ def main() -> None:
             report = measure(args.seconds, args.sentiment, args.generator, Path(tmp))
             report["verdicts"] = verdicts(report)
             report["markdown"] = render(report)
-            save_json("serve", report)
-            if args.update_readme:
-                update_section("serve", report["markdown"])
-            print(report["markdown"])
+            publish("serve", report, args.update_readme)
         if "knobs" in sections:
             others = {name: Path(path) for name, _, path in (o.partition("=") for o in args.other)}
             tuned = knobs(args.seconds, args.sentiment, args.generator, others, Path(tmp), args.rounds)
-            save_json("serve_knobs", tuned)
-            if args.update_readme:
-                update_section("serve_knobs", tuned["markdown"])
-            print(tuned["markdown"])
+            publish("serve_knobs", tuned, args.update_readme)
 
 
 if __name__ == "__main__":

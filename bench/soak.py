@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.readme import publish, table  # noqa: E402
 from bench.serve import base_env, rss_mb, start, stop  # noqa: E402
 from bench.service_accuracy import free_port  # noqa: E402
 from model.data import load_sst2  # noqa: E402
@@ -131,11 +131,8 @@ def main() -> None:
             stop(proc)
     report = summarise(raw, args.interval)
     report["markdown"] = render(report, args.minutes)
-    save_json("soak", report)
-    if args.update_readme:
-        update_section("soak", report["markdown"])
     print(json.dumps({k: v for k, v in report.items() if k not in ("intervals", "markdown")}, indent=2))
-    print(report["markdown"])
+    publish("soak", report, args.update_readme)
 
 
 if __name__ == "__main__":
