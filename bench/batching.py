@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import save_json, table, update_section  # noqa: E402
 from bench.serve import write_bodies, wrk  # noqa: E402
-from bench.service_accuracy import free_port, serve  # noqa: E402
+from bench.service_accuracy import free_port, serve, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,22 +35,21 @@ def main() -> None:
     parser.add_argument("--generator", type=Path, default=ROOT / "artifacts/generator")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="batching-"))
-    bodies, _ = write_bodies(workdir)
     runs: list[dict[str, Any]] = []
-    for size in (int(x) for x in args.sizes.split(",")):
-        for wait in (float(x) for x in args.waits.split(",")):
-            port = free_port()
-            env = {"RNN_BATCH_MAX_WAIT_MS": str(wait), "RNN_BATCH_MAX_SIZE": str(size)}
-            proc = serve(args.artifact, args.generator, port, env)
-            try:
-                wrk(port, "/sentiment", bodies, args.concurrency, 2)  # warm-up
-                result = wrk(port, "/sentiment", bodies, args.concurrency, args.seconds)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-            runs.append({"batch_max_size": size, "batch_max_wait_ms": wait, **result})
-            print(json.dumps(runs[-1]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="batching-") as tmp:
+        bodies, _ = write_bodies(Path(tmp))
+        for size in (int(x) for x in args.sizes.split(",")):
+            for wait in (float(x) for x in args.waits.split(",")):
+                port = free_port()
+                env = {"RNN_BATCH_MAX_WAIT_MS": str(wait), "RNN_BATCH_MAX_SIZE": str(size)}
+                proc = serve(args.artifact, args.generator, port, env)
+                try:
+                    wrk(port, "/sentiment", bodies, args.concurrency, 2)  # warm-up
+                    result = wrk(port, "/sentiment", bodies, args.concurrency, args.seconds)
+                finally:
+                    stop(proc)
+                runs.append({"batch_max_size": size, "batch_max_wait_ms": wait, **result})
+                print(json.dumps(runs[-1]), flush=True)
     best = max(runs, key=lambda r: r["requests_per_s"])
     rows = [[r["batch_max_size"], f"{r['batch_max_wait_ms']:g}", f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.1f}",
              f"{r['p99_ms']:.1f}", r["errors"]] for r in runs]  # fmt: skip

@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from bench.service_accuracy import free_port, wait_ready  # noqa: E402
+from bench.service_accuracy import free_port, stop, wait_ready  # noqa: E402
 from model.data import load_sst2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,14 +52,6 @@ def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subproc
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     return wait_ready(proc, port, timeout=180, log=log)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def wrk(port: int, path: str, bodies: Path, connections: int, seconds: float) -> dict[str, float]:

@@ -45,6 +45,15 @@ def serve(
     return wait_ready(proc, port, timeout=120)
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server started by serve() or bench/serve.py's start(): SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def wait_ready(
     proc: subprocess.Popen[bytes], port: int, timeout: float, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
@@ -91,8 +100,7 @@ def main() -> None:
                 r.raise_for_status()
                 predicted.extend(x["label"] for x in r.json()["results"])
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
     served_correct = sum(p == t for p, t in zip(predicted, test.labels, strict=True))
     offline_labels = [model.labels[i] for i in offline_pred.tolist()]
     n = len(test.labels)
