@@ -238,15 +238,14 @@ def distill(
     t = cfg.distill_temperature
     member_logits = predict_logits(teacher, enc["train"], rt.device, per_member=True)  # (M, N, C)
     soft = torch.softmax(member_logits / t, -1).mean(0)  # the ensemble's tempered probabilities (N, C)
-    member_dev = predict_logits(teacher, enc["dev"], rt.device, per_member=True)
-    member_acc = (member_dev.argmax(-1) == enc["dev"].targets).float().mean(1).tolist()
+    # one forward per split: the ensemble's answer is combine() of its members' (as in its own forward)
+    per_split = {name: predict_logits(teacher, data, rt.device, per_member=True) for name, data in enc.items()
+                 if name != "train"}  # fmt: skip
+    member_acc = (per_split["dev"].argmax(-1) == enc["dev"].targets).float().mean(1).tolist()
     best = max(range(len(member_acc)), key=member_acc.__getitem__)
     scores: dict[str, Any] = {"ensemble": len(teacher.members), "member_dev_accuracy": member_acc, "start": best}
-    for split, data in enc.items():
-        if split != "train":
-            scores[f"{split}_accuracy"] = (
-                (predict_logits(teacher, data, rt.device).argmax(-1) == data.targets).float().mean().item()
-            )
+    for name, members in per_split.items():
+        scores[f"{name}_accuracy"] = (teacher.combine(members).argmax(-1) == enc[name].targets).float().mean().item()
     student_cfg = dataclasses.replace(cfg, ensemble=1, epochs=cfg.distill_epochs, lr=cfg.distill_lr)
     student = SentimentClassifier(dataclasses.replace(teacher.config, ensemble=1)).to(rt.device)
     student.members[0].load_state_dict(teacher.members[best].state_dict())
