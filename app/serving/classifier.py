@@ -68,7 +68,7 @@ class ClassifierEngine:
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         chunks = self.model.chunks(["warm up the network", "and its tokenizer ."])
-        for runner in {id(r): r for r in (self.model.runner, self.singles_runner)}.values():
+        for runner in {self.model.runner, self.singles_runner}:  # one of them when they are the same
             self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, runner)))
 
     async def start(self) -> None:
