@@ -94,50 +94,48 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
     held: tuple[str, int] | None = None  # (text, index)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    try:
-        while True:
-            try:
-                async with asyncio.timeout_at(deadline):  # wait_for would wrap get() in a task: loop hops per wake
-                    first = await stream.events.get()
-            except TimeoutError:
-                yield f"event: error\n{_sse({'error': f'generation took longer than {timeout:g} s'})}"
-                return
-            events = [first]
-            while not stream.events.empty():
-                events.append(stream.events.get_nowait())
-            out: list[str] = []
-            for event in events:
-                if event.kind == "tokens":
-                    for index, piece in enumerate(event.pieces, event.index):
-                        if held is not None:
-                            out.append(_token_sse(*held))
-                        held = (piece, index)
-                elif event.kind == "done":
-                    assert event.result is not None
-                    text, index = held or ("", 0)
-                    r = event.result
-                    details = {"finish_reason": r.finish_reason, "generated_tokens": r.tokens, "seed": r.seed}
-                    out.append(_sse({"token": {"text": text, "index": index}, "generated_text": r.text,
-                                     "details": details}))  # fmt: skip
-                    yield "".join(out)
-                    return
-                else:
-                    out.append(f"event: error\n{_sse({'error': event.text})}")
-                    yield "".join(out)
-                    return
-            if out:
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):  # wait_for would wrap get() in a task: loop hops per wake
+                first = await stream.events.get()
+        except TimeoutError:
+            yield f"event: error\n{_sse({'error': f'generation took longer than {timeout:g} s'})}"
+            return
+        events = [first]
+        while not stream.events.empty():
+            events.append(stream.events.get_nowait())
+        out: list[str] = []
+        for event in events:
+            if event.kind == "tokens":
+                for index, piece in enumerate(event.pieces, event.index):
+                    if held is not None:
+                        out.append(_token_sse(*held))
+                    held = (piece, index)
+            elif event.kind == "done":
+                assert event.result is not None
+                text, index = held or ("", 0)
+                r = event.result
+                details = {"finish_reason": r.finish_reason, "generated_tokens": r.tokens, "seed": r.seed}
+                out.append(_sse({"token": {"text": text, "index": index}, "generated_text": r.text,
+                                 "details": details}))  # fmt: skip
                 yield "".join(out)
-                with contextlib.suppress(TimeoutError):  # the next COALESCE_S's tokens go out in one write
-                    async with asyncio.timeout(COALESCE_S):
-                        await stream.ended.wait()  # but the last event without delay
-    finally:
-        stream.cancel()  # we are done, or the generator was closed: the engine drops the stream at its next step
+                return
+            else:
+                out.append(f"event: error\n{_sse({'error': event.text})}")
+                yield "".join(out)
+                return
+        if out:
+            yield "".join(out)
+            with contextlib.suppress(TimeoutError):  # the next COALESCE_S's tokens go out in one write
+                async with asyncio.timeout(COALESCE_S):
+                    await stream.ended.wait()  # but the last event without delay
 
 
 class _EventStream(StreamingResponse):
-    """A StreamingResponse that cancels its stream however the response ends. When the client leaves, Starlette
-    cancels the response task while the event generator waits in a yield; that generator's `finally` then runs
-    only when it is garbage-collected, which a reference cycle can put off indefinitely (a slot kept busy)."""
+    """A StreamingResponse that cancels its stream however the response ends, so the engine drops it at its next
+    step. Not a `finally` in the event generator: when the client leaves, Starlette cancels the response task
+    while the generator waits in a yield, and the generator's `finally` then runs only when it is
+    garbage-collected, which a reference cycle can put off indefinitely (a slot kept busy)."""
 
     def __init__(self, stream: Stream, timeout: float) -> None:
         super().__init__(
