@@ -22,6 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -105,9 +106,6 @@ def quantize(model: bytes) -> bytes:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise OnnxUnavailable("int8 ONNX needs the onnx package: pip install 'rnn-nlp-service[onnx]'") from exc
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:  # quantize_dynamic works on files
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         src.write_bytes(model)
