@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator
@@ -95,12 +94,15 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        try:
-            async with asyncio.timeout_at(deadline):  # wait_for would wrap get() in a task: loop hops per wake
-                first = await stream.events.get()
-        except TimeoutError:
-            yield f"event: error\n{_sse({'error': f'generation took longer than {timeout:g} s'})}"
-            return
+        if not stream.events.empty():
+            first = stream.events.get_nowait()  # the usual case after a pause: no timer to set and cancel
+        else:
+            try:
+                async with asyncio.timeout_at(deadline):  # wait_for would wrap get() in a task: loop hops per wake
+                    first = await stream.events.get()
+            except TimeoutError:
+                yield f"event: error\n{_sse({'error': f'generation took longer than {timeout:g} s'})}"
+                return
         events = [first]
         while not stream.events.empty():
             events.append(stream.events.get_nowait())
@@ -126,9 +128,28 @@ async def _events(stream: Stream, timeout: float) -> AsyncIterator[str]:
                 return
         if out:
             yield "".join(out)
-            with contextlib.suppress(TimeoutError):  # the next COALESCE_S's tokens go out in one write
-                async with asyncio.timeout(COALESCE_S):
-                    await stream.ended.wait()  # but the last event without delay
+            await _pause(stream, COALESCE_S)  # the next COALESCE_S's tokens go out in one write
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _pause(stream: Stream, seconds: float) -> None:
+    """Sleep `seconds`, or less: the stream's last event ends the pause (Stream.put). A future and a timer rather
+    than asyncio.timeout around an Event, whose every expiry is a CancelledError raised and caught: this runs
+    once per write of every stream."""
+    if stream.ended:
+        return
+    loop = asyncio.get_running_loop()
+    stream.waiter = future = loop.create_future()
+    timer = loop.call_later(seconds, _wake, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+        stream.waiter = None
 
 
 class _EventStream(StreamingResponse):

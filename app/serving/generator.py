@@ -69,7 +69,8 @@ class Stream:
     params: SamplingParams
     streaming: bool = True  # False: only the final event is queued (POST /generate)
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set with the last event ("done" or "error")
+    ended: bool = False  # the last event ("done" or "error") is queued
+    waiter: asyncio.Future[None] | None = field(default=None, repr=False)  # set while the response pauses
     sampler: Sampler = field(init=False)
     matcher: StopMatcher = field(init=False)
     cancelled: bool = False
@@ -99,7 +100,9 @@ class Stream:
         """Queue the last event ("done" or "error"), after the pieces before it."""
         self.flush()
         self.events.put_nowait(event)
-        self.ended.set()
+        self.ended = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)  # the last event goes out without waiting out the pause
 
 
 class GeneratorEngine:
