@@ -183,7 +183,8 @@ class Stepper:
       passes run on contiguous arrays where it matters (NumPy's in-place passes over strided views are 4x slower);
     - every nonlinearity is torch's vectorised sigmoid (3x quicker than tanh here): the pre-activations that feed
       a tanh are doubled in the weights (exact in floating point), and tanh(x) = 2 * sigmoid(2x) - 1.
-    The arithmetic is row-wise, the same for every batch size. Not thread-safe: one Stepper per thread.
+    The arithmetic is row-wise: a row's result never depends on the other rows' values, and only to float32
+    rounding on the batch size (a one-row product takes another BLAS path). Not thread-safe: one Stepper per thread.
     """
 
     def __init__(self, net: CharRNN) -> None:
@@ -257,6 +258,38 @@ class Stepper:
         logits = np.matmul(h[-1], self.w_out, out=ws["logits"])
         logits += self.b_out
         return logits
+
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Run prompts (non-empty id lists) from a zero state: (next-token logits (N, V), h (L, N, H), c or None),
+        row i for prompts[i].
+
+        All prompts advance together, one batched step per position, longest first, so the rows still in their
+        prompt are always the top of the batch. Row-wise, as `step` is: a prompt gets the same state alone or
+        beside others (to float32 rounding). Quicker than the network's forward even for one prompt (the forward
+        pays torch's per-op cost at every position), and N prompts of length T cost about T steps, not N * T.
+        """
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # stable: ties keep their order
+        ids = [prompts[i] for i in order]
+        if not ids or not ids[-1]:
+            raise ValueError("prefill needs at least one prompt, each of at least one token")
+        n, longest = len(ids), len(ids[0])
+        lengths = [len(p) for p in ids]
+        h = np.zeros((self.layers, n, self.hidden_size), np.float32)
+        c = h.copy() if self.cell == "lstm" else None
+        logits = np.empty((n, self.vocab_size), np.float32)
+        tokens = np.zeros((longest, n), np.int64)  # row r's position t, for the rows whose prompt is that long
+        for row, prompt in enumerate(ids):
+            tokens[: len(prompt), row] = prompt
+        live = n  # rows still in their prompt: the top `live` rows
+        for t in range(longest):
+            out = self.step(tokens[t, :live], h[:, :live], None if c is None else c[:, :live])
+            ending = live
+            while ending and lengths[ending - 1] == t + 1:  # these prompts end here: keep their logits
+                ending -= 1
+            logits[ending:live] = out[ending:live]
+            live = ending
+        back = np.argsort(order)  # to the callers' order
+        return logits[back], h[:, back], None if c is None else c[:, back]
 
     def _gru(self, h: np.ndarray, pre: np.ndarray, in_n: np.ndarray, new: np.ndarray) -> None:
         """PyTorch's GRU, gates r, z, n: n = tanh(i_n + r * (W_hn h + b_hn)); h' = n + z * (h - n).
@@ -362,12 +395,8 @@ def stream(
     ids = encode_prompt(tokenizer, prompt)
     for i in ids:
         sampler.observe(i)
-    with torch.inference_mode():
-        prefill, hidden = network(torch.tensor([ids]))  # (1, T, V)
-    logits = prefill[0, -1:].numpy()  # (1, V)
-    h = (hidden[0] if isinstance(hidden, tuple) else hidden).numpy().copy()  # (L, 1, H), stepped in place
-    c = hidden[1].numpy().copy() if isinstance(hidden, tuple) else None
     step = Stepper(network)
+    logits, h, c = step.prefill([ids])  # (1, V), and the state (L, 1, H) that the steps update in place
     token_ids = np.zeros(1, dtype=np.int64)
     matcher = StopMatcher(params.stop)
     text, count = [], 0

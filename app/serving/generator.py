@@ -1,7 +1,7 @@
 """The generator engine: continuous batching over character streams, as a task on the server's event loop.
 
     submit() --> pending --+          one asyncio task, looping while there is work:
-                           |   admit:  prefill each new prompt (its own forward) -> hidden, next-token logits
+                           |   admit:  prefill the new prompts, together -> hidden, next-token logits
                            +-> sample: each active stream picks its token with its own Sampler (own seed)
                                emit:   text pieces collect on the stream; before each yield, one event per stream
                                retire: finished or cancelled streams leave
@@ -109,7 +109,6 @@ class GeneratorEngine:
     def __init__(self, model: GeneratorModel, max_streams: int, metrics: Metrics) -> None:
         self.model = model
         self.serving = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
-        self.net = model.network
         self.step = Stepper(model.network)
         self.table = id_to_text(model.tokenizer)
         self.max_streams = max_streams
@@ -129,11 +128,10 @@ class GeneratorEngine:
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         with torch.inference_mode():
-            self.net(torch.tensor([encode_prompt(self.model.tokenizer, "warm up")]))
-        h = np.zeros((self.h.shape[0], 4, self.h.shape[2]), np.float32)
-        c = None if self.c is None else h.copy()
-        for _ in range(8):
-            self.step.step(np.zeros(4, dtype=np.int64), h, c)
+            prompt = encode_prompt(self.model.tokenizer, "warm up")
+            _, h, c = self.step.prefill([prompt] * 4)
+            for _ in range(8):
+                self.step.step(np.zeros(4, dtype=np.int64), h, c)
 
     async def start(self) -> None:
         self.running = True
@@ -198,18 +196,17 @@ class GeneratorEngine:
         self.metrics.active_streams.set(0)
 
     def _iterate(self, admitted: list[Stream]) -> None:
-        for s in admitted:
-            if s.cancelled:
-                continue
-            for token in s.prompt_ids:
-                s.sampler.observe(token)
-            logits, hidden = self.net(torch.tensor([s.prompt_ids]))  # prefill: (1, T, V)
-            row = len(self.active)
-            self.logits[row] = logits[0, -1].numpy()
-            self.h[:, row] = (hidden[0] if isinstance(hidden, tuple) else hidden)[:, 0].numpy()
-            if self.c is not None and isinstance(hidden, tuple):
-                self.c[:, row] = hidden[1][:, 0].numpy()
-            self.active.append(s)
+        admitted = [s for s in admitted if not s.cancelled]
+        if admitted:  # prefill the new prompts together, into the rows after the active ones
+            for s in admitted:
+                for token in s.prompt_ids:
+                    s.sampler.observe(token)
+            logits, h, c = self.step.prefill([s.prompt_ids for s in admitted])
+            rows = slice(len(self.active), len(self.active) + len(admitted))
+            self.logits[rows], self.h[:, rows] = logits, h
+            if self.c is not None:
+                self.c[:, rows] = c
+            self.active += admitted
         self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
         tokens = self._sample(self.active)
         stepping: list[int] = []  # rows that go on

@@ -201,3 +201,55 @@ def test_stepper_equals_the_network() -> None:
         for t in range(tokens.shape[1]):
             logits = torch.from_numpy(step.step(tokens[:, t].numpy(), h, c).copy())
             torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_prefill_equals_the_network(cell: str) -> None:
+    from model.sampling import Stepper
+
+    torch.manual_seed(2)
+    net = CharRNN(CharLMConfig(vocab_size=30, cell=cell, hidden_size=24, embedding_dim=8, num_layers=2)).eval()
+    prompts = [[3, 4, 5, 6, 7], [8], [9, 10, 11], [12, 13, 14, 15, 16]]
+    logits, h, c = Stepper(net).prefill(prompts)
+    assert logits.shape == (4, 30) and h.shape == (2, 4, 24) and (c is None) == (cell != "lstm")
+    for row, prompt in enumerate(prompts):
+        with torch.inference_mode():
+            full, hidden = net(torch.tensor([prompt]))
+        torch.testing.assert_close(torch.from_numpy(logits[row]), full[0, -1], atol=1e-5, rtol=1e-5)
+        state = hidden[0] if isinstance(hidden, tuple) else hidden
+        torch.testing.assert_close(torch.from_numpy(h[:, row]), state[:, 0], atol=1e-5, rtol=1e-5)
+        if c is not None:
+            torch.testing.assert_close(torch.from_numpy(c[:, row]), hidden[1][:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_prompt_prefills_the_same_alone_or_beside_others() -> None:
+    """The service prefills the prompts it admits together; the CLI prefills one at a time. A seeded stream must
+    sample the same text either way, whatever the other prompts' lengths (the states agree to float32 rounding:
+    one-row products take another BLAS path than batched ones, as in the steps)."""
+    from model.sampling import Stepper, sample_batch
+
+    torch.manual_seed(3)
+    net = CharRNN(CharLMConfig(vocab_size=30, hidden_size=64, embedding_dim=8)).eval()
+    step = Stepper(net)
+    prompts = [[5] * 7, [6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16], [17, 18], [19]]
+
+    def run(batch: list[list[int]], seeds: list[int]) -> tuple[list[list[int]], np.ndarray]:
+        logits, h, c = step.prefill(batch)
+        first = h.copy()
+        samplers = [Sampler(SamplingParams(temperature=0.8, seed=s)) for s in seeds]
+        out: list[list[int]] = [[] for _ in batch]
+        for _ in range(60):
+            tokens = sample_batch(logits, samplers)
+            for row, t in zip(out, tokens, strict=True):
+                row.append(t)
+            logits = step.step(np.array(tokens, dtype=np.int64), h, c)
+        return out, first
+
+    together, state = run(prompts, list(range(5)))
+    for row, prompt in enumerate(prompts):
+        alone, alone_state = run([prompt], [row])
+        assert alone[0] == together[row]
+        np.testing.assert_allclose(alone_state[:, 0], state[:, row], atol=1e-6)
+    assert len({tuple(r) for r in together}) == 5
+    with pytest.raises(ValueError, match="at least one token"):
+        step.prefill([[1], []])
