@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -38,6 +39,20 @@ def load_engines(settings: Settings, metrics: Metrics) -> tuple[ClassifierEngine
     return classifier, generator
 
 
+def settle_heap(collect: bool = True) -> None:
+    """Freeze what is alive once the models are loaded (the app, its libraries, the models: some 220,000 objects)
+    out of the garbage collector's sight. Otherwise each full collection scans them all: about 60 ms with every
+    request and stream stopped, every few seconds under load.
+
+    After a reload, `collect` first unfreezes and collects, so the previous models' reference cycles are freed
+    before the new state is frozen. At start-up there is nothing to free yet (and the tests start hundreds of apps
+    in one process: a full collection each time cost them 16 s)."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+
+
 def runtime(settings: Settings) -> str:
     """The classifier runtime RNN_RUNTIME asks for; `auto` picks ONNX Runtime when it is installed."""
     if settings.runtime == "auto":
@@ -68,6 +83,8 @@ async def reload_models(app: FastAPI) -> list[dict[str, str]]:
         app.state.metrics.reloads.labels("ok").inc()
         log.info("reloaded %s and %s", settings.sentiment_artifact, settings.generator_artifact)
         await asyncio.gather(*(engine.drain(settings.request_timeout_s) for engine in old))
+        del old
+        settle_heap()  # the old models are collected, the new ones frozen
         return [
             {"name": "sentiment", "sha256": classifier.model.artifact.sha256},
             {"name": "generator", "sha256": generator.model.artifact.sha256},

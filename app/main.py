@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings, load_settings
 from app.deps import require_api_key
-from app.loading import load_engines, watch_sighup
+from app.loading import load_engines, settle_heap, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware
 from app.routes import admin, generate, health, sentiment
 from app.routes.errors import http_error, validation_error
@@ -46,6 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     await app.state.classifier.start()
     await app.state.generator.start()
+    settle_heap(collect=False)
     app.state.reload_lock = asyncio.Lock()
     app.state.sighup_tasks = set()
     watching = watch_sighup(app)

@@ -3,10 +3,12 @@ no failed request, and a bad new artifact is refused while the old models keep s
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -80,6 +82,22 @@ def test_reload_swaps_in_the_new_artifact_and_refuses_a_bad_one(
     metrics = c.get("/metrics", headers=AUTH).text
     assert 'rnn_model_reloads_total{outcome="ok"} 1.0' in metrics
     assert 'rnn_model_reloads_total{outcome="refused"} 1.0' in metrics
+
+
+def test_the_loaded_heap_is_frozen_and_a_reload_frees_the_previous_models(
+    make_client: ClientFactory, own_artifacts: Artifacts
+) -> None:
+    """Start-up freezes the loaded heap (full collections then skip it); a reload collects the previous engines
+    before it freezes the new ones, so a reload does not leave the old models behind, even in a reference cycle."""
+    c = make_client(api_key=KEY, sentiment_artifact=own_artifacts.sentiment,
+                    generator_artifact=own_artifacts.generator)  # fmt: skip
+    assert gc.get_freeze_count() > 0
+    state = c.app.state  # type: ignore[attr-defined]
+    old = [weakref.ref(state.classifier), weakref.ref(state.generator), weakref.ref(state.generator.step)]
+    state.generator.itself = state.generator  # a reference cycle: only the collector frees it, and not while frozen
+    assert c.post("/admin/reload", headers=AUTH).status_code == 200
+    assert all(ref() is None for ref in old)
+    assert c.post("/sentiment", json={"text": "still fine"}, headers=AUTH).status_code == 200
 
 
 def test_reloads_under_load_fail_no_request(own_artifacts: Artifacts, tmp_path: Path) -> None:
