@@ -211,21 +211,24 @@ class GeneratorEngine:
             if self.c is not None:
                 self.c[:, rows] = c
             self.active += admitted
-        self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
+        if any(s.cancelled for s in self.active):
+            self._keep([i for i, s in enumerate(self.active) if not s.cancelled])
         tokens = self._sample(self.active)
         stepping: list[int] = []  # rows that go on
         next_tokens: list[int] = []
-        for row, (s, picked) in enumerate(zip(self.active, tokens, strict=True)):
+        table, produced = self.table, 0
+        for row, (s, picked) in enumerate(zip(self.active, tokens, strict=True)):  # per token: kept lean
             if picked is None:
                 continue
+            produced += 1
             s.count += 1
-            self._emit(s, s.matcher.feed(self.table.get(picked, "\ufffd")))
+            self._emit(s, s.matcher.feed(table.get(picked, "\ufffd")))
             if s.count >= s.params.max_new_tokens or s.matcher.stopped:
                 self._finish(s)
             else:
                 stepping.append(row)
                 next_tokens.append(picked)
-        self.metrics.generated_tokens.inc(sum(t is not None for t in tokens))
+        self.metrics.generated_tokens.inc(produced)
         self._keep(stepping)
         if self.active:
             b = len(self.active)
