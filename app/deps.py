@@ -3,9 +3,9 @@
 The model routes (/sentiment, /generate) call `classifier`, `generator` and `settings_of` directly: FastAPI
 resolves each dependency per request (fastapi 0.165: about a quarter of the app's time per /sentiment request
 with four of them, measured in-process), and on the hot path that is event-loop time the batcher needs. They get
-the API-key check as a dependency of their router only when a key is configured (app/main.py). The other routes
-use the Annotated aliases below. Dependencies are `async`: FastAPI runs a plain `def` dependency in its thread
-pool, a thread hop per request for a dictionary lookup."""
+the API-key check as a dependency of their router only when a key is configured (app/main.py). The admin routes
+take the settings through `SettingsDep`. Dependencies are `async`: FastAPI runs a plain `def` dependency in its
+thread pool, a thread hop per request for a dictionary lookup."""
 
 from __future__ import annotations
 
@@ -44,14 +44,6 @@ async def get_settings(request: Request) -> Settings:
     return settings_of(request)
 
 
-async def get_classifier(request: Request) -> ClassifierEngine:
-    return classifier(request)
-
-
-async def get_generator(request: Request) -> GeneratorEngine:
-    return generator(request)
-
-
 async def require_api_key(request: Request) -> None:
     """When RNN_API_KEY is set, every protected route needs `Authorization: Bearer <key>`."""
     settings: Settings = request.app.state.settings
@@ -69,5 +61,3 @@ async def require_api_key(request: Request) -> None:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ClassifierDep = Annotated[ClassifierEngine, Depends(get_classifier)]
-GeneratorDep = Annotated[GeneratorEngine, Depends(get_generator)]
