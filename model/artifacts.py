@@ -296,16 +296,19 @@ class SentimentModel:
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
         """Calibrated class probabilities (N, C)."""
-        return torch.softmax(self.logits(texts, batch_size, pool) / self.temperature, dim=-1)
+        return self.calibrated(self.logits(texts, batch_size, pool))
+
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logits (N, C) as probabilities, temperature-scaled."""
+        return torch.softmax(logits / self.temperature, dim=-1)
 
     def predict(self, texts: Sequence[str], pool: Executor | None = None) -> list[dict[str, Any]]:
         return self.results(self.logits(texts, pool=pool))
 
     def results(self, logits: torch.Tensor) -> list[dict[str, Any]]:
         """Label, score and probabilities per row of uncalibrated logits (N, C), as predict() answers."""
-        probs = torch.softmax(logits / self.temperature, dim=-1)
         results = []
-        for row in probs.tolist():
+        for row in self.calibrated(logits).tolist():
             best = max(range(len(row)), key=row.__getitem__)
             results.append(
                 {
