@@ -3,6 +3,10 @@
 Two kinds: `word`/`wordpiece`/`bpe` tokenizers for the classifier, and a character-level tokenizer for the
 generator. Every tokenizer reserves id 0 for padding and id 1 for unknown input, so text never seen in
 training maps to [UNK] instead of failing.
+
+A word tokenizer with `pieces` keeps every training word whole and spells a word it has never seen with
+WordPiece pieces ("unwatchable" -> "un", "##watch", "##able") instead of one [UNK]; the classifier gives those
+pieces vectors built from their character n-grams (model/ngrams.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
+CONTINUATION = "##"  # WordPiece's prefix for a piece that continues a word
 SPECIALS = [PAD, UNK]
 WordScheme = Literal["word", "wordpiece", "bpe"]
 SCHEMES: tuple[str, ...] = ("word", "wordpiece", "bpe")
@@ -34,17 +39,25 @@ def build_word_tokenizer(
     vocab_size: int = 30000,
     min_frequency: int = 1,
     lowercase: bool = True,
+    pieces: int = 0,
 ) -> Tokenizer:
-    """Train a classifier tokenizer on `texts`: word-level, WordPiece or BPE, with NFKC (+ lowercase)."""
+    """Train a classifier tokenizer on `texts`: word-level, WordPiece or BPE, with NFKC (+ lowercase). With
+    `pieces` (word-level only), words outside the vocabulary are spelled with up to that many WordPiece pieces."""
+    if pieces:
+        if scheme != "word":
+            raise ValueError(f"pieces spell unseen words for the word tokenizer, not for {scheme!r}")
+        texts = list(texts)
+        words = build_word_tokenizer(texts, "word", vocab_size, min_frequency, lowercase)
+        return _with_pieces(words, build_word_tokenizer(texts, "wordpiece", pieces, 1, lowercase))
     if vocab_size <= len(SPECIALS):
         raise ValueError(f"vocab_size must be more than {len(SPECIALS)} ([PAD], [UNK] and the words), got {vocab_size}")
     if scheme not in SCHEMES:
         raise ValueError(f"unknown tokenizer scheme {scheme!r}; choose one of {SCHEMES}")
     texts = list(texts)
     normalizer, pre_tokenizer = _normalizer(lowercase), pre_tokenizers.Whitespace()
-    pieces = _affixed_pieces(texts, scheme, normalizer, pre_tokenizer)
+    affixed = _affixed_pieces(texts, scheme, normalizer, pre_tokenizer)
     settings: dict[str, Any] = {"vocab_size": vocab_size, "min_frequency": min_frequency}
-    settings["special_tokens"] = SPECIALS + pieces
+    settings["special_tokens"] = SPECIALS + affixed
     if scheme == "word":
         tok = Tokenizer(models.WordLevel(unk_token=UNK))
         trainer: trainers.Trainer = trainers.WordLevelTrainer(**settings, show_progress=False)
@@ -59,7 +72,7 @@ def build_word_tokenizer(
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.train_from_iterator(texts, trainer=trainer)
-    if pieces:
+    if affixed:
         tok = _canonical(tok)
     _check_specials(tok)
     return tok
@@ -96,6 +109,26 @@ def _canonical(tok: Tokenizer) -> Tokenizer:
     ordered = SPECIALS + sorted(token for token in vocab if token not in SPECIALS)
     spec["model"]["vocab"] = {token: i for i, token in enumerate(ordered)}
     return Tokenizer.from_str(json.dumps(spec))
+
+
+def _with_pieces(words: Tokenizer, wordpiece: Tokenizer) -> Tokenizer:
+    """A WordPiece tokenizer over the word vocabulary plus the WordPiece pieces. WordPiece takes the longest
+    vocabulary entry first, so a training word stays one token; a word never seen is spelled with pieces (its
+    first piece may be a whole word: "entertaining", "##ly"), and [UNK] is left for characters never seen."""
+    vocab = set(words.get_vocab()) | set(wordpiece.get_vocab())
+    ordered = SPECIALS + sorted(vocab - set(SPECIALS))
+    ids = {token: i for i, token in enumerate(ordered)}
+    tok = Tokenizer(models.WordPiece(ids, unk_token=UNK, max_input_chars_per_word=100))
+    tok.normalizer = words.normalizer
+    tok.pre_tokenizer = words.pre_tokenizer
+    tok.decoder = decoders.WordPiece()
+    _check_specials(tok)
+    return tok
+
+
+def is_piece(token: str) -> bool:
+    """A continuation piece ("##able") rather than a word or the start of one."""
+    return token.startswith(CONTINUATION)
 
 
 def build_char_tokenizer(text: str, min_frequency: int = 1) -> Tokenizer:

@@ -167,3 +167,21 @@ def test_subword_tokenizers_decode_and_keep_only_two_special_tokens(scheme: str)
     ids = encode_batch(tok, ["a good movie really"])[0]
     assert UNK_ID not in ids
     assert tok.decode(ids) == "a good movie really"
+
+
+def test_pieces_keep_training_words_whole_and_spell_unseen_ones() -> None:
+    plain = build_word_tokenizer(CORPUS, "word")
+    tok = build_word_tokenizer(CORPUS, "word", pieces=60)
+    assert encode_batch(tok, CORPUS) == [[tok.token_to_id(t) for t in plain.encode(s).tokens] for s in CORPUS]
+    assert all(len(ids) == len(s.split()) for ids, s in zip(encode_batch(tok, CORPUS), CORPUS, strict=True))
+    spelled = tok.encode("boringly").tokens
+    assert len(spelled) > 1 and UNK not in spelled and all(t.startswith("##") for t in spelled[1:])
+    assert encode_batch(plain, ["boringly"]) == [[UNK_ID]]
+    assert encode_batch(tok, ["中文"]) == [[UNK_ID]]  # characters never seen still have no piece
+    again = build_word_tokenizer(CORPUS, "word", pieces=60)
+    assert again.to_str() == tok.to_str()  # the same data gives the same vocabulary and ids
+
+
+def test_pieces_are_for_the_word_tokenizer_only() -> None:
+    with pytest.raises(ValueError, match="word tokenizer"):
+        build_word_tokenizer(CORPUS, "bpe", pieces=60)
