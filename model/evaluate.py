@@ -69,6 +69,26 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return t if math.isfinite(t) and 0.01 < t < 100 else 1.0
 
 
+def fit_mixture(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Weights w_k > 0 for parts' logits (K, N, C) minimising the dev NLL of softmax(sum_k w_k log_softmax(logits_k)):
+    how much each part of a classifier counts (a product of experts; the weights' scale also sets a temperature)."""
+    log_probs = torch.log_softmax(logits.detach().float().clone(), dim=-1)
+    log_w = torch.zeros(len(log_probs), requires_grad=True)
+    opt = torch.optim.LBFGS([log_w], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy((log_w.exp()[:, None, None] * log_probs).sum(0), targets)
+        torch.autograd.backward(loss)
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    weights = log_w.detach().exp()
+    if not bool(torch.isfinite(weights).all()):
+        return torch.full((len(log_probs),), 1.0 / len(log_probs))
+    return weights
+
+
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix (rows = true), ECE, NLL."""
     k = len(labels)

@@ -1,15 +1,16 @@
 """The networks: pure nn.Modules configured by dataclasses (model/config.py), nothing else.
 
-SentimentClassifier (many-to-one)       CharRNN (one-to-many, stepped)
-  M member encoders, probabilities averaged
-  ids (B, T), lengths (B,)                tokens (B, T), hidden
-  -> embedding      (B, T, E)             -> embedding   (B, T, E)
-  -> packed RNN     (B, T, D*H)           -> RNN stack   (B, T, H), hidden'
-  -> masked pooling (B, P)                -> dropout
-  -> dropout -> linear (B, C)             -> linear      (B, T, V)
+SentimentClassifier (many-to-one)           CharRNN (one-to-many, stepped)
+  M member encoders [+ an n-gram bag], combined
+  ids (B, T), lengths (B,)                    tokens (B, T), hidden
+  -> embedding      (B, T, E)                 -> embedding   (B, T, E)
+  -> packed RNN     (B, T, D*H)               -> RNN stack   (B, T, H), hidden'
+  -> masked pooling (B, P)                    -> dropout
+  -> dropout -> linear (B, C)                 -> linear      (B, T, V)
+  bag: word and hashed word-pair weights summed (B, C)
 
-Packing means padding never reaches the recurrent cells, and pooling masks padded positions, so a sentence
-gets the same logits alone or inside a padded batch.
+Packing means padding never reaches the recurrent cells, and pooling and the bag mask padded positions, so a
+sentence gets the same logits alone or inside a padded batch.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Encoder(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.padding_idx)
+        table = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.padding_idx)
+        self.embedding: nn.Module = table  # training may swap in a CharNGramEmbedding (model/ngrams.py)
         self.encoder = make_rnn(
             config.cell, config.embedding_dim, config.hidden_size, config.num_layers, config.dropout,
             config.bidirectional,
@@ -88,28 +90,76 @@ class Encoder(nn.Module):
         return logits
 
 
-class SentimentClassifier(nn.Module):
-    """`config.ensemble` independent encoders whose class probabilities are averaged.
+class NGramBag(nn.Module):
+    """The wide path beside the recurrent encoders: a linear model over the words of the text and its hashed word
+    pairs, one weight per class (fastText's bag of n-grams; the "wide" of wide & deep). From a few thousand
+    sentences it learns what a recurrent network needs far more data for.
 
-    forward() returns the ensemble's log-probabilities (B, C), usable as logits; with per_member=True it returns
-    every member's own logits (M, B, C), which training needs to fit each member on its own loss.
+      ids (B, T) -> word weights (B, T, C), summed over the words / sqrt(length)
+                 -> pair (t, t+1) hashed into `bag_buckets` rows: weights (B, T-1, C), summed / sqrt(length - 1)
+                 -> + bias (C)  ->  logits (B, C)
     """
+
+    PAIR_HASH = 1_000_003  # pair (a, b) -> (a * PAIR_HASH + b) mod buckets: an int64 product, exportable to ONNX
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.buckets = config.bag_buckets
+        self.words: nn.Module = nn.Embedding(config.vocab_size, config.num_classes, padding_idx=config.padding_idx)
+        self.pairs = nn.Embedding(config.bag_buckets, config.num_classes)
+        self.bias = nn.Parameter(torch.zeros(config.num_classes))
+        nn.init.zeros_(self.words.weight)  # a linear model starts at zero: it predicts the bias until it learns
+        nn.init.zeros_(self.pairs.weight)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.to(ids.device)
+        mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]).to(self.bias.dtype)
+        n = lengths.to(self.bias.dtype)[:, None]  # (B, 1)
+        words = (self.words(ids) * mask.unsqueeze(-1)).sum(1) / n.sqrt()  # (B, C)
+        pairs = torch.remainder(ids[:, :-1] * self.PAIR_HASH + ids[:, 1:], self.buckets)  # (B, T-1)
+        paired = (self.pairs(pairs) * mask[:, 1:].unsqueeze(-1)).sum(1) / (n - 1).clamp(min=1).sqrt()  # (B, C)
+        logits: torch.Tensor = words + paired + self.bias
+        return logits
+
+
+class SentimentClassifier(nn.Module):
+    """`config.ensemble` independent encoders, and with `config.bag` an n-gram bag beside them: the parts.
+
+    Each part gives its own logits. Unweighted, their class probabilities are averaged; `config.weighted` sums
+    their log-probabilities with the weights in the `mixture` buffer (fitted on dev when training ends).
+    forward() returns the combination (B, C), usable as logits; with per_member=True, every part's own logits
+    (K, B, C), which training needs to fit each part on its own loss.
+    """
+
+    mixture: torch.Tensor  # (K,) with config.weighted
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
         self.members = nn.ModuleList(Encoder(config) for _ in range(config.ensemble))
+        self.bag = NGramBag(config) if config.bag else None
+        if config.weighted:
+            parts = len(self.parts)
+            self.register_buffer("mixture", torch.full((parts,), 1.0 / parts))
+
+    @property
+    def parts(self) -> list[nn.Module]:
+        """The members, then the bag if there is one: the order of per_member's first axis."""
+        return [*self.members, *([self.bag] if self.bag is not None else [])]
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        logits = torch.stack([m(ids, lengths) for m in self.members])  # (M, B, C)
+        logits = torch.stack([m(ids, lengths) for m in self.parts])  # (K, B, C)
         if per_member:
             return logits
         return self.combine(logits)
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
-        """Members' logits (M, B, C) -> the ensemble's log of mean probabilities (B, C)."""
+        """Parts' logits (K, B, C) -> the mixture's log-probabilities (B, C): the log of mean probabilities, or
+        with `weighted` the mixture-weighted sum of log-probabilities (unnormalised; a softmax normalises it)."""
         log_probs = torch.log_softmax(logits, dim=-1)
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+        if self.config.weighted:
+            return (self.mixture[:, None, None] * log_probs).sum(0)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(log_probs))
 
     def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor:
         """forward() for inference, with the members run side by side on `pool`'s threads when given (torch
@@ -124,7 +174,7 @@ class SentimentClassifier(nn.Module):
                 out: torch.Tensor = member(ids, lengths)
                 return out
 
-        logits = list(pool.map(one, self.members))
+        logits = list(pool.map(one, self.parts))
         with torch.inference_mode():
             return self.combine(torch.stack(logits))
 

@@ -9,6 +9,7 @@ from model.evaluate import (
     calibration_report,
     classification_metrics,
     expected_calibration_error,
+    fit_mixture,
     fit_temperature,
     plot_confusion,
     plot_learning_curves,
@@ -110,3 +111,13 @@ def test_plots_are_png_bytes() -> None:
     ]
     assert plot_learning_curves(history).startswith(b"\x89PNG")
     assert plot_confusion([[3, 1], [0, 4]], ["neg", "pos"]).startswith(b"\x89PNG")
+
+
+def test_fit_mixture_weighs_the_informative_part_more() -> None:
+    torch.manual_seed(0)
+    targets = torch.randint(0, 3, (400,))
+    informative = torch.nn.functional.one_hot(targets, 3).float() * 3 + torch.randn(400, 3)  # mostly right
+    noise = torch.randn(400, 3) * 3  # unrelated to the labels
+    weights = fit_mixture(torch.stack([noise, informative]), targets)
+    assert weights.shape == (2,) and bool((weights > 0).all())
+    assert weights[1] > 5 * weights[0]

@@ -13,7 +13,13 @@ OTHERS = [[2, 4, 6, 8, 10, 12, 14, 16, 3], [7, 7, 11, 13, 2, 5, 3]]
 
 
 def classifier(
-    cell: str, pooling: str, bidirectional: bool, num_layers: int = 1, ensemble: int = 1
+    cell: str,
+    pooling: str,
+    bidirectional: bool,
+    num_layers: int = 1,
+    ensemble: int = 1,
+    bag: bool = False,
+    weighted: bool = False,
 ) -> SentimentClassifier:
     torch.manual_seed(0)
     config = ClassifierConfig(
@@ -27,8 +33,19 @@ def classifier(
         num_layers=num_layers,
         dropout=0.3,
         ensemble=ensemble,
+        bag=bag,
+        bag_buckets=64,
+        weighted=weighted,
     )
-    return SentimentClassifier(config).eval()
+    net = SentimentClassifier(config).eval()
+    if bag:  # a trained bag is not all zeros
+        assert net.bag is not None
+        with torch.no_grad():
+            for p in net.bag.parameters():
+                p.normal_()
+    if weighted:
+        net.mixture.copy_(torch.linspace(0.5, 1.5, len(net.parts)))
+    return net
 
 
 def padded(seqs: list[list[int]], pad_value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,3 +193,41 @@ def test_members_side_by_side_equal_the_forward() -> None:
     with ThreadPoolExecutor(2) as pool:
         assert torch.equal(net.infer(ids, lengths, pool), expected)
     assert torch.equal(net.infer(ids, lengths), expected)
+
+
+def test_the_bag_ignores_padding_and_hashes_word_pairs() -> None:
+    net = classifier("lstm", "maxmean", True, bag=True)
+    bag = net.bag
+    assert bag is not None
+    with torch.no_grad():
+        alone = bag(*padded([SENTENCE]))
+        in_batch = bag(*padded([OTHERS[0], SENTENCE, OTHERS[1]], pad_value=17))
+        one_word = bag(*padded([[5]]))
+        words = bag.words.weight[SENTENCE].sum(0) / 2  # sqrt(4 words)
+        pairs = torch.tensor([(a * bag.PAIR_HASH + b) % 64 for a, b in zip(SENTENCE, SENTENCE[1:], strict=False)])
+        expected = words + bag.pairs.weight[pairs].sum(0) / 3**0.5 + bag.bias
+    torch.testing.assert_close(alone[0], expected)
+    torch.testing.assert_close(in_batch[1], alone[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(one_word[0], bag.words.weight[5] + bag.bias)  # no pairs in a one-word text
+
+
+def test_weighted_parts_sum_their_log_probabilities() -> None:
+    net = classifier("gru", "max", True, ensemble=2, bag=True, weighted=True)
+    ids, lengths = padded([OTHERS[0], SENTENCE, OTHERS[1]])
+    with torch.no_grad():
+        parts = net(ids, lengths, per_member=True)  # (K, B, C): two members and the bag
+        combined = net(ids, lengths)
+        alone = net(*padded([SENTENCE]))
+    assert parts.shape == (3, 3, 3) and len(net.parts) == 3
+    expected = (net.mixture[:, None, None] * torch.log_softmax(parts, -1)).sum(0)
+    torch.testing.assert_close(combined, expected)
+    torch.testing.assert_close(combined[1], alone[0], atol=1e-5, rtol=0)
+
+
+def test_configs_without_the_new_fields_build_the_networks_they_always_did() -> None:
+    """An artifact written before the bag existed: its config has no bag or weighted, its weights no mixture."""
+    old = classifier("lstm", "maxmean", True, ensemble=2)
+    config = {k: v for k, v in vars(old.config).items() if k not in ("bag", "bag_buckets", "weighted")}
+    again = SentimentClassifier(ClassifierConfig(**config))
+    again.load_state_dict(old.state_dict(), strict=True)
+    assert again.bag is None and len(again.parts) == 2

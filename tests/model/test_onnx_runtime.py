@@ -26,6 +26,15 @@ def test_onnx_equals_torch(cell: str, pooling: str) -> None:
         torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_onnx_equals_torch_with_the_bag_and_weighted_parts(cell: str) -> None:
+    net = classifier(cell, "maxmean", bidirectional=True, bag=True, weighted=True)
+    runner = OnnxClassifier(net, threads=1)
+    for seqs in [*BATCHES, [[9]]]:  # a one-word text has no word pairs
+        ids, lengths = padded(seqs)
+        torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
+
+
 def test_the_one_thread_session_answers_what_the_others_do() -> None:
     net = classifier("lstm", "maxmean", bidirectional=True)
     runner = OnnxClassifier(net, threads=2)
