@@ -1,6 +1,6 @@
 """Command line of the training package.
 
-    python -m model train sentiment [--data sst2 | --train F [--dev F] [--test F]] [--preset quick|default|fast] …
+    python -m model train sentiment [--data sst2 | --train F [--dev F] [--test F]] [--preset quick|default|ensemble] …
     python -m model evaluate ARTIFACT [--data sst2 --split test | --test F] [--json]
     python -m model predict ARTIFACT [TEXT …] [--file F]
     python -m model train generator [--data tinyshakespeare | --train F.txt] [--preset quick|default] …
@@ -51,8 +51,9 @@ def _add_sentiment_train(sub: Any) -> None:
     _add_data_args(p, "sst2")
     g = p.add_argument_group("run")
     g.add_argument(
-        "--preset", default="default", choices=["quick", "default", "fast"],
-        help="settings preset: default, fast (the default ensemble distilled into one BiLSTM) or quick",
+        "--preset", default="default", choices=["quick", "default", "ensemble"],
+        help="settings preset: default (one BiLSTM and an n-gram bag, distilled from three), ensemble (four "
+        "BiLSTMs and a bag, served whole) or quick",
     )  # fmt: skip
     g.add_argument("--out", type=Path, default=Path("artifacts/sentiment"), help="artifact directory")
     g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
@@ -70,17 +71,24 @@ def _add_sentiment_train(sub: Any) -> None:
     g.add_argument("--layers", dest="num_layers", type=int)
     g.add_argument("--dropout", type=float)
     g.add_argument("--pooling", choices=POOLINGS)
-    g.add_argument("--ensemble", type=int, help="independent members whose probabilities are averaged")
+    g.add_argument("--ensemble", type=int, help="BiLSTMs trained side by side (the teacher when distilling)")
+    _bool_flag(g, "bag", "an n-gram bag (a linear model over words and word pairs) beside the BiLSTMs (on)")
+    _bool_flag(g, "weighted", "combine the parts with weights fitted on dev instead of averaging (on)")
     g.add_argument("--tokenizer", choices=SCHEMES)
     g.add_argument("--vocab-size", type=int)
+    g.add_argument("--pieces", type=int, help="word tokenizer: WordPiece pieces that spell unseen words (0: [UNK])")
+    _bool_flag(g, "char-ngrams", "train word vectors as sums of character n-grams (on)")
+    g.add_argument("--embedding-std", type=float, help="standard deviation of the initial word vectors (0.1)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this (0 turns clipping off)")
     g.add_argument("--word-dropout", type=float)
     g.add_argument("--patience", type=int, help="epochs without dev improvement before stopping early")
-    _bool_flag(g, "distill", "distill the trained ensemble into one encoder and ship that (on in the fast preset)")
-    g.add_argument("--distill-epochs", type=int, help="epochs fitting the single encoder to the ensemble (3)")
+    g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on small data (1500)")
+    _bool_flag(g, "distill", "distill the trained ensemble into one encoder and ship that (on by default)")
+    g.add_argument("--augment", type=int, help="variants of each training text in the distillation transfer set (4)")
+    g.add_argument("--distill-epochs", type=int, help="epochs over the transfer set fitting the single encoder (1)")
     g.add_argument("--distill-temperature", type=float, help="softmax temperature of the distillation targets (1)")
     p.set_defaults(func=cmd_train_sentiment)
 
@@ -199,8 +207,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 TRAIN_KEYS = (
     "epochs seed max_minutes threads cell bidirectional embedding_dim hidden_size num_layers dropout pooling ensemble "
-    "tokenizer vocab_size batch_size lr weight_decay clip_norm word_dropout patience dev_fraction distill "
-    "distill_epochs distill_temperature"
+    "bag weighted tokenizer vocab_size pieces char_ngrams embedding_std batch_size lr weight_decay clip_norm "
+    "word_dropout patience min_steps dev_fraction distill augment distill_epochs distill_temperature"
 ).split()
 
 

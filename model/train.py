@@ -163,6 +163,8 @@ class TrainState:
     best_metric: float = -math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
+    part_best: list[float] = field(default_factory=list)  # a classifier's parts stop early each on its own
+    part_epoch: list[int] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: str = ""
 

@@ -24,9 +24,11 @@ from tqdm.auto import tqdm
 
 from model import evaluate as ev
 from model.artifacts import pad
+from model.augment import augmented
 from model.config import SentimentTrainConfig
 from model.data import SentimentData
 from model.networks import SentimentClassifier, count_parameters
+from model.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
 from model.tokenization import PAD_ID, UNK_ID, build_word_tokenizer, encode_batch
 from model.train import (
     Budget,
@@ -101,7 +103,7 @@ def _train_epoch(
     loss_sum = correct = seen = clipped = 0.0
     norms: list[float] = []
     start = time.monotonic()
-    desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+    desc = f"epoch {state.epoch + 1}/{planned_epochs(cfg, len(data.ids), rt)}"
     bar = tqdm(batches, desc=desc, disable=not rt.is_main, leave=False, unit="batch", mininterval=2.0)
     for idx in bar:
         ids, lengths, targets = data.batch(idx)
@@ -111,7 +113,7 @@ def _train_epoch(
         ids, targets = ids.to(rt.device), targets.to(rt.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-        member_logits = net(ids, lengths, per_member=True)  # (M, B, C): each member fits its own loss
+        member_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
         members = member_logits.shape[0]
         flat = member_logits.reshape(-1, member_logits.shape[-1])
         if data.soft is None:
@@ -122,9 +124,11 @@ def _train_epoch(
             loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
         logits = member_logits.mean(0)
         opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss * members)  # the sum of member losses: each member's gradient as if alone
+        torch.autograd.backward(loss * members)  # the sum of part losses: each part's gradient as if alone
         clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-        member_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in module.members]
+        trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]
+        member_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in trained]
+        members = len(trained)
         norms.append(sum(member_norms) / members)
         clipped += sum(n > clip for n in member_norms) / members
         opt.step()
@@ -160,12 +164,28 @@ def unwrap(net: nn.Module) -> SentimentClassifier:
     return module
 
 
-def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, float]:
-    logits = predict_logits(net, dev, rt.device)
+def planned_epochs(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int:
+    """`epochs`, or more on small data: enough for `min_steps` optimizer steps."""
+    steps_per_epoch = math.ceil(examples / cfg.batch_size / rt.world)
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch, 1)))
+
+
+def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, Any]:
+    parts = predict_logits(net, dev, rt.device, per_member=True)  # (K, N, C)
+    logits = unwrap(net).combine(parts)
     return {
         "dev_loss": F.cross_entropy(logits, dev.targets).item(),
         "dev_accuracy": (logits.argmax(1) == dev.targets).float().mean().item(),
+        "dev_part_accuracy": (parts.argmax(-1) == dev.targets).float().mean(1).tolist(),
     }
+
+
+def _keep_part(best: dict[str, torch.Tensor], module: SentimentClassifier, part: int) -> None:
+    """Copy part `part`'s current weights into the snapshot `best`."""
+    prefix = f"members.{part}." if part < len(module.members) else "bag."
+    for name, value in module.state_dict().items():
+        if name.startswith(prefix):
+            best[name] = value.detach().cpu().clone()
 
 
 def fit(
@@ -178,37 +198,41 @@ def fit(
     fingerprint: str,
     resume: bool,
 ) -> TrainState:
-    """The epoch loop: train, score dev, keep the best weights, stop early, checkpoint. Leaves the best weights
-    loaded in `net`."""
+    """The epoch loop: train, score dev, keep each part's best weights, stop early, checkpoint. The parts (the
+    members and the bag) learn on their own losses, so each keeps the epoch where its own dev accuracy was best,
+    and training stops once no part has improved for `patience` epochs. Leaves the best weights loaded."""
     module = unwrap(net)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state, best = TrainState(fingerprint=fingerprint), snapshot(module)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    parts = len(module.parts)
+    state = TrainState(fingerprint=fingerprint, part_best=[-math.inf] * parts, part_epoch=[0] * parts)
+    best = snapshot(module)
     if resume and checkpoint is not None and (checkpoint / "state.json").exists():
         state, best = load_checkpoint(checkpoint, module, opt, fingerprint)
         log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
-    steps_per_epoch = math.ceil(len(train.ids) / cfg.batch_size / rt.world)
-    total_steps = steps_per_epoch * cfg.epochs
+    epochs = planned_epochs(cfg, len(train.ids), rt)
+    total_steps = math.ceil(len(train.ids) / cfg.batch_size / rt.world) * epochs
     budget = Budget(cfg.max_minutes, state.elapsed_s, rt)
-    while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
+    while state.epoch < epochs and state.bad_epochs < cfg.patience:
         started = time.monotonic()
-        stats = _train_epoch(net, opt, cfg, train, state, total_steps, rt, budget)
+        stats: dict[str, Any] = _train_epoch(net, opt, cfg, train, state, total_steps, rt, budget)
         stats.update(_dev_metrics(module, dev, rt))
         state.epoch += 1
         state.elapsed_s += time.monotonic() - started
         stats.update(epoch=state.epoch, lr=opt.param_groups[0]["lr"], elapsed_s=state.elapsed_s)
         state.history.append(stats)
-        if stats["dev_accuracy"] > state.best_metric:
-            state.best_metric, state.best_epoch, state.bad_epochs = stats["dev_accuracy"], state.epoch, 0
-            best = snapshot(module)
-        else:
-            state.bad_epochs += 1
+        improved = [k for k, acc in enumerate(stats["dev_part_accuracy"]) if acc > state.part_best[k]]
+        for k in improved:
+            state.part_best[k], state.part_epoch[k] = stats["dev_part_accuracy"][k], state.epoch
+            _keep_part(best, module, k)
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        state.best_epoch = max(state.part_epoch)
         if rt.is_main:
             log.info(
-                "epoch %d/%d  loss %.4f  train acc %.4f  dev acc %.4f  dev loss %.4f  grad norm mean %.2f max %.2f"
-                "  %.0f sent/s  %.1fs",
-                state.epoch, cfg.epochs, stats["train_loss"], stats["train_accuracy"], stats["dev_accuracy"],
-                stats["dev_loss"], stats["grad_norm_mean"], stats["grad_norm_max"], stats["sentences_per_s"],
-                stats["epoch_s"],
+                "epoch %d/%d  loss %.4f  train acc %.4f  dev acc %.4f (parts %s)  dev loss %.4f  grad norm mean %.2f"
+                " max %.2f  %.0f sent/s  %.1fs",
+                state.epoch, epochs, stats["train_loss"], stats["train_accuracy"], stats["dev_accuracy"],
+                " ".join(f"{a:.4f}" for a in stats["dev_part_accuracy"]), stats["dev_loss"], stats["grad_norm_mean"],
+                stats["grad_norm_max"], stats["sentences_per_s"], stats["epoch_s"],
             )  # fmt: skip
             if checkpoint is not None:
                 save_checkpoint(checkpoint, module, best, opt, state)
@@ -216,10 +240,52 @@ def fit(
             log.warning("stopping: the --max-minutes budget of %s min is spent", cfg.max_minutes)
             break
     if state.bad_epochs >= cfg.patience and rt.is_main:
-        log.info("early stop: dev accuracy did not improve for %d epochs", cfg.patience)
+        log.info("early stop: no part's dev accuracy improved for %d epochs", cfg.patience)
     check_replicas(module, rt)
     module.load_state_dict(best)
     return state
+
+
+def build_network(
+    cfg: SentimentTrainConfig, tok: Tokenizer, num_classes: int, seen: set[int], device: torch.device
+) -> SentimentClassifier:
+    """The classifier to train, its word vectors drawn from N(0, embedding_std). With `char_ngrams` they and the
+    bag's word weights are trained as sums of character n-grams (model/ngrams.py) over the token ids `seen` in
+    training; fold() makes plain tables of them."""
+    net = SentimentClassifier(cfg.network(tok.get_vocab_size(), num_classes))
+    with torch.no_grad():
+        for member in net.members:
+            assert isinstance(member.embedding, nn.Embedding)
+            nn.init.normal_(member.embedding.weight, 0.0, cfg.embedding_std)
+            member.embedding.weight[member.embedding.padding_idx or 0] = 0.0
+    if cfg.char_ngrams:
+        vocab = tok.get_vocab()
+        for member in net.members:
+            assert isinstance(member.embedding, nn.Embedding)
+            member.embedding = CharNGramEmbedding(member.embedding, vocab, EMBEDDING_NGRAMS, seen, init_std=0.02)
+        if net.bag is not None:  # a linear model's weights start at zero
+            assert isinstance(net.bag.words, nn.Embedding)
+            net.bag.words = CharNGramEmbedding(net.bag.words, vocab, BAG_NGRAMS, seen, init_std=0.0)
+    return net.to(device)
+
+
+def fold(net: SentimentClassifier) -> SentimentClassifier:
+    """The network as the artifact stores it: character n-grams added into plain embedding tables."""
+    for member in net.members:
+        if isinstance(member.embedding, CharNGramEmbedding):
+            member.embedding = member.embedding.folded()
+    if net.bag is not None and isinstance(net.bag.words, CharNGramEmbedding):
+        net.bag.words = net.bag.words.folded()
+    return net
+
+
+def fit_mixture(net: SentimentClassifier, dev: Encoded, rt: Runtime) -> list[float]:
+    """With `weighted`, set how much each part counts: the weights minimising dev NLL (model/evaluate.py)."""
+    if not net.config.weighted:
+        return []
+    weights = ev.fit_mixture(predict_logits(net, dev, rt.device, per_member=True), dev.targets)
+    net.mixture.copy_(weights.to(net.mixture.device))
+    return [float(w) for w in weights]
 
 
 def distill(
@@ -230,33 +296,48 @@ def distill(
     checkpoint: Path,
     fingerprint: str,
     resume: bool,
+    tok: Tokenizer,
+    seen: set[int],
 ) -> tuple[SentimentClassifier, TrainState, dict[str, Any]]:
     """Fit one encoder to the trained ensemble (`teacher`): started from the teacher's member with the best dev
-    accuracy, trained on the teacher's probabilities over the training set at `distill_temperature`, for
-    `distill_epochs` at `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher.
-    Returns the student, its TrainState and the teacher's own scores."""
+    accuracy, trained on the teacher's probabilities (at `distill_temperature`) over the transfer set (the
+    training texts and `augment` variants of each: model/augment.py), for `distill_epochs` at `distill_lr`, the
+    best dev epoch kept, checkpointed and resumable like the teacher. The teacher's bag joins the student as it
+    is. Returns the student, its TrainState and the teacher's own scores."""
+    train = enc["train"]
+    variants, sources = augmented(train.ids, cfg.augment, cfg.augment_mask, cfg.augment_ngram, cfg.seed)
+    transfer = Encoded(train.ids + variants, torch.cat([train.targets, train.targets[sources]]))
     t = cfg.distill_temperature
-    member_logits = predict_logits(teacher, enc["train"], rt.device, per_member=True)  # (M, N, C)
-    soft = torch.softmax(member_logits / t, -1).mean(0)  # the ensemble's tempered probabilities (N, C)
-    # one forward per split: the ensemble's answer is combine() of its members' (as in its own forward)
+    taught = teacher.combine(predict_logits(teacher, transfer, rt.device, per_member=True))  # (N, C)
+    transfer.soft = torch.softmax(taught / t, -1)
+    # one forward per split: the teacher's answer is combine() of its parts' (as in its own forward)
     per_split = {name: predict_logits(teacher, data, rt.device, per_member=True) for name, data in enc.items()
                  if name != "train"}  # fmt: skip
-    member_acc = (per_split["dev"].argmax(-1) == enc["dev"].targets).float().mean(1).tolist()
-    best = max(range(len(member_acc)), key=member_acc.__getitem__)
-    scores: dict[str, Any] = {"ensemble": len(teacher.members), "member_dev_accuracy": member_acc, "start": best}
-    for name, members in per_split.items():
-        scores[f"{name}_accuracy"] = (teacher.combine(members).argmax(-1) == enc[name].targets).float().mean().item()
+    members = len(teacher.members)
+    member_acc = (per_split["dev"][:members].argmax(-1) == enc["dev"].targets).float().mean(1).tolist()
+    best = max(range(members), key=member_acc.__getitem__)
+    scores: dict[str, Any] = {"ensemble": members, "member_dev_accuracy": member_acc, "start": best}
+    if teacher.bag is not None:
+        scores["bag_dev_accuracy"] = (per_split["dev"][-1].argmax(-1) == enc["dev"].targets).float().mean().item()
+    if teacher.config.weighted:
+        scores["mixture"] = teacher.mixture.tolist()
+    for name, parts in per_split.items():
+        scores[f"{name}_accuracy"] = (teacher.combine(parts).argmax(-1) == enc[name].targets).float().mean().item()
     student_cfg = dataclasses.replace(cfg, ensemble=1, epochs=cfg.distill_epochs, lr=cfg.distill_lr)
-    student = SentimentClassifier(dataclasses.replace(teacher.config, ensemble=1)).to(rt.device)
+    student = build_network(student_cfg, tok, teacher.config.num_classes, seen, rt.device)
     student.members[0].load_state_dict(teacher.members[best].state_dict())
+    if student.bag is not None and teacher.bag is not None:  # the bag is a linear model of the labels: kept as is
+        student.bag.load_state_dict(teacher.bag.state_dict())
+        student.bag.requires_grad_(False)
     net: nn.Module = DistributedDataParallel(student) if rt.distributed else student
     if rt.is_main:
         log.info(
-            "distilling the %d-member ensemble (dev acc %.4f) into one encoder, from member %d (dev acc %.4f)",
-            len(teacher.members), scores["dev_accuracy"], best, member_acc[best],
+            "distilling the %d-member ensemble (dev acc %.4f) into one encoder, from member %d (dev acc %.4f), on %d"
+            " texts (%d variants)",
+            members, scores["dev_accuracy"], best, member_acc[best], len(transfer.ids), len(variants),
         )  # fmt: skip
-    train = Encoded(enc["train"].ids, enc["train"].targets, soft)
-    state = fit(student_cfg, net, train, enc["dev"], rt, checkpoint, fingerprint, resume)
+    state = fit(student_cfg, net, transfer, enc["dev"], rt, checkpoint, fingerprint, resume)
+    student.requires_grad_(True)
     return student, state, scores
 
 
@@ -305,7 +386,9 @@ def train_sentiment(
     student_checkpoint = out.parent / f"{out.name}.distill.ckpt"
     try:
         torch.manual_seed(cfg.seed)
-        tok = build_word_tokenizer(data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
+        tok = build_word_tokenizer(
+            data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase, cfg.word_pieces
+        )
         if rt.distributed:  # every rank must use rank 0's token ids
             payload: list[Any] = [tok.to_str() if rt.is_main else None]
             torch.distributed.broadcast_object_list(payload, src=0)
@@ -315,17 +398,15 @@ def train_sentiment(
         enc["dev"] = _encode(tok, data.dev.texts, data.dev.labels, names, cfg.max_length)
         if data.test is not None:
             enc["test"] = _encode(tok, data.test.texts, data.test.labels, names, cfg.max_length)
-        network_cfg = cfg.network(tok.get_vocab_size(), len(names))
-        net: nn.Module = SentimentClassifier(network_cfg).to(rt.device)
+        seen = {t for ids in enc["train"].ids for t in ids}
+        model_net = build_network(cfg, tok, len(names), seen, rt.device)
         if rt.is_main:
             log.info(
                 "training %s on %s: %d train / %d dev sentences, %d labels, vocabulary %d, %d parameters, world %d",
-                network_cfg.cell, data.name, len(data.train), len(data.dev), len(names), tok.get_vocab_size(),
-                count_parameters(net), rt.world,
+                model_net.config.cell, data.name, len(data.train), len(data.dev), len(names), tok.get_vocab_size(),
+                count_parameters(model_net), rt.world,
             )  # fmt: skip
-        model_net = net
-        if rt.distributed:
-            net = DistributedDataParallel(net)
+        net: nn.Module = DistributedDataParallel(model_net) if rt.distributed else model_net
         state = fit(
             cfg,
             net,
@@ -336,15 +417,18 @@ def train_sentiment(
             fingerprint(cfg, data.sha256, data.name, world=rt.world),
             resume,
         )
+        fit_mixture(model_net, enc["dev"], rt)
         teacher_scores: dict[str, Any] | None = None
         teacher_history: list[dict[str, float]] = []
         if cfg.distill:  # the ensemble becomes the teacher; the artifact gets the student
             stage = fingerprint(cfg, data.sha256, data.name, world=rt.world, stage="distill")
             student, student_state, teacher_scores = distill(
-                cfg, unwrap(model_net), enc, rt, student_checkpoint, stage, resume
+                cfg, model_net, enc, rt, student_checkpoint, stage, resume, tok, seen
             )
-            model_net, network_cfg, teacher_history = student, student.config, state.history
+            fit_mixture(student, enc["dev"], rt)
+            model_net, teacher_history = student, state.history
             state = dataclasses.replace(student_state, elapsed_s=state.elapsed_s + student_state.elapsed_s)
+        fold(model_net)
         if not rt.is_main:
             return {}
         metrics, temperature, files = _report(model_net, data, enc, state, rt)
@@ -356,16 +440,19 @@ def train_sentiment(
             training["teacher_history"] = teacher_history
         info = {
             "labels": names,
-            "tokenizer": {"kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size()},
+            "tokenizer": {
+                "kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size(),
+                "pieces": cfg.word_pieces,
+            },
             "calibration": {"temperature": temperature},
             "max_length": cfg.max_length,
             "training": training,
             "data": {"name": data.name, "sha256": data.sha256},
             "metrics": metrics,
-        }
+        }  # fmt: skip
         publish(
-            out, checkpoint, task="sentiment", network=network_cfg, state_dict=model_net.state_dict(), tokenizer=tok,
-            info=info, extra_files=files,
+            out, checkpoint, task="sentiment", network=model_net.config, state_dict=model_net.state_dict(),
+            tokenizer=tok, info=info, extra_files=files,
         )  # fmt: skip
         shutil.rmtree(student_checkpoint, ignore_errors=True)
         return metrics

@@ -67,6 +67,10 @@ def small_config(**overrides: Any) -> SentimentTrainConfig:
         "patience": 5,
         "dev_fraction": 0.25,
         "ensemble": 1,
+        "min_steps": 0,
+        "distill": False,
+        "bag_buckets": 256,
+        "pieces": 50,
     }
     settings.update(overrides)
     return SentimentTrainConfig(**settings)

@@ -142,25 +142,74 @@ def test_resume_refuses_a_checkpoint_made_with_other_settings(
     assert not checkpoint_of(out).exists()
 
 
+def _scripted_dev(monkeypatch: pytest.MonkeyPatch, script: list[list[float]]) -> list[dict[str, torch.Tensor]]:
+    """Make dev accuracy per part follow `script` (one list per epoch); return the weights seen at each epoch."""
+    rows = iter(script)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted(net: torch.nn.Module, dev: Any, rt: Any) -> dict[str, Any]:
+        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        parts = next(rows)
+        return {"dev_loss": 1.0, "dev_accuracy": max(parts), "dev_part_accuracy": parts}
+
+    monkeypatch.setattr(ts, "_dev_metrics", scripted)
+    return seen
+
+
 def test_early_stopping_keeps_the_best_weights(
     tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = iter([0.5, 0.9, 0.6, 0.4, 0.95, 0.99])
-    seen: list[dict[str, torch.Tensor]] = []
-
-    def scripted(net: torch.nn.Module, dev: Any, rt: Any) -> dict[str, float]:
-        seen.append({k: v.detach().clone() for k, v in net.state_dict().items()})
-        return {"dev_loss": 1.0, "dev_accuracy": next(script)}
-
-    monkeypatch.setattr(ts, "_dev_metrics", scripted)
+    seen = _scripted_dev(monkeypatch, [[0.5], [0.9], [0.6], [0.4], [0.95], [0.99]])
     out = tmp_path / "model"
-    metrics = train_sentiment(small_config(epochs=6, patience=2), tiny_data, out)
+    cfg = small_config(epochs=6, patience=2, bag=False, char_ngrams=False, weighted=False)
+    metrics = train_sentiment(cfg, tiny_data, out)
     assert metrics["epochs_run"] == 4  # epochs 3 and 4 did not beat epoch 2
     assert metrics["best_epoch"] == 2
     assert [row["dev_accuracy"] for row in history(out)] == [0.5, 0.9, 0.6, 0.4]
     assert len(seen) == 4
     assert_same_weights(weights(out), seen[1])
     assert not same_weights(weights(out), seen[3])
+
+
+def test_each_part_keeps_its_own_best_epoch(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BiLSTM and the bag learn on their own losses and peak at different epochs: each keeps its best, and
+    training goes on while either still improves."""
+    seen = _scripted_dev(monkeypatch, [[0.8, 0.5], [0.7, 0.6], [0.6, 0.7], [0.6, 0.6], [0.6, 0.6], [0.9, 0.9]])
+    out = tmp_path / "model"
+    metrics = train_sentiment(small_config(epochs=6, patience=2, char_ngrams=False), tiny_data, out)
+    assert metrics["epochs_run"] == 5 and metrics["best_epoch"] == 3
+    stored = weights(out)
+    member = {k: v for k, v in stored.items() if k.startswith("members.0.")}
+    bag = {k: v for k, v in stored.items() if k.startswith("bag.")}
+    assert member and bag
+    assert_same_weights(member, {k: seen[0][k] for k in member})  # the member's best: epoch 1
+    assert_same_weights(bag, {k: seen[2][k] for k in bag})  # the bag's best: epoch 3
+    assert not same_weights(bag, {k: seen[0][k] for k in bag})
+    config = json.loads((out / "config.json").read_text())
+    assert config["network"]["bag"] is True and config["network"]["weighted"] is True
+    mixture = stored["mixture"]
+    assert mixture.shape == (2,) and bool((mixture > 0).all())  # fitted on dev once training ended
+
+
+def test_small_data_trains_more_epochs_up_to_min_steps(tiny_data: SentimentData, tmp_path: Path) -> None:
+    steps_per_epoch = math.ceil(len(tiny_data.train) / 8)  # small_config's batch size
+    cfg = small_config(epochs=1, min_steps=3 * steps_per_epoch, patience=9)
+    metrics = train_sentiment(cfg, tiny_data, tmp_path / "m")
+    assert metrics["epochs_run"] == 3
+    assert history(tmp_path / "m")[-1]["epoch"] == 3
+
+
+def test_the_artifact_holds_plain_tables_not_ngrams(trained: Trained) -> None:
+    """Character n-grams exist only while training: the artifact's embeddings are ordinary tables."""
+    stored = weights(trained.path)
+    assert "members.0.embedding.weight" in stored and "bag.words.weight" in stored
+    assert not any("grams" in name for name in stored)
+    config = json.loads((trained.path / "config.json").read_text())
+    assert config["training"]["char_ngrams"] is True and config["tokenizer"]["pieces"] == 50
+    ids, _ = load_sentiment(trained.path).encode(["goodfilm"])
+    assert len(ids[0]) > 1 and 1 not in ids[0].tolist()  # a word never seen is spelled with pieces, not [UNK]
 
 
 def test_gradient_norms_and_clipping_are_recorded(tiny_data: SentimentData, tmp_path: Path) -> None:
@@ -247,26 +296,54 @@ def distill_checkpoint_of(out: Path) -> Path:
 
 
 def test_distillation_ships_one_encoder_and_records_the_teacher(tiny_data: SentimentData, tmp_path: Path) -> None:
-    cfg = small_config(ensemble=3, distill=True, distill_epochs=2)
-    metrics = train_sentiment(cfg, tiny_data, tmp_path / "fast")
-    config = json.loads((tmp_path / "fast" / "config.json").read_text())
-    assert config["network"]["ensemble"] == 1  # what is served: one encoder
-    assert all(name.startswith("members.0.") for name in weights(tmp_path / "fast"))
+    cfg = small_config(ensemble=3, distill=True, distill_epochs=2, augment=2)
+    metrics = train_sentiment(cfg, tiny_data, tmp_path / "one")
+    config = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert config["network"]["ensemble"] == 1 and config["network"]["bag"] is True  # what is served: one encoder
+    names = set(weights(tmp_path / "one"))
+    assert all(name.startswith(("members.0.", "bag.")) or name == "mixture" for name in names)
     teacher = metrics["teacher"]
-    assert teacher["ensemble"] == 3 and len(teacher["member_dev_accuracy"]) == 3
+    assert teacher["ensemble"] == 3 and len(teacher["member_dev_accuracy"]) == 3 and len(teacher["mixture"]) == 4
     assert teacher["member_dev_accuracy"][teacher["start"]] == max(teacher["member_dev_accuracy"])
     assert 0 <= teacher["dev_accuracy"] <= 1 and ("test_accuracy" in teacher) == (tiny_data.test is not None)
+    assert 0 <= teacher["bag_dev_accuracy"] <= 1
     assert len(config["training"]["teacher_history"]) == 2 and len(config["training"]["history"]) == 2
-    assert json.loads((tmp_path / "fast" / "metrics.json").read_text())["teacher"] == teacher
-    model = load_sentiment(tmp_path / "fast")
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["teacher"] == teacher
+    model = load_sentiment(tmp_path / "one")
     assert len(model.predict(["a fine film", "dull"])) == 2
-    assert not checkpoint_of(tmp_path / "fast").exists() and not distill_checkpoint_of(tmp_path / "fast").exists()
+    assert not checkpoint_of(tmp_path / "one").exists() and not distill_checkpoint_of(tmp_path / "one").exists()
+
+
+def test_distillation_learns_from_the_augmented_transfer_set(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The student trains on the training texts and `augment` variants of each, labelled by the teacher; the
+    teacher's bag joins the student unchanged."""
+    sizes: list[tuple[int, bool]] = []
+    bags: list[dict[str, torch.Tensor]] = []
+    real_fit = ts.fit
+
+    def recording(cfg: Any, net: Any, train: Any, *args: Any) -> Any:
+        sizes.append((len(train.ids), train.soft is not None))
+        state = real_fit(cfg, net, train, *args)
+        bags.append({k: v.clone() for k, v in ts.unwrap(net).bag.state_dict().items()})
+        return state
+
+    monkeypatch.setattr(ts, "fit", recording)
+    cfg = small_config(ensemble=2, distill=True, distill_epochs=1, augment=3)
+    train_sentiment(cfg, tiny_data, tmp_path / "one")
+    n = len(tiny_data.train)
+    assert sizes == [(n, False), (n * 4, True)]
+    assert_same_weights(bags[1], bags[0])  # the student's bag is the teacher's
 
 
 def test_distillation_fits_the_teacher_not_the_labels(tiny_data: SentimentData, tmp_path: Path) -> None:
     """The student's loss is the KL to the teacher's probabilities: with a teacher that is every member of a
     one-member ensemble, starting from that very member, the student starts at a loss of zero."""
-    cfg = small_config(ensemble=1, epochs=3, distill=True, distill_epochs=1, distill_lr=1e-9, dropout=0.0)
+    cfg = small_config(
+        ensemble=1, epochs=3, distill=True, distill_epochs=1, distill_lr=1e-9, dropout=0.0, augment=2, bag=False,
+        weighted=False,
+    )  # fmt: skip
     train_sentiment(cfg, tiny_data, tmp_path / "self")
     config = json.loads((tmp_path / "self" / "config.json").read_text())
     assert config["training"]["history"][0]["train_loss"] < 1e-6
@@ -276,7 +353,7 @@ def test_distillation_fits_the_teacher_not_the_labels(tiny_data: SentimentData, 
 def test_distillation_resumes_after_a_kill(
     tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = small_config(ensemble=2, distill=True, distill_epochs=2)
+    cfg = small_config(ensemble=2, distill=True, distill_epochs=2, augment=2)
     reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
     out = tmp_path / "resumed"
     calls = {"n": 0}
