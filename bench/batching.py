@@ -3,7 +3,7 @@ concurrency for several RNN_BATCH_MAX_WAIT_MS x RNN_BATCH_MAX_SIZE settings, eac
 `python -m app` on 127.0.0.1, all in one run, with the load from `wrk` (bench/wrk/post.lua, as bench/serve.py).
 Prints JSON; `--update-readme` rewrites the README table.
 
-    python bench/batching.py [--artifact artifacts/sentiment-fast] [--seconds 8] [--concurrency 64] [--waits 0,2,5]
+    python bench/batching.py [--artifact artifacts/sentiment] [--seconds 8] [--concurrency 64] [--waits 0,2,5]
                              [--sizes 16,64]
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--waits", default="0,2,5")
     parser.add_argument("--sizes", default="16,64")
-    parser.add_argument("--artifact", type=Path, default=ROOT / "artifacts/sentiment-fast")
+    parser.add_argument("--artifact", type=Path, default=ROOT / "artifacts/sentiment")
     parser.add_argument("--generator", type=Path, default=ROOT / "artifacts/generator")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()

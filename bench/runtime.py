@@ -1,6 +1,6 @@
 """The classifier's request path in-process, each stage's options side by side in one run:
 
-    python bench/runtime.py [--sentiment artifacts/sentiment-fast --sentiment artifacts/sentiment] [--update-readme]
+    python bench/runtime.py [--sentiment artifacts/sentiment --sentiment artifacts/sentiment-ensemble] [--update-readme]
 
   - runtime: torch eager (members one after another, and side by side on 2 threads), torch int8, and the network
     exported to ONNX and run by ONNX Runtime (float32 and int8, 1 and 2 intra-op threads): milliseconds for a

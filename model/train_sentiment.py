@@ -113,24 +113,23 @@ def _train_epoch(
         ids, targets = ids.to(rt.device), targets.to(rt.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-        member_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
-        members = member_logits.shape[0]
-        flat = member_logits.reshape(-1, member_logits.shape[-1])
+        part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
+        parts = part_logits.shape[0]
+        flat = part_logits.reshape(-1, part_logits.shape[-1])
         if data.soft is None:
-            loss = F.cross_entropy(flat, targets.repeat(members), label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
         else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
             t = cfg.distill_temperature
-            soft = data.soft[idx].to(rt.device).repeat(members, 1)
+            soft = data.soft[idx].to(rt.device).repeat(parts, 1)
             loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
-        logits = member_logits.mean(0)
+        logits = part_logits.mean(0)
         opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss * members)  # the sum of part losses: each part's gradient as if alone
+        torch.autograd.backward(loss * parts)  # the sum of part losses: each part's gradient as if alone
         clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-        trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]
-        member_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in trained]
-        members = len(trained)
-        norms.append(sum(member_norms) / members)
-        clipped += sum(n > clip for n in member_norms) / members
+        trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]  # not a frozen bag
+        part_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in trained]
+        norms.append(sum(part_norms) / len(trained))
+        clipped += sum(n > clip for n in part_norms) / len(trained)
         opt.step()
         state.step += 1
         loss_sum += loss.item() * len(idx)

@@ -209,6 +209,10 @@ def test_real_process_reports_a_user_error_without_traceback(tmp_path: Path) -> 
         ("--patience", "0"),
         ("--word-dropout", "1.5"),
         ("--lr", "0"),
+        ("--pieces", "-1"),
+        ("--min-steps", "-5"),
+        ("--augment", "-1"),
+        ("--embedding-std", "0"),
     ],
 )
 def test_invalid_settings_are_user_errors_naming_the_setting(
