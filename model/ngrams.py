@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional as F
 
 from model.tokenization import CONTINUATION, SPECIALS
 
@@ -95,7 +95,9 @@ class CharNGramEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         unique, inverse = torch.unique(ids, return_inverse=True)  # each distinct token's n-grams summed once
-        return self.rows(unique)[inverse]  # (*ids.shape, E)
+        # an embedding lookup, not rows[inverse]: advanced indexing's backward on several CPU threads accumulates
+        # in a varying order, and the same seed gave different weights from run to run
+        return F.embedding(inverse, self.rows(unique))  # (*ids.shape, E)
 
     @torch.no_grad()
     def folded(self) -> nn.Embedding:
