@@ -86,7 +86,8 @@ class CharNGramEmbedding(nn.Module):
         """The embedding rows (N, E) of the token ids `ids` (N,)."""
         index = self.index[ids]  # (N, K)
         present = index >= 0
-        offsets = torch.cumsum(present.sum(1), 0) - present.sum(1)  # where each token's n-grams start in `flat`
+        counts = present.sum(1)
+        offsets = torch.cumsum(counts, 0) - counts  # where each token's n-grams start in index[present]
         grams = F.embedding_bag(
             index[present], self.grams.weight, offsets, mode="sum", per_sample_weights=self.weights[ids][present]
         )  # (N, E)

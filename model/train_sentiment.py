@@ -163,10 +163,13 @@ def unwrap(net: nn.Module) -> SentimentClassifier:
     return module
 
 
+def steps_per_epoch(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int:
+    return math.ceil(examples / cfg.batch_size / rt.world)
+
+
 def planned_epochs(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int:
     """`epochs`, or more on small data: enough for `min_steps` optimizer steps."""
-    steps_per_epoch = math.ceil(examples / cfg.batch_size / rt.world)
-    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch, 1)))
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch(cfg, examples, rt), 1)))
 
 
 def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, Any]:
@@ -179,11 +182,11 @@ def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, Any]:
     }
 
 
-def _keep_part(best: dict[str, torch.Tensor], module: SentimentClassifier, part: int) -> None:
-    """Copy part `part`'s current weights into the snapshot `best`."""
-    prefix = f"members.{part}." if part < len(module.members) else "bag."
+def _keep_parts(best: dict[str, torch.Tensor], module: SentimentClassifier, parts: list[int]) -> None:
+    """Copy the current weights of the parts `parts` (indices into module.parts) into the snapshot `best`."""
+    prefixes = tuple(f"members.{k}." if k < len(module.members) else "bag." for k in parts)
     for name, value in module.state_dict().items():
-        if name.startswith(prefix):
+        if name.startswith(prefixes):
             best[name] = value.detach().cpu().clone()
 
 
@@ -209,7 +212,7 @@ def fit(
         state, best = load_checkpoint(checkpoint, module, opt, fingerprint)
         log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
     epochs = planned_epochs(cfg, len(train.ids), rt)
-    total_steps = math.ceil(len(train.ids) / cfg.batch_size / rt.world) * epochs
+    total_steps = steps_per_epoch(cfg, len(train.ids), rt) * epochs
     budget = Budget(cfg.max_minutes, state.elapsed_s, rt)
     while state.epoch < epochs and state.bad_epochs < cfg.patience:
         started = time.monotonic()
@@ -222,7 +225,7 @@ def fit(
         improved = [k for k, acc in enumerate(stats["dev_part_accuracy"]) if acc > state.part_best[k]]
         for k in improved:
             state.part_best[k], state.part_epoch[k] = stats["dev_part_accuracy"][k], state.epoch
-            _keep_part(best, module, k)
+        _keep_parts(best, module, improved)
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.best_epoch = max(state.part_epoch)
         if rt.is_main:
