@@ -15,15 +15,16 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import safetensors.torch
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 from model.artifacts import save_artifact
 
@@ -254,3 +255,86 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Dropout and word-dropout randomness per (epoch, rank): a resumed epoch replays exactly."""
     return seed * 1_000_003 + epoch * 101 + rank
+
+
+# --------------------------------------------------------------------------- the fit loop
+
+T = TypeVar("T")
+
+
+def progress(batches: Iterable[T], desc: str, rt: Runtime, total: int | None = None) -> tqdm[T]:
+    """A training epoch's progress bar (rank 0 only), refreshed at most every two seconds."""
+    return tqdm(batches, desc=desc, total=total, disable=not rt.is_main, leave=False, unit="batch", mininterval=2.0)
+
+
+class Trainee(Protocol):
+    """What differs between the tasks inside `fit`: an epoch of optimizer steps, the dev/validation score, the
+    choice of what to keep as best, and the epoch's log line."""
+
+    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
+        """One pass over the training data (or until the budget is spent), with "complete" in the stats."""
+        ...
+
+    def validate(self) -> dict[str, Any]: ...
+
+    def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
+        """Update `best` (and state.best_*) from this epoch's stats; True when anything improved."""
+        ...
+
+    def describe(self, stats: dict[str, Any], epochs: int) -> str: ...
+
+
+def keep_if_higher(module: nn.Module, score: float, state: TrainState, best: dict[str, torch.Tensor]) -> bool:
+    """The common selection rule: a new best when `score` beats every earlier epoch's (higher is better)."""
+    if score <= state.best_metric:
+        return False
+    state.best_metric, state.best_epoch = score, state.epoch
+    best.clear()
+    best.update(snapshot(module))
+    return True
+
+
+@dataclass
+class Plan:
+    """How long `fit` may run: epochs, patience (epochs without improvement) and the wall-clock budget."""
+
+    epochs: int
+    patience: int
+    max_minutes: float | None
+
+
+def fit(
+    trainee: Trainee, module: nn.Module, opt: torch.optim.Optimizer, plan: Plan, rt: Runtime, *,
+    checkpoint: Path | None, fingerprint: str, resume: bool, state: TrainState | None = None,
+) -> TrainState:  # fmt: skip
+    """The one epoch loop every trainer uses: resume from the checkpoint, train an epoch, validate, keep the best
+    weights, stop early after `patience` epochs without improvement or when the budget is spent, checkpoint each
+    epoch (rank 0). Leaves the best weights loaded in `module`; under DDP checks the replicas agree."""
+    state = state or TrainState()
+    state.fingerprint = fingerprint
+    best = snapshot(module)
+    if resume and checkpoint is not None and (checkpoint / "state.json").exists():
+        state, best = load_checkpoint(checkpoint, module, opt, fingerprint)
+        log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
+    budget = Budget(plan.max_minutes, state.elapsed_s, rt)
+    while state.epoch < plan.epochs and state.bad_epochs < plan.patience:
+        started = time.monotonic()
+        stats = trainee.train_epoch(state, budget)
+        stats.update(trainee.validate())
+        state.epoch += 1
+        state.elapsed_s += time.monotonic() - started
+        stats.update(epoch=state.epoch, lr=opt.param_groups[0]["lr"], elapsed_s=state.elapsed_s)
+        state.history.append(stats)
+        state.bad_epochs = 0 if trainee.keep_best(stats, state, best) else state.bad_epochs + 1
+        if rt.is_main:
+            log.info("epoch %d/%d  %s", state.epoch, plan.epochs, trainee.describe(stats, plan.epochs))
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, module, best, opt, state)
+        if not stats["complete"]:
+            log.warning("stopping: the --max-minutes budget of %s min is spent", plan.max_minutes)
+            break
+    if state.bad_epochs >= plan.patience and rt.is_main:
+        log.info("early stop: no improvement on dev for %d epochs", plan.patience)
+    check_replicas(module, rt)
+    module.load_state_dict(best)
+    return state

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from model import evaluate as ev
 from model.config import GeneratorTrainConfig
@@ -33,18 +32,19 @@ from model.sampling import SamplingParams, generate
 from model.tokenization import build_char_tokenizer
 from model.train import (
     Budget,
+    Plan,
     Runtime,
     TrainState,
     epoch_seed,
     fingerprint,
-    load_checkpoint,
+    keep_if_higher,
     lr_at,
+    progress,
     publish,
-    save_checkpoint,
     setup_runtime,
-    snapshot,
     teardown_runtime,
 )
+from model.train import fit as shared_fit
 
 log = logging.getLogger(__name__)
 NATS_TO_BITS = 1 / math.log(2)
@@ -92,53 +92,77 @@ def evaluate_loss(net: CharRNN, ids: torch.Tensor, streams: int = 16, chunk: int
     return total / max(count, 1)
 
 
-def _train_epoch(
-    net: CharRNN, opt: torch.optim.Optimizer, cfg: GeneratorTrainConfig, ids: torch.Tensor, state: TrainState,
-    steps_per_epoch: int, rt: Runtime, budget: Budget,
-) -> dict[str, float]:  # fmt: skip
-    net.train()
-    torch.manual_seed(epoch_seed(cfg.seed, state.epoch, rt.rank))
-    if cfg.batching == "stateful":
-        batches: Any = stateful_batches(ids, cfg.batch_size, cfg.seq_len)
-    else:
-        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, state.epoch, 0))
-        batches = random_batches(ids, cfg.batch_size, cfg.seq_len, steps_per_epoch, g)
-    total_steps = steps_per_epoch * cfg.epochs
-    hidden: Hidden | None = None
-    loss_sum, seen, norms, start, done = 0.0, 0, [], time.monotonic(), 0
-    desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
-    bar = tqdm(batches, total=steps_per_epoch, desc=desc, leave=False, unit="batch", mininterval=2.0)
-    for x, y in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-        logits, hidden = net(x, hidden if cfg.batching == "stateful" else None)
-        hidden = detach(hidden)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)
-        norms.append(
-            float(nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else math.inf))
+class GeneratorTrainee:
+    """The generator's part of the shared fit loop: truncated-BPTT (or random-window) epochs, validation loss
+    over the whole validation split, lower is better."""
+
+    def __init__(
+        self, net: CharRNN, opt: torch.optim.Optimizer, cfg: GeneratorTrainConfig, train_ids: torch.Tensor,
+        val_ids: torch.Tensor, rt: Runtime,
+    ) -> None:  # fmt: skip
+        self.net, self.opt, self.cfg, self.train_ids, self.val_ids, self.rt = net, opt, cfg, train_ids, val_ids, rt
+        self.steps_per_epoch = len(stateful_batches(train_ids, cfg.batch_size, cfg.seq_len))
+
+    def batches(self, epoch: int) -> Any:
+        cfg = self.cfg
+        if cfg.batching == "stateful":
+            return stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len)
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0))
+        return random_batches(self.train_ids, cfg.batch_size, cfg.seq_len, self.steps_per_epoch, g)
+
+    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
+        net, opt, cfg = self.net, self.opt, self.cfg
+        net.train()
+        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, self.rt.rank))
+        total_steps = self.steps_per_epoch * cfg.epochs
+        hidden: Hidden | None = None
+        loss_sum, seen, norms, start, done = 0.0, 0, [], time.monotonic(), 0
+        desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+        bar = progress(self.batches(state.epoch), desc, self.rt, total=self.steps_per_epoch)
+        for x, y in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
+            logits, hidden = net(x, hidden if cfg.batching == "stateful" else None)
+            hidden = detach(hidden)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+            norms.append(float(nn.utils.clip_grad_norm_(net.parameters(), clip)))
+            opt.step()
+            state.step += 1
+            done += 1
+            loss_sum += loss.item() * y.numel()
+            seen += y.numel()
+            if state.step % 10 == 0:
+                rate = seen / max(1e-9, time.monotonic() - start)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", chars_s=f"{rate:.0f}", refresh=False)
+            if budget.exhausted():
+                break
+        bar.close()
+        norms_t = torch.tensor(norms or [0.0])
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "grad_norm_mean": norms_t.mean().item(),
+            "grad_norm_max": norms_t.max().item(),
+            "chars_per_s": seen / max(1e-9, time.monotonic() - start),
+            "epoch_s": time.monotonic() - start,
+            "complete": float(done >= self.steps_per_epoch),
+        }
+
+    def validate(self) -> dict[str, Any]:
+        val_loss = evaluate_loss(self.net, self.val_ids)
+        return {"val_loss": val_loss, "val_bpc": val_loss * NATS_TO_BITS}
+
+    def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
+        return keep_if_higher(self.net, -stats["val_loss"], state, best)
+
+    def describe(self, stats: dict[str, Any], epochs: int) -> str:
+        return (
+            f"train loss {stats['train_loss']:.4f}  val loss {stats['val_loss']:.4f} nats/char"
+            f" ({stats['val_bpc']:.3f} bits)  grad norm mean {stats['grad_norm_mean']:.2f}"
+            f"  {stats['chars_per_s']:.0f} chars/s  {stats['epoch_s']:.1f}s"
         )
-        opt.step()
-        state.step += 1
-        done += 1
-        loss_sum += loss.item() * y.numel()
-        seen += y.numel()
-        if state.step % 10 == 0:
-            rate = seen / max(1e-9, time.monotonic() - start)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", chars_s=f"{rate:.0f}", refresh=False)
-        if budget.exhausted():
-            break
-    bar.close()
-    norms_t = torch.tensor(norms or [0.0])
-    return {
-        "train_loss": loss_sum / max(seen, 1),
-        "grad_norm_mean": norms_t.mean().item(),
-        "grad_norm_max": norms_t.max().item(),
-        "chars_per_s": seen / max(1e-9, time.monotonic() - start),
-        "epoch_s": time.monotonic() - start,
-        "complete": float(done >= steps_per_epoch),
-    }
 
 
 def fit(
@@ -147,37 +171,9 @@ def fit(
 ) -> TrainState:  # fmt: skip
     """Epochs with validation loss, early stopping on it (lower is better), best weights kept, checkpoints."""
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state, best = TrainState(fingerprint=fingerprint), snapshot(net)
-    if resume and checkpoint is not None and (checkpoint / "state.json").exists():
-        state, best = load_checkpoint(checkpoint, net, opt, fingerprint)
-        log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
-    steps_per_epoch = len(stateful_batches(train_ids, cfg.batch_size, cfg.seq_len))
-    budget = Budget(cfg.max_minutes, state.elapsed_s, rt)
-    while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
-        started = time.monotonic()
-        stats = _train_epoch(net, opt, cfg, train_ids, state, steps_per_epoch, rt, budget)
-        val_loss = evaluate_loss(net, val_ids)
-        state.epoch += 1
-        state.elapsed_s += time.monotonic() - started
-        stats.update(epoch=state.epoch, val_loss=val_loss, val_bpc=val_loss * NATS_TO_BITS, elapsed_s=state.elapsed_s)
-        state.history.append(stats)
-        if -val_loss > state.best_metric:
-            state.best_metric, state.best_epoch, state.bad_epochs, best = -val_loss, state.epoch, 0, snapshot(net)
-        else:
-            state.bad_epochs += 1
-        log.info(
-            "epoch %d/%d  train loss %.4f  val loss %.4f nats/char (%.3f bits)  grad norm mean %.2f  %.0f chars/s"
-            "  %.1fs",
-            state.epoch, cfg.epochs, stats["train_loss"], val_loss, val_loss * NATS_TO_BITS, stats["grad_norm_mean"],
-            stats["chars_per_s"], stats["epoch_s"],
-        )  # fmt: skip
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, net, best, opt, state)
-        if not stats["complete"]:
-            log.warning("stopping: the --max-minutes budget of %s min is spent", cfg.max_minutes)
-            break
-    net.load_state_dict(best)
-    return state
+    trainee = GeneratorTrainee(net, opt, cfg, train_ids, val_ids, rt)
+    plan = Plan(cfg.epochs, cfg.patience, cfg.max_minutes)
+    return shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume)
 
 
 def sample_texts(

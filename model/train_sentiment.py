@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from model import evaluate as ev
 from model.artifacts import pad
@@ -32,20 +31,19 @@ from model.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
 from model.tokenization import PAD_ID, UNK_ID, build_word_tokenizer, encode_batch
 from model.train import (
     Budget,
+    Plan,
     Runtime,
     TrainState,
     bucketed_batches,
-    check_replicas,
     epoch_seed,
     fingerprint,
-    load_checkpoint,
     lr_at,
+    progress,
     publish,
-    save_checkpoint,
     setup_runtime,
-    snapshot,
     teardown_runtime,
 )
+from model.train import fit as shared_fit
 
 log = logging.getLogger(__name__)
 
@@ -86,77 +84,6 @@ def predict_logits(
     return torch.stack([parts[i] for i in range(len(data.ids))], dim=1 if per_member else 0)
 
 
-def _train_epoch(
-    net: nn.Module,
-    opt: torch.optim.Optimizer,
-    cfg: SentimentTrainConfig,
-    data: Encoded,
-    state: TrainState,
-    total_steps: int,
-    rt: Runtime,
-    budget: Budget,
-) -> dict[str, float]:
-    net.train()
-    module = unwrap(net)
-    torch.manual_seed(epoch_seed(cfg.seed, state.epoch, rt.rank))
-    batches = bucketed_batches([len(s) for s in data.ids], cfg.batch_size, cfg.seed, state.epoch, rt)
-    loss_sum = correct = seen = clipped = 0.0
-    norms: list[float] = []
-    start = time.monotonic()
-    desc = f"epoch {state.epoch + 1}/{planned_epochs(cfg, len(data.ids), rt)}"
-    bar = tqdm(batches, desc=desc, disable=not rt.is_main, leave=False, unit="batch", mininterval=2.0)
-    for idx in bar:
-        ids, lengths, targets = data.batch(idx)
-        if cfg.word_dropout > 0:
-            drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
-            ids = ids.masked_fill(drop, UNK_ID)
-        ids, targets = ids.to(rt.device), targets.to(rt.device)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-        part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
-        parts = part_logits.shape[0]
-        flat = part_logits.reshape(-1, part_logits.shape[-1])
-        if data.soft is None:
-            loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
-        else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
-            t = cfg.distill_temperature
-            soft = data.soft[idx].to(rt.device).repeat(parts, 1)
-            loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
-        logits = part_logits.mean(0)
-        opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss * parts)  # the sum of part losses: each part's gradient as if alone
-        clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-        trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]  # not a frozen bag
-        part_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in trained]
-        norms.append(sum(part_norms) / len(trained))
-        clipped += sum(n > clip for n in part_norms) / len(trained)
-        opt.step()
-        state.step += 1
-        loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(idx)
-        if state.step % 25 == 0:
-            rate = seen * rt.world / max(1e-9, time.monotonic() - start)
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sent_s=f"{rate:.0f}", refresh=False
-            )
-        if budget.exhausted():
-            break
-    bar.close()
-    norms_t = torch.tensor(norms or [0.0])
-    return {
-        "train_loss": loss_sum / max(seen, 1),
-        "train_accuracy": correct / max(seen, 1),
-        "grad_norm_mean": norms_t.mean().item(),
-        "grad_norm_max": norms_t.max().item(),
-        "grad_norm_p99": norms_t.quantile(0.99).item(),
-        "clipped_fraction": clipped / max(len(norms), 1),
-        "sentences_per_s": seen * rt.world / max(1e-9, time.monotonic() - start),
-        "epoch_s": time.monotonic() - start,
-        "complete": float(seen >= sum(len(b) for b in batches)),
-    }
-
-
 def unwrap(net: nn.Module) -> SentimentClassifier:
     module = net.module if isinstance(net, DistributedDataParallel) else net
     assert isinstance(module, SentimentClassifier)
@@ -190,6 +117,103 @@ def _keep_parts(best: dict[str, torch.Tensor], module: SentimentClassifier, part
             best[name] = value.detach().cpu().clone()
 
 
+class SentimentTrainee:
+    """The classifier's part of the shared fit loop. The parts (the members and the bag) learn on their own
+    losses, so each keeps the epoch where its own dev accuracy was best, and training stops once no part has
+    improved for `patience` epochs."""
+
+    def __init__(
+        self, net: nn.Module, opt: torch.optim.Optimizer, cfg: SentimentTrainConfig, train: Encoded, dev: Encoded,
+        rt: Runtime,
+    ) -> None:  # fmt: skip
+        self.net, self.module, self.opt, self.cfg, self.data, self.dev, self.rt = (
+            net, unwrap(net), opt, cfg, train, dev, rt
+        )  # fmt: skip
+        self.total_steps = steps_per_epoch(cfg, len(train.ids), rt) * planned_epochs(cfg, len(train.ids), rt)
+
+    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
+        net, module, opt, cfg, data, rt = self.net, self.module, self.opt, self.cfg, self.data, self.rt
+        total_steps = self.total_steps
+        net.train()
+        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, rt.rank))
+        batches = bucketed_batches([len(s) for s in data.ids], cfg.batch_size, cfg.seed, state.epoch, rt)
+        loss_sum = correct = seen = clipped = 0.0
+        norms: list[float] = []
+        start = time.monotonic()
+        desc = f"epoch {state.epoch + 1}/{planned_epochs(cfg, len(data.ids), rt)}"
+        bar = progress(batches, desc, rt)
+        for idx in bar:
+            ids, lengths, targets = data.batch(idx)
+            if cfg.word_dropout > 0:
+                drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
+                ids = ids.masked_fill(drop, UNK_ID)
+            ids, targets = ids.to(rt.device), targets.to(rt.device)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
+            part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
+            parts = part_logits.shape[0]
+            flat = part_logits.reshape(-1, part_logits.shape[-1])
+            if data.soft is None:
+                loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
+            else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
+                t = cfg.distill_temperature
+                soft = data.soft[idx].to(rt.device).repeat(parts, 1)
+                loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
+            logits = part_logits.mean(0)
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss * parts)  # the sum of part losses: each part's gradient as if alone
+            clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+            trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]  # not a frozen bag
+            part_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in trained]
+            norms.append(sum(part_norms) / len(trained))
+            clipped += sum(n > clip for n in part_norms) / len(trained)
+            opt.step()
+            state.step += 1
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(idx)
+            if state.step % 25 == 0:
+                rate = seen * rt.world / max(1e-9, time.monotonic() - start)
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sent_s=f"{rate:.0f}", refresh=False
+                )
+            if budget.exhausted():
+                break
+        bar.close()
+        norms_t = torch.tensor(norms or [0.0])
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "grad_norm_mean": norms_t.mean().item(),
+            "grad_norm_max": norms_t.max().item(),
+            "grad_norm_p99": norms_t.quantile(0.99).item(),
+            "clipped_fraction": clipped / max(len(norms), 1),
+            "sentences_per_s": seen * rt.world / max(1e-9, time.monotonic() - start),
+            "epoch_s": time.monotonic() - start,
+            "complete": float(seen >= sum(len(b) for b in batches)),
+        }
+
+    def validate(self) -> dict[str, Any]:
+        return _dev_metrics(self.module, self.dev, self.rt)
+
+    def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
+        improved = [k for k, acc in enumerate(stats["dev_part_accuracy"]) if acc > state.part_best[k]]
+        for k in improved:
+            state.part_best[k], state.part_epoch[k] = stats["dev_part_accuracy"][k], state.epoch
+        _keep_parts(best, self.module, improved)
+        state.best_epoch = max(state.part_epoch)
+        return bool(improved)
+
+    def describe(self, stats: dict[str, Any], epochs: int) -> str:
+        parts = " ".join(f"{a:.4f}" for a in stats["dev_part_accuracy"])
+        return (
+            f"loss {stats['train_loss']:.4f}  train acc {stats['train_accuracy']:.4f}  dev acc"
+            f" {stats['dev_accuracy']:.4f} (parts {parts})  dev loss {stats['dev_loss']:.4f}  grad norm mean"
+            f" {stats['grad_norm_mean']:.2f} max {stats['grad_norm_max']:.2f}  {stats['sentences_per_s']:.0f}"
+            f" sent/s  {stats['epoch_s']:.1f}s"
+        )
+
+
 def fit(
     cfg: SentimentTrainConfig,
     net: nn.Module,
@@ -200,52 +224,16 @@ def fit(
     fingerprint: str,
     resume: bool,
 ) -> TrainState:
-    """The epoch loop: train, score dev, keep each part's best weights, stop early, checkpoint. The parts (the
-    members and the bag) learn on their own losses, so each keeps the epoch where its own dev accuracy was best,
-    and training stops once no part has improved for `patience` epochs. Leaves the best weights loaded."""
+    """The shared epoch loop (model/train.py) over SentimentTrainee. Leaves the best weights loaded."""
     module = unwrap(net)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     parts = len(module.parts)
-    state = TrainState(fingerprint=fingerprint, part_best=[-math.inf] * parts, part_epoch=[0] * parts)
-    best = snapshot(module)
-    if resume and checkpoint is not None and (checkpoint / "state.json").exists():
-        state, best = load_checkpoint(checkpoint, module, opt, fingerprint)
-        log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
-    epochs = planned_epochs(cfg, len(train.ids), rt)
-    total_steps = steps_per_epoch(cfg, len(train.ids), rt) * epochs
-    budget = Budget(cfg.max_minutes, state.elapsed_s, rt)
-    while state.epoch < epochs and state.bad_epochs < cfg.patience:
-        started = time.monotonic()
-        stats: dict[str, Any] = _train_epoch(net, opt, cfg, train, state, total_steps, rt, budget)
-        stats.update(_dev_metrics(module, dev, rt))
-        state.epoch += 1
-        state.elapsed_s += time.monotonic() - started
-        stats.update(epoch=state.epoch, lr=opt.param_groups[0]["lr"], elapsed_s=state.elapsed_s)
-        state.history.append(stats)
-        improved = [k for k, acc in enumerate(stats["dev_part_accuracy"]) if acc > state.part_best[k]]
-        for k in improved:
-            state.part_best[k], state.part_epoch[k] = stats["dev_part_accuracy"][k], state.epoch
-        _keep_parts(best, module, improved)
-        state.bad_epochs = 0 if improved else state.bad_epochs + 1
-        state.best_epoch = max(state.part_epoch)
-        if rt.is_main:
-            log.info(
-                "epoch %d/%d  loss %.4f  train acc %.4f  dev acc %.4f (parts %s)  dev loss %.4f  grad norm mean %.2f"
-                " max %.2f  %.0f sent/s  %.1fs",
-                state.epoch, epochs, stats["train_loss"], stats["train_accuracy"], stats["dev_accuracy"],
-                " ".join(f"{a:.4f}" for a in stats["dev_part_accuracy"]), stats["dev_loss"], stats["grad_norm_mean"],
-                stats["grad_norm_max"], stats["sentences_per_s"], stats["epoch_s"],
-            )  # fmt: skip
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, module, best, opt, state)
-        if not stats["complete"]:
-            log.warning("stopping: the --max-minutes budget of %s min is spent", cfg.max_minutes)
-            break
-    if state.bad_epochs >= cfg.patience and rt.is_main:
-        log.info("early stop: no part's dev accuracy improved for %d epochs", cfg.patience)
-    check_replicas(module, rt)
-    module.load_state_dict(best)
-    return state
+    state = TrainState(part_best=[-math.inf] * parts, part_epoch=[0] * parts)
+    plan = Plan(planned_epochs(cfg, len(train.ids), rt), cfg.patience, cfg.max_minutes)
+    trainee = SentimentTrainee(net, opt, cfg, train, dev, rt)
+    return shared_fit(
+        trainee, module, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume, state=state
+    )
 
 
 def build_network(

@@ -109,7 +109,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, corpus_file: Path, mon
     corpus = load_corpus(corpus_file)
     reference = train_generator(tiny(epochs=3), corpus, tmp_path / "ref")
 
-    real = tg._train_epoch
+    real = tg.GeneratorTrainee.train_epoch
     calls = {"n": 0}
 
     def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
@@ -118,11 +118,11 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, corpus_file: Path, mon
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tg, "_train_epoch", crash_on_second)
+    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         train_generator(tiny(epochs=3), corpus, tmp_path / "run")
     assert (tmp_path / "run.ckpt" / "state.json").exists() and not (tmp_path / "run").exists()
-    monkeypatch.setattr(tg, "_train_epoch", real)
+    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", real)
     resumed = train_generator(tiny(epochs=3), corpus, tmp_path / "run", resume=True)
     assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
     history = json.loads((tmp_path / "run" / "config.json").read_text())["training"]["history"]

@@ -78,25 +78,25 @@ def test_same_seed_is_reproducible_with_subword_tokenizers(
 
 def _interrupt_before_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the run stop with Ctrl-C as epoch `epoch` (0-based) begins, as a user or a preempted job would."""
-    real = ts._train_epoch
+    real = ts.SentimentTrainee.train_epoch
 
-    def interrupted(net: Any, opt: Any, cfg: Any, data: Any, state: Any, *args: Any) -> Any:
+    def interrupted(self: Any, state: Any, budget: Any) -> Any:
         if state.epoch == epoch:
             raise KeyboardInterrupt
-        return real(net, opt, cfg, data, state, *args)
+        return real(self, state, budget)
 
-    monkeypatch.setattr(ts, "_train_epoch", interrupted)
+    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", interrupted)
 
 
 def _record_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     started: list[int] = []
-    real = ts._train_epoch
+    real = ts.SentimentTrainee.train_epoch
 
-    def recording(net: Any, opt: Any, cfg: Any, data: Any, state: Any, *args: Any) -> Any:
+    def recording(self: Any, state: Any, budget: Any) -> Any:
         started.append(state.epoch)
-        return real(net, opt, cfg, data, state, *args)
+        return real(self, state, budget)
 
-    monkeypatch.setattr(ts, "_train_epoch", recording)
+    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", recording)
     return started
 
 
@@ -357,16 +357,16 @@ def test_distillation_resumes_after_a_kill(
     reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
     out = tmp_path / "resumed"
     calls = {"n": 0}
-    real = ts._train_epoch
+    real = ts.SentimentTrainee.train_epoch
 
-    def killed_in_distillation(net: Any, opt: Any, c: Any, data: Any, state: Any, *args: Any) -> Any:
-        if data.soft is not None and state.epoch == 1:  # the teacher's 2 epochs and the student's first are done
+    def killed_in_distillation(self: Any, state: Any, budget: Any) -> Any:
+        if self.data.soft is not None and state.epoch == 1:  # the teacher's 2 epochs and the student's first are done
             raise KeyboardInterrupt
         calls["n"] += 1
-        return real(net, opt, c, data, state, *args)
+        return real(self, state, budget)
 
     with monkeypatch.context() as patch:
-        patch.setattr(ts, "_train_epoch", killed_in_distillation)
+        patch.setattr(ts.SentimentTrainee, "train_epoch", killed_in_distillation)
         with pytest.raises(KeyboardInterrupt):
             train_sentiment(cfg, tiny_data, out)
     assert calls["n"] == 3 and not out.exists() and distill_checkpoint_of(out).exists()
