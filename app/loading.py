@@ -14,8 +14,8 @@ from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
 from model import onnx_runtime
-from model.artifacts import load_generator, load_sentiment
 from model.networks import quantize_int8
+from model.predictors import load_generator, load_sentiment
 
 log = logging.getLogger("app")
 

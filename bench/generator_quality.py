@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baselines import kneser_ney  # noqa: E402
 from bench.readme import save_json, table, update_section  # noqa: E402
-from model.artifacts import load_generator  # noqa: E402
+from model.artifacts import read_config  # noqa: E402
 from model.config import generator_preset, merge  # noqa: E402
 from model.data import load_corpus  # noqa: E402
 from model.networks import CharRNN  # noqa: E402
+from model.predictors import load_generator  # noqa: E402
 from model.sampling import Sampler, SamplingParams, Stepper, generate, sample_batch  # noqa: E402
 from model.train_generator import train_generator  # noqa: E402
 
@@ -43,7 +44,7 @@ def train(
     out = out or workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
     started = time.perf_counter()
     metrics = train_generator(cfg, corpus, out)
-    config = json.loads((out / "config.json").read_text())
+    config = read_config(out)
     result = {
         "preset": preset,
         **overrides,
@@ -51,7 +52,7 @@ def train(
         "val_bpc": metrics["val_bpc"],
         "wall_s": time.perf_counter() - started,
         "epochs_run": metrics["epochs_run"],
-        "parameters": config["parameters"],
+        "parameters": config.parameters,
     }
     return result, out
 
@@ -178,7 +179,7 @@ def main() -> None:
         saved = json.loads((ROOT / "bench" / "results" / "generator_default.json").read_text())
         if args.resample:
             gen = load_generator(args.artifact or ROOT / "artifacts" / "generator")
-            if not math.isclose(gen.artifact.config["metrics"]["val_loss"], saved["default"]["val_loss"], rel_tol=1e-9):
+            if not math.isclose(gen.artifact.config.metrics["val_loss"], saved["default"]["val_loss"], rel_tol=1e-9):
                 sys.exit("--resample: that artifact is not the one bench/results/generator_default.json measured")
             saved["default"]["sample"] = readme_sample(gen)
             save_json("generator_default", saved)

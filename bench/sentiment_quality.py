@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baselines import tfidf_logreg, tfidf_words_and_chars  # noqa: E402
 from bench.readme import save_json, table, update_section  # noqa: E402
+from model.artifacts import read_config  # noqa: E402
 from model.config import merge, sentiment_preset  # noqa: E402
 from model.data import SentimentData, load_sst2, load_user_data  # noqa: E402
 from model.train_sentiment import train_sentiment  # noqa: E402
@@ -43,8 +44,8 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: P
     started = time.perf_counter()
     metrics = train_sentiment(cfg, data, out)
     wall = time.perf_counter() - started
-    config = json.loads((out / "config.json").read_text())
-    history = config["training"].get("teacher_history") or config["training"]["history"]
+    config = read_config(out)
+    history = config.training.get("teacher_history") or config.training["history"]
     return {
         "preset": preset,
         **overrides,
@@ -54,8 +55,8 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: P
         "ece_before": metrics["calibration"]["ece_before"],
         "ece_after": metrics["calibration"]["ece_after"],
         "wall_s": wall,
-        "parameters": config["parameters"],
-        "encoders": config["network"]["ensemble"],
+        "parameters": config.parameters,
+        "encoders": config.network["ensemble"],
         "grad_norm_mean": sum(h["grad_norm_mean"] for h in history) / len(history),
         "grad_norm_max": max(h["grad_norm_max"] for h in history),
         "clipped_fraction": sum(h["clipped_fraction"] for h in history) / len(history),

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from app.config import load_settings
 from app.schemas import SentimentRequest, SentimentResponse
-from model.artifacts import load_sentiment
+from model.predictors import load_sentiment
 
 
 def ceiling_app() -> FastAPI:

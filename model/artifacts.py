@@ -21,13 +21,11 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-import numpy as np
 import safetensors
 import safetensors.torch
 import tokenizers
@@ -35,19 +33,87 @@ import torch
 from tokenizers import Tokenizer
 
 from model import __version__
-from model.config import CharLMConfig, ClassifierConfig
 from model.data import sha256_file
-from model.networks import CharRNN, SentimentClassifier, count_parameters
-from model.tokenization import PAD_ID, encode_batch, load_tokenizer
+from model.tokenization import load_tokenizer
 
 SCHEMA_VERSION = 1
 WEIGHTS, TOKENIZER, CONFIG, MANIFEST = "model.safetensors", "tokenizer.json", "config.json", "manifest.json"
 REQUIRED = (WEIGHTS, TOKENIZER, CONFIG)
-TASKS = ("sentiment", "generation")
+TASKS = ("sentiment", "generation", "tagging")  # config.json's task; model/tasks.py maps them to their code
+C = TypeVar("C")
 
 
 class ArtifactError(Exception):
     """An artifact is missing, corrupt or of an unknown format; the message names the file."""
+
+
+@dataclass
+class DataInfo:
+    """The data set an artifact was trained on: its name and the sha256 of each file."""
+
+    name: str
+    sha256: dict[str, str]
+
+
+@dataclass
+class ArtifactConfig:
+    """config.json, typed. This class is the only reader and writer of its keys."""
+
+    task: str
+    network: dict[str, Any]  # the task's network config dataclass as a dict: network_config() rebuilds it
+    tokenizer: dict[str, Any]  # kind and settings; the tagger's character vocabulary
+    training: dict[str, Any]  # the training config, its history
+    data: DataInfo
+    metrics: dict[str, Any]
+    labels: list[str] | None = None  # classes or tags, in output order
+    calibration: dict[str, float] | None = None  # {"temperature": T} fitted on dev
+    max_length: int | None = None  # tokens a classifier reads per text
+    parameters: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def temperature(self) -> float:
+        return float((self.calibration or {}).get("temperature", 1.0))
+
+    def network_config(self, cls: type[C]) -> C:
+        """The network's config dataclass (ClassifierConfig, CharLMConfig, TaggerConfig …)."""
+        try:
+            return cls(**self.network)
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"config.json's network does not fit {cls.__name__}: {exc}") from exc
+
+    def to_json(self) -> str:
+        out = {"schema_version": self.schema_version, "task": self.task}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in out and value is not None:
+                out[f.name] = dataclasses.asdict(value) if isinstance(value, DataInfo) else value
+        return json.dumps(out, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> ArtifactConfig:
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ArtifactError(f"{where} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{where}: expected a JSON object")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{where}: schema_version {raw.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        missing = sorted(f.name for f in fields(cls) if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING and f.name not in raw)  # fmt: skip
+        if unknown or missing:
+            raise ArtifactError(f"{where}: unknown keys {unknown}, missing keys {missing}")
+        try:
+            return cls(**{**raw, "data": DataInfo(**raw["data"])})
+        except TypeError as exc:
+            raise ArtifactError(f"{where}: {exc}") from exc
 
 
 def library_versions() -> dict[str, str]:
@@ -76,34 +142,28 @@ def _fsync_dir(path: Path) -> None:
 
 def save_artifact(
     out_dir: str | Path,
-    *,
-    task: str,
-    network: ClassifierConfig | CharLMConfig,
+    config: ArtifactConfig,
     state_dict: Mapping[str, torch.Tensor],
     tokenizer: Tokenizer,
-    info: Mapping[str, Any],
     extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write an artifact atomically. `info` is merged into config.json (labels, metrics, training, data …)."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}")
+    """Write an artifact atomically; `config`'s parameters, versions and creation time are filled in here."""
+    if config.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {config.task!r}")
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        safetensors.torch.save_file(tensors, str(tmp / WEIGHTS), metadata={"task": task})
+        safetensors.torch.save_file(tensors, str(tmp / WEIGHTS), metadata={"task": config.task})
         tokenizer.save(str(tmp / TOKENIZER))
-        config = {
-            "schema_version": SCHEMA_VERSION,
-            "task": task,
-            "network": dataclasses.asdict(network),
-            **info,
-            "parameters": sum(t.numel() for t in tensors.values()),
-            "versions": library_versions(),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        config = dataclasses.replace(
+            config,
+            parameters=sum(t.numel() for t in tensors.values()),
+            versions=library_versions(),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        (tmp / CONFIG).write_text(config.to_json(), encoding="utf-8")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
@@ -162,14 +222,22 @@ def _exchange(a: Path, b: Path) -> bool:
 @dataclass
 class Artifact:
     path: Path
-    config: dict[str, Any]
+    config: ArtifactConfig
     tokenizer: Tokenizer
     state_dict: dict[str, torch.Tensor]
     sha256: str  # of the weights file
 
     @property
     def task(self) -> str:
-        return str(self.config["task"])
+        return self.config.task
+
+    def build(self, module: torch.nn.Module) -> None:
+        """Load the weights into `module` (strictly) and put it in eval mode."""
+        try:
+            module.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ArtifactError(f"{self.path / WEIGHTS} does not match its config.json: {exc}") from exc
+        module.eval()
 
 
 def verify(path: str | Path) -> dict[str, str]:
@@ -202,16 +270,9 @@ def load_artifact(path: str | Path, task: str | None = None) -> Artifact:
     """Verify and load an artifact directory (weights on CPU)."""
     root = Path(path)
     files = verify(root)
-    try:
-        config = json.loads((root / CONFIG).read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ArtifactError(f"{root / CONFIG} is not valid JSON: {exc}") from exc
-    if config.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{root / CONFIG}: schema_version {config.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
-        )
-    if task is not None and config.get("task") != task:
-        raise ArtifactError(f"{root} holds a {config.get('task')!r} model, expected {task!r}")
+    config = read_config(root)
+    if task is not None and config.task != task:
+        raise ArtifactError(f"{root} holds a {config.task!r} model, expected {task!r}")
     try:
         tokenizer = load_tokenizer(root / TOKENIZER)
     except Exception as exc:  # tokenizers raises plain Exceptions
@@ -223,131 +284,11 @@ def load_artifact(path: str | Path, task: str | None = None) -> Artifact:
     return Artifact(root, config, tokenizer, state, files[WEIGHTS])
 
 
-def _build(module: torch.nn.Module, artifact: Artifact) -> None:
+def read_config(path: str | Path) -> ArtifactConfig:
+    """An artifact directory's config.json, typed (without verifying the rest: see load_artifact)."""
+    where = Path(path) / CONFIG
     try:
-        module.load_state_dict(artifact.state_dict, strict=True)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{artifact.path / WEIGHTS} does not match its config.json: {exc}") from exc
-    module.eval()
-
-
-Chunk = tuple[list[int], torch.Tensor, torch.Tensor]  # a batch of texts: their indices, padded ids (B, T), lengths
-
-
-class Runner(Protocol):
-    def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor: ...
-
-
-class SentimentModel:
-    """A loaded classifier artifact: tokenizer + network + labels + calibration temperature."""
-
-    def __init__(self, artifact: Artifact) -> None:
-        self.artifact = artifact
-        self.config = ClassifierConfig(**artifact.config["network"])
-        self.network = SentimentClassifier(self.config)
-        _build(self.network, artifact)
-        # what logits() runs: the network itself, or a faster stand-in for it (an int8 copy, an ONNX Runtime
-        # session: model/onnx_runtime.py) with the same infer(ids, lengths, pool)
-        self.runner: Runner = self.network
-        self.tokenizer = artifact.tokenizer
-        self.labels: list[str] = list(artifact.config["labels"])
-        self.temperature = float(artifact.config.get("calibration", {}).get("temperature", 1.0))
-        self.max_length = int(artifact.config.get("max_length", 256))
-
-    @property
-    def parameters(self) -> int:
-        return count_parameters(self.network)
-
-    def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ids (B, T) and lengths (B,)."""
-        seqs = encode_batch(self.tokenizer, texts, self.max_length)
-        return pad(seqs)
-
-    def logits(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
-        """Uncalibrated logits (N, C), computed in length-sorted batches, returned in input order. With `pool`,
-        the ensemble's members run side by side on its threads."""
-        chunks = self.chunks(texts, batch_size)
-        return self.ordered(chunks, self.infer(chunks, pool))
-
-    def chunks(self, texts: Sequence[str], batch_size: int = 256) -> list[Chunk]:
-        """The texts in length-sorted batches of at most `batch_size`: (their indices, padded ids, lengths)."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            out.append((idx, *self.encode([texts[i] for i in idx])))
-        return out
-
-    @torch.inference_mode()
-    def infer(
-        self, chunks: Sequence[Chunk], pool: Executor | None = None, runner: Runner | None = None
-    ) -> list[torch.Tensor]:
-        """The network's output per chunk, on `runner` if given (another runner of the same network), else on
-        self.runner. Only the forwards: the service runs this in its model thread."""
-        run = (runner or self.runner).infer
-        return [run(ids, lengths, pool) for _, ids, lengths in chunks]
-
-    def ordered(self, chunks: Sequence[Chunk], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """infer()'s outputs as logits (N, C) in the texts' order."""
-        out = torch.empty(sum(len(idx) for idx, _, _ in chunks), len(self.labels))
-        for (idx, _, _), rows in zip(chunks, outputs, strict=True):
-            out[idx] = rows.float()
-        return out
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
-        """Calibrated class probabilities (N, C)."""
-        return self.calibrated(self.logits(texts, batch_size, pool))
-
-    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
-        """Uncalibrated logits (N, C) as probabilities, temperature-scaled."""
-        return torch.softmax(logits / self.temperature, dim=-1)
-
-    def predict(self, texts: Sequence[str], pool: Executor | None = None) -> list[dict[str, Any]]:
-        return self.results(self.logits(texts, pool=pool))
-
-    def results(self, logits: torch.Tensor) -> list[dict[str, Any]]:
-        """Label, score and probabilities per row of uncalibrated logits (N, C), as predict() answers."""
-        results = []
-        for row in self.calibrated(logits).tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                {
-                    "label": self.labels[best],
-                    "score": row[best],
-                    "probabilities": dict(zip(self.labels, row, strict=True)),
-                }
-            )
-        return results
-
-
-def pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded ids (B, T) and lengths (B,), int64. Filled in NumPy: a torch op per row would also release and
-    retake the GIL per row, and in the service every retake can wait on the event loop's thread."""
-    lengths = np.fromiter(map(len, seqs), np.int64, len(seqs))
-    ids = np.full((len(seqs), int(lengths.max()) if len(seqs) else 0), PAD_ID, np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-    return torch.from_numpy(ids), torch.from_numpy(lengths)
-
-
-def load_sentiment(path: str | Path) -> SentimentModel:
-    return SentimentModel(load_artifact(path, "sentiment"))
-
-
-class GeneratorModel:
-    """A loaded character-model artifact: tokenizer + network."""
-
-    def __init__(self, artifact: Artifact) -> None:
-        self.artifact = artifact
-        self.config = CharLMConfig(**artifact.config["network"])
-        self.network = CharRNN(self.config)
-        _build(self.network, artifact)
-        self.tokenizer = artifact.tokenizer
-
-    @property
-    def parameters(self) -> int:
-        return count_parameters(self.network)
-
-
-def load_generator(path: str | Path) -> GeneratorModel:
-    return GeneratorModel(load_artifact(path, "generation"))
+        text = where.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ArtifactError(f"{where} cannot be read: {exc}") from exc
+    return ArtifactConfig.from_json(text, where)

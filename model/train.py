@@ -23,10 +23,11 @@ from typing import Any, Protocol, TypeVar
 import safetensors.torch
 import torch
 import torch.distributed as dist
+from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.artifacts import save_artifact
+from model.artifacts import ArtifactConfig, save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,12 @@ def fingerprint(cfg: Any, data_sha256: dict[str, str], data_name: str, **extra: 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def publish(out: Path, checkpoint: Path, **artifact: Any) -> None:
+def publish(
+    out: Path, checkpoint: Path, config: ArtifactConfig, state_dict: dict[str, torch.Tensor], tokenizer: Tokenizer,
+    files: dict[str, bytes],
+) -> None:  # fmt: skip
     """Write the artifact (atomically), then drop the run's checkpoint: a finished run is not resumable."""
-    save_artifact(out, **artifact)
+    save_artifact(out, config, state_dict, tokenizer, files)
     shutil.rmtree(checkpoint, ignore_errors=True)
     log.info("wrote %s", out)
 

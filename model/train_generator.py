@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model import evaluate as ev
+from model.artifacts import ArtifactConfig, DataInfo
 from model.config import GeneratorTrainConfig
 from model.data import TextCorpus
 from model.networks import CharRNN, Hidden, count_parameters
@@ -227,16 +228,15 @@ def train_generator(
                 f"--- prompt {s['prompt']!r}\n{s['prompt']}{s['text']}" for s in samples
             ).encode(),
         }
-        info = {
-            "tokenizer": {"kind": "char", "vocab_size": tok.get_vocab_size()},
-            "training": {**asdict(cfg), "history": state.history},
-            "data": {"name": corpus.name, "sha256": corpus.sha256},
-            "metrics": metrics,
-        }
-        publish(
-            out, checkpoint, task="generation", network=network_cfg, state_dict=net.state_dict(), tokenizer=tok,
-            info=info, extra_files=files,
-        )  # fmt: skip
+        config = ArtifactConfig(
+            task="generation",
+            network=asdict(network_cfg),
+            tokenizer={"kind": "char", "vocab_size": tok.get_vocab_size()},
+            training={**asdict(cfg), "history": state.history},
+            data=DataInfo(corpus.name, corpus.sha256),
+            metrics=metrics,
+        )
+        publish(out, checkpoint, config, net.state_dict(), tok, files)
         return metrics
     finally:
         teardown_runtime(rt)

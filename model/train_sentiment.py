@@ -22,12 +22,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
-from model.artifacts import pad
+from model.artifacts import ArtifactConfig, DataInfo
 from model.augment import augmented
 from model.config import SentimentTrainConfig
 from model.data import SentimentData
 from model.networks import SentimentClassifier, count_parameters
 from model.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
+from model.predictors import pad
 from model.tokenization import PAD_ID, UNK_ID, build_word_tokenizer, encode_batch
 from model.train import (
     Budget,
@@ -428,22 +429,21 @@ def train_sentiment(
         training: dict[str, Any] = {**asdict(cfg), "history": state.history, "world_size": rt.world}
         if teacher_scores is not None:
             training["teacher_history"] = teacher_history
-        info = {
-            "labels": names,
-            "tokenizer": {
+        config = ArtifactConfig(
+            task="sentiment",
+            network=asdict(model_net.config),
+            labels=names,
+            tokenizer={
                 "kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size(),
                 "pieces": cfg.word_pieces,
             },
-            "calibration": {"temperature": temperature},
-            "max_length": cfg.max_length,
-            "training": training,
-            "data": {"name": data.name, "sha256": data.sha256},
-            "metrics": metrics,
-        }  # fmt: skip
-        publish(
-            out, checkpoint, task="sentiment", network=model_net.config, state_dict=model_net.state_dict(),
-            tokenizer=tok, info=info, extra_files=files,
+            calibration={"temperature": temperature},
+            max_length=cfg.max_length,
+            training=training,
+            data=DataInfo(data.name, data.sha256),
+            metrics=metrics,
         )  # fmt: skip
+        publish(out, checkpoint, config, model_net.state_dict(), tok, files)
         shutil.rmtree(student_checkpoint, ignore_errors=True)
         return metrics
     finally:

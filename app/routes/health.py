@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -35,13 +36,13 @@ def card(name: str, artifact: Artifact, serving: dict[str, Any]) -> dict[str, An
     cfg = artifact.config
     return {
         "name": name,
-        "task": cfg["task"],
-        "labels": cfg.get("labels"),
-        "architecture": cfg["network"],
-        "parameters": cfg["parameters"],
-        "metrics": {k: v for k, v in cfg.get("metrics", {}).items() if k != "samples"},
-        "training_data": cfg.get("data", {}),
-        "created_at": cfg["created_at"],
+        "task": cfg.task,
+        "labels": cfg.labels,
+        "architecture": cfg.network,
+        "parameters": cfg.parameters,
+        "metrics": {k: v for k, v in cfg.metrics.items() if k != "samples"},
+        "training_data": dataclasses.asdict(cfg.data),
+        "created_at": cfg.created_at,
         "sha256": artifact.sha256,
         "serving": serving,
     }

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from app.serving.metrics import Metrics
-from model.artifacts import SentimentModel
 from model.onnx_runtime import OnnxClassifier
+from model.predictors import SentimentModel
 
 log = logging.getLogger(__name__)
 WORD = re.compile(r"\S+")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from app.serving.metrics import Metrics
-from model.artifacts import GeneratorModel
+from model.predictors import GeneratorModel
 from model.sampling import (
     Generation,
     Sampler,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from model.artifacts import GeneratorModel, load_generator
+from model.predictors import GeneratorModel, load_generator
 from model.sampling import SamplingParams, generate
 from tests.app.conftest import Artifacts, ClientFactory
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from model.artifacts import SentimentModel, load_sentiment
+from model.predictors import SentimentModel, load_sentiment
 from tests.app.conftest import LABELS, Artifacts, ClientFactory
 
 TEXTS = [

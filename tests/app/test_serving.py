@@ -16,7 +16,7 @@ from app.main import create_app
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine, collect
 from app.serving.metrics import Metrics
-from model.artifacts import load_generator, load_sentiment
+from model.predictors import load_generator, load_sentiment
 from model.sampling import SamplingParams, generate
 from tests.app.conftest import Artifacts, ClientFactory, metric, serving
 

@@ -6,6 +6,7 @@ import json
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,17 @@ import torch
 from model import artifacts
 from model.artifacts import (
     MANIFEST,
+    ArtifactConfig,
     ArtifactError,
+    DataInfo,
     load_artifact,
-    load_generator,
-    load_sentiment,
-    pad,
     save_artifact,
     verify,
 )
 from model.config import ClassifierConfig
 from model.data import sha256_file
 from model.networks import SentimentClassifier
+from model.predictors import load_generator, load_sentiment, pad
 from model.tokenization import build_word_tokenizer, encode_batch
 from tests.conftest import Trained
 
@@ -40,18 +41,16 @@ def _classifier(seed: int = 0) -> tuple[SentimentClassifier, Any]:
     return SentimentClassifier(config).eval(), tok
 
 
-def _save(out: Path, seed: int = 0, **info: Any) -> tuple[SentimentClassifier, Any]:
+def _save(
+    out: Path, seed: int = 0, calibration: dict[str, float] | None = None, **training: Any
+) -> tuple[SentimentClassifier, Any]:
     net, tok = _classifier(seed)
-    info = {"labels": ["negative", "positive"], "max_length": 16, **info}
-    save_artifact(
-        out,
-        task="sentiment",
-        network=net.config,
-        state_dict=net.state_dict(),
-        tokenizer=tok,
-        info=info,
-        extra_files={"metrics.json": b'{"accuracy": 0.5}\n'},
-    )
+    config = ArtifactConfig(
+        task="sentiment", network=asdict(net.config), tokenizer={"kind": "word"}, training=training,
+        data=DataInfo("tiny", {}), metrics={"accuracy": 0.5}, labels=["negative", "positive"], max_length=16,
+        calibration=calibration,
+    )  # fmt: skip
+    save_artifact(out, config, net.state_dict(), tok, {"metrics.json": b'{"accuracy": 0.5}\n'})
     return net, tok
 
 
@@ -72,7 +71,7 @@ def test_round_trip_gives_the_same_logits(saved: tuple[Path, SentimentClassifier
     torch.testing.assert_close(loaded.logits(TEXTS, batch_size=2), expected, atol=1e-6, rtol=0)
     assert loaded.labels == ["negative", "positive"]
     assert loaded.parameters == sum(p.numel() for p in net.parameters())
-    assert loaded.artifact.config["network"] == {**net.config.__dict__}
+    assert loaded.artifact.config.network == {**net.config.__dict__}
 
 
 def test_predict_applies_the_stored_temperature(tmp_path: Path) -> None:
@@ -192,7 +191,7 @@ def test_saving_over_an_existing_artifact_replaces_it(tmp_path: Path) -> None:
     (out / "stale.txt").write_text("left over from an older artifact")
     net, tok = _save(out, seed=1, run="second")
     loaded = load_sentiment(out)
-    assert loaded.artifact.config["run"] == "second"
+    assert loaded.artifact.config.training["run"] == "second"
     assert not (out / "stale.txt").exists()
     with torch.no_grad():
         expected = net(*pad(encode_batch(tok, TEXTS, 16)))
@@ -217,7 +216,7 @@ def test_replacing_an_artifact_is_one_atomic_exchange(tmp_path: Path, monkeypatc
     monkeypatch.setattr(artifacts.os, "replace", watch)
     _save(out, run="second")
     assert str(out) not in moved
-    assert load_sentiment(out).artifact.config["run"] == "second"
+    assert load_sentiment(out).artifact.config.training["run"] == "second"
     assert [p.name for p in tmp_path.iterdir()] == ["sentiment"]
 
 
@@ -228,7 +227,8 @@ def test_a_failed_save_leaves_the_old_artifact_and_no_temporary_files(
     _save(out, run="first")
     net, tok = _classifier()
     with pytest.raises(ValueError, match="task must be one of"):
-        save_artifact(out, task="nope", network=net.config, state_dict=net.state_dict(), tokenizer=tok, info={})
+        config = ArtifactConfig("nope", asdict(net.config), {}, {}, DataInfo("tiny", {}), {})
+        save_artifact(out, config, net.state_dict(), tok)
 
     def crash(path: Path) -> None:  # the last step before the rename: every file is written by then
         raise OSError("disk full")
@@ -236,7 +236,7 @@ def test_a_failed_save_leaves_the_old_artifact_and_no_temporary_files(
     with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
         patch.setattr(artifacts, "_fsync_dir", crash)
         _save(out, run="second")
-    assert load_sentiment(out).artifact.config["run"] == "first"
+    assert load_sentiment(out).artifact.config.training["run"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["sentiment"]
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from model.__main__ import main
-from model.artifacts import load_sentiment
 from model.config import sentiment_preset
+from model.predictors import load_sentiment
 from tests.conftest import Trained
 from tests.helpers import sentences, write_bytes, write_csv
 
@@ -54,14 +54,14 @@ def test_train_writes_an_artifact(
     assert printed["artifact"] == str(out) and printed["split"] == "dev"
     assert 0.0 <= printed["accuracy"] <= 1.0
     model = load_sentiment(out)
-    training = model.artifact.config["training"]
+    training = model.artifact.config.training
     # the preset's values, with the command line's overrides on top
     overrides = {"epochs": 1, "embedding_dim": 8, "hidden_size": 8, "batch_size": 16, "threads": 1}
     expected = {**asdict(sentiment_preset("quick")), **overrides}
     assert {k: training[k] for k in expected} == expected
     assert expected != asdict(sentiment_preset("default"))
     assert model.labels == ["neg", "pos"]
-    assert printed["accuracy"] == model.artifact.config["metrics"]["dev"]["accuracy"]
+    assert printed["accuracy"] == model.artifact.config.metrics["dev"]["accuracy"]
 
 
 def test_predict_prints_one_json_object_per_text(capsys: pytest.CaptureFixture[str], trained: Trained) -> None:

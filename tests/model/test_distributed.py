@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model.artifacts import load_sentiment
+from model.predictors import load_sentiment
 from tests.helpers import sentences, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,5 +50,5 @@ def test_two_replicas_train_identically_and_write_one_artifact(tmp_path: Path) -
     assert json.loads(printed)["artifact"] == str(out)
     assert [p.name for p in out.parent.iterdir()] == ["sentiment"]  # no tmp, .old or .ckpt directories
     model = load_sentiment(out)
-    assert model.artifact.config["training"]["world_size"] == 2
+    assert model.artifact.config.training["world_size"] == 2
     assert model.labels == ["neg", "pos"]

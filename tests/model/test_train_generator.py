@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from model.__main__ import main
-from model.artifacts import load_generator
 from model.config import CharLMConfig, GeneratorTrainConfig
 from model.data import DataError, load_corpus
 from model.networks import CharRNN
+from model.predictors import load_generator
 from model.sampling import SamplingParams, generate
 from model.train_generator import evaluate_loss, stateful_batches, train_generator
 

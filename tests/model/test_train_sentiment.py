@@ -15,8 +15,8 @@ import safetensors.torch
 import torch
 
 from model import train_sentiment as ts
-from model.artifacts import load_sentiment
 from model.data import SentimentData, load_user_data
+from model.predictors import load_sentiment
 from model.train_sentiment import train_sentiment
 from tests.conftest import Trained
 from tests.helpers import TIMING_KEYS, sentences, small_config, write_csv
@@ -285,7 +285,7 @@ def test_multi_class_with_other_tokenizers_and_cells(tmp_path: Path, tokenizer: 
     model = load_sentiment(tmp_path / "out")
     assert model.labels == ["1", "2", "3", "4", "5"]
     assert model.config.cell == cell and model.config.pooling == pooling and model.config.num_classes == 5
-    assert model.artifact.config["tokenizer"]["kind"] == tokenizer
+    assert model.artifact.config.tokenizer["kind"] == tokenizer
     assert len(metrics["dev"]["confusion_matrix"]) == 5
     (result,) = model.predict(["one1 two2 story"])
     assert list(result["probabilities"]) == ["1", "2", "3", "4", "5"]
