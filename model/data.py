@@ -45,6 +45,7 @@ class RemoteFile:
 
 _SST2_URL = "https://raw.githubusercontent.com/awake020/pytorch_Bert_sst2/master/SST-2/{}"
 _SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+_UD_EWT_URL = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/en_ewt-ud-{}.conllu"
 
 BUILTIN: dict[str, dict[str, RemoteFile]] = {
     "sst2": {
@@ -69,6 +70,24 @@ BUILTIN: dict[str, dict[str, RemoteFile]] = {
             "tinyshakespeare/input.txt",
             "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
             _SHAKESPEARE_URL,
+        ),
+    },
+    # Universal Dependencies English Web Treebank r2.16 (CoNLL-U): read by model.conll for the tagger
+    "ud_english_ewt": {
+        "train": RemoteFile(
+            "ud_english_ewt/train.conllu",
+            "3fb78e2b55482c8ee00caa653af436c88c9e5bc9a73ce26e4ae3ddc79d2b7e7b",
+            _UD_EWT_URL.format("train"),
+        ),
+        "dev": RemoteFile(
+            "ud_english_ewt/dev.conllu",
+            "531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6",
+            _UD_EWT_URL.format("dev"),
+        ),
+        "test": RemoteFile(
+            "ud_english_ewt/test.conllu",
+            "e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd",
+            _UD_EWT_URL.format("test"),
         ),
     },
 }

@@ -1,5 +1,6 @@
 """Evaluation: accuracy, macro-F1, per-class precision/recall, confusion matrix, calibration (ECE), temperature
-scaling, and the PNG plots (learning curves, confusion matrix, reliability diagram).
+scaling, the PNG plots (learning curves, confusion matrix, reliability diagram), and the sequence-tagging metrics
+(token/sentence accuracy, seen/unseen words, per-tag scores, seqeval-compatible BIO entity F1) with their plot.
 
 Run through the CLI: `python -m model evaluate ARTIFACT [--data sst2 --split test | --test FILE] [--json]`.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import matplotlib
@@ -191,3 +192,150 @@ def calibration_report(
     }
     png = plot_reliability(reliability(raw, eval_targets), reliability(scaled, eval_targets))
     return temperature, summary, png
+
+
+# --------------------------------------------------------------------------- sequence tagging
+
+
+def bio_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The (type, first, last) entity spans of a BIO/IOB2 sequence, `last` inclusive, as seqeval's default
+    (conlleval-compatible) mode reads them: an `I-X` after `O` or after another type starts a span of its own;
+    any tag that is neither `B-` nor `I-` counts as `O`."""
+    spans: list[tuple[str, int, int]] = []
+    prev, prev_type, begin = "O", "", 0
+    for i, label in enumerate([*tags, "O"]):
+        kind = label[0] if label[:2] in ("B-", "I-") else "O"
+        type_ = (label[2:] or "_") if kind != "O" else ""  # seqeval names an untyped chunk "_"
+        if prev != "O" and (kind != "I" or type_ != prev_type):
+            spans.append((prev_type, begin, i - 1))
+        if kind == "B" or (kind == "I" and (prev == "O" or type_ != prev_type)):
+            begin = i
+        prev, prev_type = kind, type_
+    return spans
+
+
+def is_bio(labels: Sequence[str]) -> bool:
+    """Every label `O`, `B-X` or `I-X`, and at least one `B-`: a label set that entity-level scores apply to."""
+    return all(x == "O" or x.startswith(("B-", "I-")) for x in labels) and any(x.startswith("B-") for x in labels)
+
+
+def _prf(tp: int, predicted: int, actual: int) -> dict[str, float]:
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+
+
+def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Exact-span precision, recall and F1, micro-averaged over all spans and per entity type, as seqeval's
+    default mode computes them (per-type rows for every type in gold or predictions)."""
+    gold_spans = {(k, *span) for k, tags in enumerate(gold) for span in bio_spans(tags)}
+    pred_spans = {(k, *span) for k, tags in enumerate(pred) for span in bio_spans(tags)}
+    hits = gold_spans & pred_spans
+    overall = _prf(len(hits), len(pred_spans), len(gold_spans))
+    per_entity = {
+        name: _prf(*(sum(s[1] == name for s in spans) for spans in (hits, pred_spans, gold_spans)))
+        for name in sorted({s[1] for s in gold_spans | pred_spans})
+    }
+    return {
+        "entity_precision": overall["precision"],
+        "entity_recall": overall["recall"],
+        "entity_f1": overall["f1"],
+        "per_entity": per_entity,
+    }
+
+
+def _tag_confusion(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str]
+) -> list[list[int]]:
+    index = {label: i for i, label in enumerate(labels)}
+    confusion = [[0] * len(labels) for _ in labels]
+    for k, (g_tags, p_tags) in enumerate(zip(gold, pred, strict=True)):
+        if len(g_tags) != len(p_tags):
+            raise ValueError(f"sentence {k}: {len(g_tags)} gold tags but {len(p_tags)} predicted; expected equal")
+        for g, p in zip(g_tags, p_tags, strict=True):
+            if g not in index or p not in index:
+                raise ValueError(f"sentence {k}: tag {g if g not in index else p!r} is not in labels {list(labels)}")
+            confusion[index[g]][index[p]] += 1
+    return confusion
+
+
+def _accuracy_where(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], keep: Sequence[Sequence[bool]]
+) -> tuple[float | None, int]:
+    """Token accuracy over the tokens where `keep` holds (None when there are none), and their number."""
+    pairs = [
+        (g, p) for gs, ps, ks in zip(gold, pred, keep, strict=True) for g, p, k in zip(gs, ps, ks, strict=True) if k
+    ]
+    return (sum(g == p for g, p in pairs) / len(pairs) if pairs else None), len(pairs)
+
+
+def _check_shapes(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], tokens: Sequence[Sequence[str]]
+) -> None:
+    if not len(gold) == len(pred) == len(tokens):
+        raise ValueError(f"{len(gold)} gold, {len(pred)} predicted and {len(tokens)} token sequences; expected equal")
+    for k, (words, tags) in enumerate(zip(tokens, gold, strict=True)):
+        if len(words) != len(tags):
+            raise ValueError(f"sentence {k}: {len(words)} tokens but {len(tags)} gold tags; expected equal")
+
+
+def tagging_metrics(
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    tokens: Sequence[Sequence[str]],
+    seen_words: Collection[str],
+    labels: Sequence[str],
+) -> dict[str, Any]:
+    """Token and sentence accuracy; accuracy on tokens whose form was seen / unseen in training (None if there are
+    none); per-tag precision/recall/F1/support; macro-F1 over the tags that occur in gold or predictions; the
+    confusion matrix (rows = gold, columns = predicted, in `labels` order); and, when `labels` is a BIO set,
+    seqeval's entity-level scores. Every gold and predicted tag must be in `labels`."""
+    _check_shapes(gold, pred, tokens)
+    confusion = _tag_confusion(gold, pred, labels)
+    total = sum(map(sum, confusion))
+    if not total:
+        raise ValueError("no tokens to evaluate")
+    unseen = [[w not in seen_words for w in words] for words in tokens]
+    unseen_accuracy, unseen_tokens = _accuracy_where(gold, pred, unseen)
+    seen_accuracy, _ = _accuracy_where(gold, pred, [[not u for u in flags] for flags in unseen])
+    predicted = [sum(row[j] for row in confusion) for j in range(len(labels))]
+    per_tag = {label: _prf(confusion[i][i], predicted[i], sum(confusion[i])) for i, label in enumerate(labels)}
+    present = [per_tag[label]["f1"] for i, label in enumerate(labels) if predicted[i] or sum(confusion[i])]
+    metrics: dict[str, Any] = {
+        "accuracy": sum(confusion[i][i] for i in range(len(labels))) / total,
+        "tokens": total,
+        "sentences": len(gold),
+        "sentence_accuracy": sum(list(g) == list(p) for g, p in zip(gold, pred, strict=True)) / len(gold),
+        "seen_accuracy": seen_accuracy,
+        "unseen_accuracy": unseen_accuracy,
+        "unseen_tokens": unseen_tokens,
+        "per_tag": per_tag,
+        "macro_f1": sum(present) / len(present),
+        "confusion": confusion,
+    }
+    if is_bio(labels):
+        metrics.update(entity_metrics(gold, pred))
+    return metrics
+
+
+def plot_tag_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:
+    """The tag confusion matrix coloured by row share (rare tags show as clearly as frequent ones), with small
+    counts and zeros left blank: legible for UPOS's 17 tags and for BIO label sets of a few dozen."""
+    k = len(labels)
+    shares = [[c / (sum(row) or 1) for c in row] for row in confusion]
+    side = 2.0 + 0.42 * k
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold tag's tokens")
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    for i in range(k):
+        for j in range(k):
+            if confusion[i][j]:
+                color = "white" if shares[i][j] > 0.5 else "black"
+                ax.text(j, i, str(confusion[i][j]), ha="center", va="center", color=color, fontsize=5.5)
+    ax.set_title("tag confusion (colour: share of the row)")
+    return _png(fig)
