@@ -264,6 +264,34 @@ def generator_preset(name: str) -> GeneratorTrainConfig:
     return _preset(GeneratorTrainConfig(), GENERATOR_PRESETS, name)
 
 
+@dataclass
+class TaggerConfig:
+    """Word embedding [+ character BiLSTM per word] -> recurrent encoder -> dropout -> linear per token [-> CRF]."""
+
+    vocab_size: int
+    num_tags: int
+    char_vocab_size: int  # 0: no character representation (ids 0 pad, 1 unknown, 2.. the characters)
+    cell: Cell = "lstm"
+    bidirectional: bool = True
+    embedding_dim: int = 100
+    char_dim: int = 32
+    char_hidden: int = 32  # per direction: a word's character features are 2 * char_hidden
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.33
+    crf: bool = False  # a linear-chain CRF over the per-token scores (model/crf.py)
+    padding_idx: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _at_least(self, 1, "vocab_size", "num_tags", "embedding_dim", "char_dim", "char_hidden", "hidden_size")
+        _at_least(self, 1, "num_layers")
+        _at_least(self, 0, "char_vocab_size")
+
+
 __all__ = [
     "CELLS",
     "GENERATOR_PRESETS",
@@ -275,4 +303,5 @@ __all__ = [
     "SENTIMENT_PRESETS",
     "merge",
     "sentiment_preset",
+    "TaggerConfig",
 ]
