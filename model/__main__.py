@@ -6,6 +6,11 @@
     python -m model train generator [--data tinyshakespeare | --train F.txt] [--preset quick|default] …
     python -m model evaluate ARTIFACT [--data tinyshakespeare --split val | --text F] --json
     python -m model sample ARTIFACT --prompt P --max-new-tokens N --temperature T [--top-k K] [--top-p P] …
+    python -m model train tagger [--data ud_english_ewt | --train F [--dev F] [--test F]] [--preset quick|default] …
+    python -m model evaluate ARTIFACT [--data ud_english_ewt --split test | --test F [--tag-column C]] [--json]
+    python -m model predict ARTIFACT [TEXT …] [--file F] [--pretokenized]
+
+The kinds of model come from model/tasks.py; each one's options live in its model/cli_<kind>.py.
 
 `python -m model COMMAND --help` lists every option. A mistake in the input exits with status 2 and one line
 on stderr; nothing prints a traceback for a user's error.
@@ -25,7 +30,7 @@ from model.cli import USER_ERRORS, add_data_args
 from model.data import DataError
 from model.tasks import TASKS, Task, by_artifact_task
 
-BUILTIN = {"sentiment": "sst2", "generator": "tinyshakespeare"}
+BUILTIN = {"sentiment": "sst2", "generator": "tinyshakespeare", "tagger": "ud_english_ewt"}
 
 
 def task_of(artifact: Path) -> Task:
@@ -57,6 +62,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return result
 
 
+def _task_arguments(p: argparse.ArgumentParser, hook: str) -> None:
+    """Options of a shared command that only one kind reads (a tagger's --tag-column), from its CLI module."""
+    for task in TASKS.values():
+        add = getattr(task.cli_module(), hook, None)
+        if add is not None:
+            add(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="Train, evaluate and use the RNN models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -74,16 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", type=Path, help="generator: a UTF-8 text file to score (nats/char)")
     p.add_argument(
         "--split", default=None, choices=["train", "dev", "test", "val"],
-        help="built-in split: test for sentiment, val for the generator",
+        help="built-in split: test for sentiment and the tagger, val for the generator",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_evaluate)
+    _task_arguments(p, "add_evaluate_arguments")
 
     p = commands.add_parser("predict", help="classify or tag texts with an artifact", description="Predict.")
     p.add_argument("artifact", type=Path)
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", type=Path, help="a file with one text per line")
     p.set_defaults(func=cmd_predict)
+    _task_arguments(p, "add_predict_arguments")
 
     p = commands.add_parser("sample", help="generate text with a generator artifact", description="Sample text.")
     p.add_argument("artifact", type=Path)

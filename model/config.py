@@ -66,7 +66,7 @@ class CharLMConfig:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
 
 
-N = TypeVar("N", ClassifierConfig, CharLMConfig)
+N = TypeVar("N", "ClassifierConfig", "CharLMConfig", "TaggerConfig")
 
 
 def _network(cls: type[N], train: Any, **data_sizes: Any) -> N:
@@ -238,6 +238,54 @@ GENERATOR_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass
+class TaggerTrainConfig:
+    """How to train the sequence tagger (part of speech, BIO entities, any token labels)."""
+
+    cell: Cell = "lstm"
+    bidirectional: bool = True
+    embedding_dim: int = 100
+    chars: bool = True  # a character BiLSTM per word: unseen words get tags from their spelling
+    char_dim: int = 32
+    char_hidden: int = 50
+    hidden_size: int = 200
+    num_layers: int = 2
+    dropout: float = 0.33
+    crf: bool = False
+    min_frequency: int = 1
+    word_dropout: float = 0.25  # a word seen once in training is read as [UNK] with this probability
+    max_chars_per_word: int = 20
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05
+    clip_norm: float = 5.0
+    patience: int = 4
+    seed: int = 0
+    threads: int = 0
+    max_minutes: float | None = None
+    dev_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_training(self)
+        _at_least(self, 1, "embedding_dim", "char_dim", "char_hidden", "hidden_size", "num_layers", "min_frequency")
+        _at_least(self, 1, "max_chars_per_word")
+        for name in ("word_dropout", "dev_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def network(self, vocab_size: int, num_tags: int, char_vocab_size: int) -> TaggerConfig:
+        chars = char_vocab_size if self.chars else 0
+        return _network(TaggerConfig, self, vocab_size=vocab_size, num_tags=num_tags, char_vocab_size=chars)
+
+
+TAGGER_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 3, "num_layers": 1, "hidden_size": 128, "char_hidden": 32, "batch_size": 64, "lr": 4e-3},
+    "default": {},
+}
+
+
 T = TypeVar("T")
 
 
@@ -262,6 +310,10 @@ def sentiment_preset(name: str) -> SentimentTrainConfig:
 
 def generator_preset(name: str) -> GeneratorTrainConfig:
     return _preset(GeneratorTrainConfig(), GENERATOR_PRESETS, name)
+
+
+def tagger_preset(name: str) -> TaggerTrainConfig:
+    return _preset(TaggerTrainConfig(), TAGGER_PRESETS, name)
 
 
 @dataclass
@@ -304,4 +356,7 @@ __all__ = [
     "merge",
     "sentiment_preset",
     "TaggerConfig",
+    "TaggerTrainConfig",
+    "TAGGER_PRESETS",
+    "tagger_preset",
 ]

@@ -17,8 +17,8 @@ from torch import nn
 
 from model import predictors
 from model.artifacts import ArtifactError, load_artifact
-from model.config import CharLMConfig, ClassifierConfig
-from model.networks import CharRNN, SentimentClassifier
+from model.config import CharLMConfig, ClassifierConfig, TaggerConfig
+from model.networks import CharRNN, SentimentClassifier, SequenceTagger
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ TASKS: dict[str, Task] = {
     "generator": Task(
         "generator", "generation", CharLMConfig, CharRNN, predictors.GeneratorModel,
         "model.train_generator", "model.cli_generator", "artifacts/generator",
+    ),
+    "tagger": Task(
+        "tagger", "tagging", TaggerConfig, SequenceTagger, predictors.TaggerModel,
+        "model.train_tagger", "model.cli_tagger", "artifacts/tagger",
     ),
 }  # fmt: skip
 

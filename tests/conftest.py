@@ -65,7 +65,7 @@ def tiny_data(tiny_csv: Path) -> SentimentData:
 @pytest.fixture
 def fast_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     """Matplotlib takes most of a tiny training run; tests about weights and resuming do not need real plots."""
-    for name in ("plot_learning_curves", "plot_confusion", "plot_reliability"):
+    for name in ("plot_learning_curves", "plot_confusion", "plot_reliability", "plot_tag_confusion"):
         monkeypatch.setattr(evaluate, name, lambda *args, **kwargs: PNG_STUB)
 
 

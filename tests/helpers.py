@@ -34,6 +34,43 @@ def sentences(n: int, labels: Sequence[str], seed: int = 0) -> list[tuple[str, s
     return rows
 
 
+PRONOUNS = "I they we she he".split()
+DETERMINERS = "the a this".split()
+NOUNS = "dog wood saw cut table".split()  # "saw" and "cut" are nouns after a determiner, verbs after a subject
+VERBS = "saw cut like see".split()
+
+
+def tagged_sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """`n` (tokens, UPOS tags) sentences, subject-verb-object, where only the context tells a noun "saw" from the
+    verb "saw": a tagger must read both sides of a word to get them all right."""
+    rng = random.Random(seed)
+
+    def phrase() -> tuple[list[str], list[str]]:
+        if rng.random() < 0.5:
+            return [rng.choice(PRONOUNS)], ["PRON"]
+        return [rng.choice(DETERMINERS), rng.choice(NOUNS)], ["DET", "NOUN"]
+
+    rows = []
+    for _ in range(n):
+        (subject, s_tags), (obj, o_tags) = phrase(), phrase()
+        tokens = [*subject, rng.choice(VERBS), *obj, "."]
+        rows.append((tokens, [*s_tags, "VERB", *o_tags, "PUNCT"]))
+    return rows
+
+
+def write_conllu(path: Path, rows: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Path:
+    """Sentences as CoNLL-U: ID, FORM, the tag as UPOS, the rest `_`."""
+    lines = []
+    for i, (tokens, tags) in enumerate(rows):
+        lines.append(f"# sent_id = s{i}")
+        for k, (token, tag) in enumerate(zip(tokens, tags, strict=True), start=1):
+            lines.append("\t".join([str(k), token, "_", tag, "_", "_", "0", "_", "_", "_"]))
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def write_csv(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str] = ("text", "label")) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as fh:

@@ -1,0 +1,289 @@
+"""Fit the sequence tagger and write its artifact (word tokenizer, character vocabulary, weights, calibration,
+metrics, plots).
+
+Run through the CLI: `python -m model train tagger [--data ud_english_ewt | --train F [--dev F] [--test F]]
+[--preset quick|default]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model import evaluate as ev
+from model.artifacts import ArtifactConfig, DataInfo
+from model.config import TaggerTrainConfig
+from model.conll import TaggedCorpus, TaggedSentence
+from model.networks import SequenceTagger, count_parameters
+from model.tagging import TagEncoder, normalize_word
+from model.tokenization import UNK_ID
+from model.train import (
+    Budget,
+    Plan,
+    Runtime,
+    TrainState,
+    bucketed_batches,
+    epoch_seed,
+    fingerprint,
+    keep_if_higher,
+    lr_at,
+    progress,
+    publish,
+    setup_runtime,
+    teardown_runtime,
+)
+from model.train import fit as shared_fit
+
+log = logging.getLogger(__name__)
+
+
+class Split:
+    """A split's sentences with their tag ids: encoded per batch (the encoder is fast, the padding differs)."""
+
+    def __init__(self, sentences: Sequence[TaggedSentence], index: dict[str, int]) -> None:
+        self.tokens = [s.tokens for s in sentences]
+        self.tags = [[index.get(t, -100) for t in s.tags] for s in sentences]  # -100: a tag unseen in training
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, enc: TagEncoder, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        words, chars, lengths = enc.encode([self.tokens[i] for i in idx])
+        tags = torch.full(words.shape, -100, dtype=torch.long)
+        for row, i in enumerate(idx):
+            tags[row, : len(self.tags[i])] = torch.tensor(self.tags[i])
+        return words, chars, lengths, tags
+
+
+@torch.inference_mode()
+def predict(
+    net: SequenceTagger, enc: TagEncoder, split: Split, batch_size: int = 256
+) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+    """Best tag ids per sentence (in split order), and per real token (flattened in split order) the scores'
+    log-softmax (N, K) and the gold ids (N,), for calibration."""
+    was = net.training
+    net.eval()
+    order = sorted(range(len(split)), key=lambda i: len(split.tokens[i]))
+    best: dict[int, list[int]] = {}
+    scores: dict[int, torch.Tensor] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        words, chars, lengths, _ = split.batch(enc, idx)
+        emissions = net(words, chars if net.config.char_vocab_size else None, lengths)
+        tags, _ = net.decode(emissions, lengths)
+        for row, i in enumerate(idx):
+            best[i] = tags[row]
+            scores[i] = emissions[row, : len(split.tokens[i])].float()
+    net.train(was)
+    flat = torch.cat([scores[i] for i in range(len(split))])
+    gold = torch.tensor([t for tags in split.tags for t in tags])
+    return [best[i] for i in range(len(split))], flat, gold
+
+
+class TaggerTrainee:
+    """The tagger's part of the shared fit loop: length-bucketed batches, token loss (or CRF likelihood), dev
+    token accuracy, higher is better."""
+
+    def __init__(
+        self, net: SequenceTagger, opt: torch.optim.Optimizer, cfg: TaggerTrainConfig, enc: TagEncoder,
+        train: Split, dev: Split, singletons: torch.Tensor, rt: Runtime,
+    ) -> None:  # fmt: skip
+        self.net, self.opt, self.cfg, self.enc, self.train, self.dev, self.rt = net, opt, cfg, enc, train, dev, rt
+        self.singletons = singletons  # (V,) bool: word ids seen once in training, the ones word dropout hides
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+
+    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
+        net, opt, cfg = self.net, self.opt, self.cfg
+        net.train()
+        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, self.rt.rank))
+        batches = bucketed_batches([len(t) for t in self.train.tokens], cfg.batch_size, cfg.seed, state.epoch)
+        total_steps = self.steps_per_epoch * cfg.epochs
+        loss_sum, tokens, done, start, norms = 0.0, 0, 0, time.monotonic(), []
+        bar = progress(batches, f"epoch {state.epoch + 1}/{cfg.epochs}", self.rt)
+        for idx in bar:
+            words, chars, lengths, tags = self.train.batch(self.enc, idx)
+            if cfg.word_dropout > 0:
+                hide = self.singletons[words] & (torch.rand(words.shape) < cfg.word_dropout)
+                words = words.masked_fill(hide, UNK_ID)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
+            emissions = net(words, chars if net.config.char_vocab_size else None, lengths)
+            loss = net.loss(emissions, tags, lengths)
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            norms.append(float(nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm or math.inf)))
+            opt.step()
+            state.step += 1
+            done += 1
+            n = int(lengths.sum())
+            loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
+            if state.step % 20 == 0:
+                rate = tokens / max(1e-9, time.monotonic() - start)
+                bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+            if budget.exhausted():
+                break
+        bar.close()
+        return {
+            "train_loss": loss_sum / max(tokens, 1),
+            "grad_norm_mean": sum(norms) / max(len(norms), 1),
+            "tokens_per_s": tokens / max(1e-9, time.monotonic() - start),
+            "epoch_s": time.monotonic() - start,
+            "complete": float(done >= len(batches)),
+        }
+
+    def validate(self) -> dict[str, Any]:
+        best, _, _ = predict(self.net, self.enc, self.dev)
+        gold = [t for tags in self.dev.tags for t in tags]
+        pred = [t for tags in best for t in tags]
+        return {"dev_accuracy": sum(g == p for g, p in zip(gold, pred, strict=True)) / max(len(gold), 1)}
+
+    def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
+        return keep_if_higher(self.net, stats["dev_accuracy"], state, best)
+
+    def describe(self, stats: dict[str, Any], epochs: int) -> str:
+        return (
+            f"train loss {stats['train_loss']:.4f}  dev acc {stats['dev_accuracy']:.4f}  grad norm mean"
+            f" {stats['grad_norm_mean']:.2f}  {stats['tokens_per_s']:.0f} tokens/s  {stats['epoch_s']:.1f}s"
+        )
+
+
+def fit_temperature(net: SequenceTagger, enc: TagEncoder, dev: Split) -> float:
+    """The temperature that minimises dev NLL of the per-token probabilities (a softmax; with a CRF the
+    temperature also divides its transitions, so it is searched on a grid of the marginals)."""
+    if not net.config.crf:
+        _, scores, gold = predict(net, enc, dev)
+        keep = gold >= 0
+        return ev.fit_temperature(scores[keep], gold[keep])
+    grid = [math.exp(x / 10) for x in range(-10, 16)]
+    return min(grid, key=lambda t: _marginal_nll(net, enc, dev, t))
+
+
+@torch.inference_mode()
+def _marginal_nll(net: SequenceTagger, enc: TagEncoder, dev: Split, temperature: float) -> float:
+    total, count = 0.0, 0
+    for start in range(0, len(dev), 256):
+        idx = list(range(start, min(len(dev), start + 256)))
+        words, chars, lengths, tags = dev.batch(enc, idx)
+        probs = net.probabilities(net(words, chars if net.config.char_vocab_size else None, lengths), lengths,
+                                  temperature)  # fmt: skip
+        keep = tags >= 0
+        total -= probs.gather(-1, tags.clamp(min=0).unsqueeze(-1)).squeeze(-1)[keep].clamp(min=1e-12).log().sum().item()
+        count += int(keep.sum())
+    return total / max(count, 1)
+
+
+def most_frequent_tags(train: Sequence[TaggedSentence]) -> tuple[dict[str, str], str]:
+    """The baseline a tagger must beat: each word's most frequent training tag (the overall most frequent tag
+    for an unseen word)."""
+    per_word: dict[str, Counter[str]] = {}
+    overall: Counter[str] = Counter()
+    for s in train:
+        for token, tag in zip(s.tokens, s.tags, strict=True):
+            per_word.setdefault(token, Counter())[tag] += 1
+            overall[tag] += 1
+    return {w: c.most_common(1)[0][0] for w, c in per_word.items()}, overall.most_common(1)[0][0]
+
+
+def baseline_accuracy(train: Sequence[TaggedSentence], split: Sequence[TaggedSentence]) -> float:
+    table, fallback = most_frequent_tags(train)
+    pairs = [(table.get(t, fallback), g) for s in split for t, g in zip(s.tokens, s.tags, strict=True)]
+    return sum(p == g for p, g in pairs) / max(len(pairs), 1)
+
+
+def _report(
+    net: SequenceTagger, enc: TagEncoder, corpus: TaggedCorpus, splits: dict[str, Split], labels: list[str],
+    temperature: float, state: TrainState,
+) -> tuple[dict[str, Any], dict[str, bytes]]:  # fmt: skip
+    """Scores on dev (and test): accuracy, seen/unseen words, per tag, entities for BIO, calibration, baseline."""
+    seen = {t for s in corpus.train for t in s.tokens}
+    metrics: dict[str, Any] = {"calibration": {"temperature": temperature}}
+    sentences = {"dev": corpus.dev, "test": corpus.test or []}
+    for name, split in splits.items():
+        if name == "train":
+            continue
+        best, scores, gold = predict(net, enc, split)
+        pred = [[labels[k] for k in row] for row in best]
+        gold_tags = [s.tags for s in sentences[name]]
+        report = ev.tagging_metrics(gold_tags, pred, split.tokens, seen, _with_unseen(labels, gold_tags))
+        keep = gold >= 0
+        probs = torch.softmax(scores[keep] / temperature, -1) if not net.config.crf else None
+        if probs is not None:
+            report["ece"] = ev.expected_calibration_error(probs, gold[keep])
+        report["most_frequent_tag_accuracy"] = baseline_accuracy(corpus.train, sentences[name])
+        metrics[name] = report
+    metrics.update(best_epoch=state.best_epoch, epochs_run=state.epoch, train_seconds=state.elapsed_s)
+    eval_split = "test" if "test" in metrics else "dev"
+    files = {
+        "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
+        "learning_curves.png": ev.plot_learning_curves(state.history),
+        "confusion_matrix.png": ev.plot_tag_confusion(metrics[eval_split]["confusion"],
+                                                      _with_unseen(labels, [s.tags for s in sentences[eval_split]])),
+    }  # fmt: skip
+    return metrics, files
+
+
+def _with_unseen(labels: list[str], gold: Sequence[Sequence[str]]) -> list[str]:
+    """The model's tags, then any gold tag it never saw in training (it can only be wrong there)."""
+    extra = sorted({t for tags in gold for t in tags} - set(labels))
+    return labels + extra
+
+
+def train_tagger(
+    cfg: TaggerTrainConfig, corpus: TaggedCorpus, out: str | Path, *, resume: bool = False, device: str = "cpu"
+) -> dict[str, Any]:
+    """Train on `corpus` and write the artifact to `out`. Returns the metrics."""
+    rt = setup_runtime(device, cfg.threads)
+    if rt.distributed:
+        raise ValueError("the tagger trains in one process; run it without torchrun")
+    out = Path(out)
+    checkpoint = out.parent / f"{out.name}.ckpt"
+    try:
+        torch.manual_seed(cfg.seed)
+        enc = TagEncoder.build([s.tokens for s in corpus.train], cfg.min_frequency, cfg.max_chars_per_word)
+        labels = corpus.tags
+        index = {t: i for i, t in enumerate(labels)}
+        splits = {"train": Split(corpus.train, index), "dev": Split(corpus.dev, index)}
+        if corpus.test:
+            splits["test"] = Split(corpus.test, index)
+        counts = Counter(normalize_word(t) for s in corpus.train for t in s.tokens)
+        singletons = torch.zeros(enc.vocab_size, dtype=torch.bool)
+        for word, wid in enc.tokenizer.get_vocab().items():
+            singletons[wid] = counts.get(word, 0) == 1
+        net = SequenceTagger(cfg.network(enc.vocab_size, len(labels), enc.char_vocab_size))
+        log.info(
+            "training %s tagger on %s: %d train / %d dev sentences, %d tags, vocabulary %d, %d characters, %d"
+            " parameters", net.config.cell, corpus.name, len(corpus.train), len(corpus.dev), len(labels),
+            enc.vocab_size, enc.char_vocab_size, count_parameters(net),
+        )  # fmt: skip
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trainee = TaggerTrainee(net, opt, cfg, enc, splits["train"], splits["dev"], singletons, rt)
+        key = fingerprint(cfg, corpus.sha256, corpus.name)
+        plan = Plan(cfg.epochs, cfg.patience, cfg.max_minutes)
+        state = shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=key, resume=resume)
+        temperature = fit_temperature(net, enc, splits["dev"])
+        metrics, files = _report(net, enc, corpus, splits, labels, temperature, state)
+        config = ArtifactConfig(
+            task="tagging",
+            network=asdict(net.config),
+            tokenizer={"kind": "word+char", "vocab_size": enc.vocab_size, "chars": enc.chars,
+                       "max_chars_per_word": cfg.max_chars_per_word, "normalize": "lowercase, digits as 0"},
+            labels=labels,
+            calibration={"temperature": temperature},
+            training={**asdict(cfg), "history": state.history, "skipped_rows": corpus.skipped},
+            data=DataInfo(corpus.name, corpus.sha256),
+            metrics=metrics,
+        )  # fmt: skip
+        publish(out, checkpoint, config, net.state_dict(), enc.tokenizer, files)
+        return metrics
+    finally:
+        teardown_runtime(rt)
