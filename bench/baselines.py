@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from model.conll import TaggedSentence
 from model.data import SentimentData
 
 
@@ -119,3 +121,20 @@ def kneser_ney(train: str, val: str, order: int = 5) -> dict[str, Any]:
     lm = KneserNeyCharLM(train, order)
     loss = lm.loss(val[1:], warmup=val[:1])
     return {"model": f"Kneser-Ney {order}-gram", "val_loss": loss, "wall_s": time.perf_counter() - started}
+
+
+def most_frequent_tag(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence]) -> dict[str, Any]:
+    """model/train_tagger.py's MostFrequentTag scored on `test`, overall and on words unseen in training."""
+    from model.train_tagger import MostFrequentTag
+
+    started = time.perf_counter()
+    baseline = MostFrequentTag(train)
+    seen = {t for s in train for t in s.tokens}
+    pairs = [(baseline.tag(t), g, t in seen) for s in test for t, g in zip(s.tokens, s.tags, strict=True)]
+    unseen = [p == g for p, g, known in pairs if not known]
+    return {
+        "model": "most frequent tag per word",
+        "test_accuracy": sum(p == g for p, g, _ in pairs) / max(len(pairs), 1),
+        "unseen_accuracy": sum(unseen) / max(len(unseen), 1),
+        "wall_s": time.perf_counter() - started,
+    }

@@ -182,21 +182,45 @@ def _marginal_nll(net: SequenceTagger, enc: TagEncoder, dev: Split, temperature:
     return total / max(count, 1)
 
 
-def most_frequent_tags(train: Sequence[TaggedSentence]) -> tuple[dict[str, str], str]:
-    """The baseline a tagger must beat: each word's most frequent training tag (the overall most frequent tag
-    for an unseen word)."""
-    per_word: dict[str, Counter[str]] = {}
-    overall: Counter[str] = Counter()
-    for s in train:
-        for token, tag in zip(s.tokens, s.tags, strict=True):
-            per_word.setdefault(token, Counter())[tag] += 1
-            overall[tag] += 1
-    return {w: c.most_common(1)[0][0] for w, c in per_word.items()}, overall.most_common(1)[0][0]
+class MostFrequentTag:
+    """The baseline a tagger must beat, as one would write it in an afternoon: each word's most frequent training
+    tag (its exact form, else its lower-cased form); for a word never seen, the most frequent tag among words seen
+    only once that share its last three letters and its capitalisation (rare words are the best model of unseen
+    ones), else its capitalisation alone."""
+
+    def __init__(self, train: Sequence[TaggedSentence]) -> None:
+        exact: dict[str, Counter[str]] = {}
+        lower: dict[str, Counter[str]] = {}
+        for s in train:
+            for token, tag in zip(s.tokens, s.tags, strict=True):
+                exact.setdefault(token, Counter())[tag] += 1
+                lower.setdefault(token.lower(), Counter())[tag] += 1
+        self.exact = {w: c.most_common(1)[0][0] for w, c in exact.items()}
+        self.lower = {w: c.most_common(1)[0][0] for w, c in lower.items()}
+        by_shape: dict[tuple[str, bool], Counter[str]] = {}
+        by_case: dict[bool, Counter[str]] = {}
+        for word, counts in exact.items():
+            if sum(counts.values()) == 1:
+                [tag] = counts
+                by_shape.setdefault(self.shape(word), Counter())[tag] += 1
+                by_case.setdefault(self.shape(word)[1], Counter())[tag] += 1
+        self.by_shape = {k: c.most_common(1)[0][0] for k, c in by_shape.items()}
+        self.by_case = {k: c.most_common(1)[0][0] for k, c in by_case.items()}
+        self.fallback = Counter(t for s in train for t in s.tags).most_common(1)[0][0]
+
+    @staticmethod
+    def shape(word: str) -> tuple[str, bool]:
+        return word[-3:].lower(), word[:1].isupper()
+
+    def tag(self, token: str) -> str:
+        found = self.exact.get(token) or self.lower.get(token.lower())
+        shape = self.shape(token)
+        return found or self.by_shape.get(shape) or self.by_case.get(shape[1], self.fallback)
 
 
 def baseline_accuracy(train: Sequence[TaggedSentence], split: Sequence[TaggedSentence]) -> float:
-    table, fallback = most_frequent_tags(train)
-    pairs = [(table.get(t, fallback), g) for s in split for t, g in zip(s.tokens, s.tags, strict=True)]
+    baseline = MostFrequentTag(train)
+    pairs = [(baseline.tag(t), g) for s in split for t, g in zip(s.tokens, s.tags, strict=True)]
     return sum(p == g for p, g in pairs) / max(len(pairs), 1)
 
 

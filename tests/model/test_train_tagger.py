@@ -110,12 +110,16 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest
 
 def test_most_frequent_tag_baseline() -> None:
     train = [
-        TaggedSentence(["the", "saw", "saw"], ["DET", "NOUN", "NOUN"]),
-        TaggedSentence(["I", "saw"], ["PRON", "VERB"]),
+        TaggedSentence(["The", "saw", "saw", "runs"], ["DET", "NOUN", "NOUN", "VERB"]),
+        TaggedSentence(["I", "saw", "Paris"], ["PRON", "VERB", "PROPN"]),
+        TaggedSentence(["The", "I", "Rome"], ["DET", "PRON", "PROPN"]),
     ]
-    table, fallback = tt.most_frequent_tags(train)
-    assert table["saw"] == "NOUN" and fallback == "NOUN"
-    assert tt.baseline_accuracy(train, [TaggedSentence(["I", "saw", "zebra"], ["PRON", "VERB", "NOUN"])]) == 2 / 3
+    baseline = tt.MostFrequentTag(train)
+    assert baseline.tag("saw") == "NOUN" and baseline.tag("the") == "DET"  # exact, then lower-cased
+    assert baseline.tag("walks") != "PROPN" and baseline.tag("Lyon") == "PROPN"  # unseen: like the rare words
+    assert baseline.tag("jumps") == "VERB"  # the rare "runs" shares its ending and case
+    test = [TaggedSentence(["I", "saw", "Oslo", "the"], ["PRON", "VERB", "PROPN", "PRON"])]
+    assert tt.baseline_accuracy(train, test) == 2 / 4  # "saw" is a NOUN more often; "the" is a DET
 
 
 def test_cli_trains_evaluates_and_predicts_on_your_own_files(
