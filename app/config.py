@@ -5,6 +5,8 @@ Architecture values never live here: they come from the artifacts.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +14,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PREFIX = "RNN_"
+ARTIFACT_SUFFIX = "_artifact"  # `<kind>_artifact`: the default model of each kind, served under the kind's name
+MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # a model's name: in request bodies, and later in URLs
+_MODEL_NAME = re.compile(MODEL_NAME)
 
 
 class SettingsError(Exception):
@@ -23,6 +28,10 @@ class Settings(BaseSettings):
 
     sentiment_artifact: Path = Path("artifacts/sentiment")
     generator_artifact: Path = Path("artifacts/generator")
+    tagger_artifact: Path = Path("artifacts/tagger")
+    # more models beside the defaults, by name: `name=path,name2=path2` or a JSON object; each one's kind comes
+    # from its artifact, and requests choose it with `"model": "name"`
+    models: Annotated[dict[str, Path], NoDecode] = {}
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # limits
@@ -65,10 +74,37 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
             if value.startswith("["):
-                import json
-
                 return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        """`name=path,name2=path2` or a JSON object {"name": "path"}."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if value.startswith("{"):
+            return json.loads(value)
+        models: dict[str, str] = {}
+        for entry in filter(None, (v.strip() for v in value.split(","))):
+            name, sep, path = entry.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"{entry!r} is not name=path")
+            if name.strip() in models:
+                raise ValueError(f"{name.strip()!r} is named twice")
+            models[name.strip()] = path.strip()
+        return models
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _check_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name in value:
+            if not _MODEL_NAME.match(name):
+                raise ValueError(f"model name {name!r} does not match {MODEL_NAME}")
+            if name in default_names():
+                raise ValueError(f"{name!r} is a default model's name; the defaults are {list(default_names())}")
         return value
 
     @field_validator("api_key", mode="after")
@@ -77,6 +113,17 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value():
             return None
         return value
+
+
+def default_names() -> tuple[str, ...]:
+    """The default models' names, in serving order: one per `<kind>_artifact` setting."""
+    return tuple(f.removesuffix(ARTIFACT_SUFFIX) for f in Settings.model_fields if f.endswith(ARTIFACT_SUFFIX))
+
+
+def artifact_paths(settings: Settings) -> dict[str, Path]:
+    """Every model to serve, by name: the defaults (named after their kind), then RNN_MODELS in its order."""
+    defaults = {name: getattr(settings, name + ARTIFACT_SUFFIX) for name in default_names()}
+    return {**defaults, **settings.models}
 
 
 def load_settings(**overrides: object) -> Settings:

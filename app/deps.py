@@ -1,22 +1,26 @@
 """What routes need from the app: the engines, the settings and the API-key check.
 
-The model routes (/sentiment, /generate) call `classifier`, `generator` and `settings_of` directly: FastAPI
-resolves each dependency per request (fastapi 0.165: about a quarter of the app's time per /sentiment request
-with four of them, measured in-process), and on the hot path that is event-loop time the batcher needs. They get
-the API-key check as a dependency of their router only when a key is configured (app/main.py). The admin routes
-take the settings through `SettingsDep`. Dependencies are `async`: FastAPI runs a plain `def` dependency in its
-thread pool, a thread hop per request for a dictionary lookup."""
+The model routes (/sentiment, /generate, /tag) call `engine_for` (through `classifier`, `generator` and
+`tagger`) and `settings_of` directly: FastAPI resolves each dependency per request (fastapi 0.165: about a
+quarter of the app's time per /sentiment request with four of them, measured in-process), and on the hot path
+that is event-loop time the batcher needs. They get the API-key check as a dependency of their router only when
+a key is configured (app/main.py). The admin routes take the settings through `SettingsDep`. Dependencies are
+`async`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request for a dictionary
+lookup."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 
 from app.config import Settings
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
+from app.serving.registry import Engine
+from app.serving.tagger import TaggerEngine
 
 
 def settings_of(request: Request) -> Settings:
@@ -24,20 +28,34 @@ def settings_of(request: Request) -> Settings:
     return found
 
 
-def classifier(request: Request) -> ClassifierEngine:
-    """The serving classifier engine, or 503 while none is loaded."""
-    engine: ClassifierEngine | None = getattr(request.app.state, "classifier", None)
+def engine_for(request: Request, kind: str, name: str | None = None) -> Engine:
+    """The engine serving the model called `name`, which must be of `kind`; without a name, the default model of
+    that kind (named after it). 503 while no model is loaded, 404 for a name no model has, 422 for a model of
+    another kind."""
+    engines: dict[str, Engine] | None = getattr(request.app.state, "engines", None)
+    if engines is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the {kind} model is not loaded")
+    engine = engines.get(name or kind)
     if engine is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the sentiment model is not loaded")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name or kind!r}; loaded: {list(engines)}")
+    if engine.kind != kind:
+        raise RequestValidationError(
+            [{"type": "model_kind", "loc": ("body", "model"), "input": name, "ctx": {"kind": engine.kind},
+              "msg": f"model {name!r} is a {engine.kind} model; this route needs a {kind} model"}]
+        )  # fmt: skip
     return engine
 
 
-def generator(request: Request) -> GeneratorEngine:
-    """The serving generator engine, or 503 while none is loaded."""
-    engine: GeneratorEngine | None = getattr(request.app.state, "generator", None)
-    if engine is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the generator model is not loaded")
-    return engine
+def classifier(request: Request, name: str | None = None) -> ClassifierEngine:
+    return cast(ClassifierEngine, engine_for(request, ClassifierEngine.kind, name))
+
+
+def generator(request: Request, name: str | None = None) -> GeneratorEngine:
+    return cast(GeneratorEngine, engine_for(request, GeneratorEngine.kind, name))
+
+
+def tagger(request: Request, name: str | None = None) -> TaggerEngine:
+    return cast(TaggerEngine, engine_for(request, TaggerEngine.kind, name))
 
 
 async def get_settings(request: Request) -> Settings:

@@ -6,37 +6,56 @@ import asyncio
 import gc
 import logging
 import signal
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.serving.classifier import ClassifierEngine
-from app.serving.generator import GeneratorEngine
+from app.config import Settings, artifact_paths, default_names
 from app.serving.metrics import Metrics
-from model import onnx_runtime
-from model.networks import quantize_int8
-from model.predictors import load_generator, load_sentiment
+from app.serving.registry import ENGINES, Engine
+from model.artifacts import ArtifactError, load_artifact
+from model.tasks import TASKS, by_artifact_task
 
 log = logging.getLogger("app")
 
 
-def load_engines(settings: Settings, metrics: Metrics) -> tuple[ClassifierEngine, GeneratorEngine]:
-    """Load, verify and warm up both models (in a worker thread: this takes a moment). Raises ArtifactError (or
-    what loading raised) naming the file, before anything is swapped in."""
-    sentiment = load_sentiment(settings.sentiment_artifact)
-    int8, kind = settings.quantize == "int8", runtime(settings)
-    if kind == "onnx":
-        sentiment.runner = onnx_runtime.OnnxClassifier(sentiment.network, settings.onnx_threads, int8=int8)
-    elif int8:
-        sentiment.runner = quantize_int8(sentiment.network)  # type: ignore[assignment]  # an int8 copy
-    serving = {"runtime": kind, "quantize": settings.quantize}
-    classifier = ClassifierEngine(
-        sentiment, settings.batch_max_size, settings.batch_max_wait_ms, metrics, settings.ensemble_threads, serving
-    )
-    generator = GeneratorEngine(load_generator(settings.generator_artifact), settings.max_streams, metrics)
-    classifier.warmup()
-    generator.warmup()
-    return classifier, generator
+def load_engines(settings: Settings, metrics: Metrics) -> dict[str, Engine]:
+    """Load, verify and warm up every model, by name: the defaults, then RNN_MODELS (in a worker thread: this
+    takes a moment). Raises ArtifactError (or what loading raised) naming the file, before anything is swapped
+    in."""
+    defaults = default_names()
+    return {
+        name: load_engine(name, path, settings, metrics, kind=name if name in defaults else None)
+        for name, path in artifact_paths(settings).items()
+    }
+
+
+def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kind: str | None = None) -> Engine:
+    """The artifact at `path` as its kind's engine, warmed up. A default model must be of `kind`; an RNN_MODELS
+    entry (`kind` None) is of whatever kind its config.json names."""
+    try:
+        artifact = load_artifact(path, TASKS[kind].artifact_task if kind else None)
+        task = by_artifact_task(artifact.task)
+        if task.name not in ENGINES:
+            raise ArtifactError(f"{path} holds a {task.name} model, and this service has no engine for that kind")
+    except ArtifactError as exc:
+        if kind is None:
+            raise ArtifactError(f"RNN_MODELS entry {name!r}: {exc}") from exc
+        raise
+    engine = ENGINES[task.name](name, task.predictor(artifact), settings, metrics)
+    engine.warmup()
+    return engine
+
+
+async def start_engines(engines: dict[str, Engine]) -> None:
+    for engine in engines.values():
+        await engine.start()
+
+
+def describe(engines: dict[str, Engine]) -> list[dict[str, str]]:
+    """[{name, task, sha256}] of what serves."""
+    return [{"name": name, "task": e.model.artifact.task, "sha256": e.model.artifact.sha256}
+            for name, e in engines.items()]  # fmt: skip
 
 
 def settle_heap(collect: bool = True) -> None:
@@ -53,13 +72,6 @@ def settle_heap(collect: bool = True) -> None:
     gc.freeze()
 
 
-def runtime(settings: Settings) -> str:
-    """The classifier runtime RNN_RUNTIME asks for; `auto` picks ONNX Runtime when it is installed."""
-    if settings.runtime == "auto":
-        return "onnx" if onnx_runtime.available() else "torch"
-    return settings.runtime
-
-
 class ReloadRefused(Exception):
     """The new artifacts did not load; the previous models keep serving."""
 
@@ -67,28 +79,23 @@ class ReloadRefused(Exception):
 async def reload_models(app: FastAPI) -> list[dict[str, str]]:
     """Load the artifacts again from their paths and swap them in: new requests go to the new engines at once,
     the old ones finish what they hold (up to RNN_REQUEST_TIMEOUT_S) and stop. One reload at a time; a bad
-    artifact raises ReloadRefused and changes nothing. Returns [{name, sha256}] of what now serves."""
+    artifact raises ReloadRefused and changes nothing. Returns [{name, task, sha256}] of what now serves."""
     settings: Settings = app.state.settings
     async with app.state.reload_lock:
         try:
-            classifier, generator = await asyncio.to_thread(load_engines, settings, app.state.metrics)
+            engines = await asyncio.to_thread(load_engines, settings, app.state.metrics)
         except Exception as exc:
             log.error("reload refused, still serving the previous models: %s", exc)
             app.state.metrics.reloads.labels("refused").inc()
             raise ReloadRefused(str(exc)) from exc
-        await classifier.start()
-        await generator.start()
-        old = (app.state.classifier, app.state.generator)
-        app.state.classifier, app.state.generator = classifier, generator  # one step on the event loop: atomic
+        await start_engines(engines)
+        old, app.state.engines = app.state.engines, engines  # one step on the event loop: atomic
         app.state.metrics.reloads.labels("ok").inc()
-        log.info("reloaded %s and %s", settings.sentiment_artifact, settings.generator_artifact)
-        await asyncio.gather(*(engine.drain(settings.request_timeout_s) for engine in old))
+        log.info("reloaded %s", ", ".join(engines))
+        await asyncio.gather(*(engine.drain(settings.request_timeout_s) for engine in old.values()))
         del old
         settle_heap()  # the old models are collected, the new ones frozen
-        return [
-            {"name": "sentiment", "sha256": classifier.model.artifact.sha256},
-            {"name": "generator", "sha256": generator.model.artifact.sha256},
-        ]
+        return describe(engines)
 
 
 def watch_sighup(app: FastAPI) -> bool:

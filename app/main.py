@@ -23,14 +23,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings, load_settings
 from app.deps import require_api_key
-from app.loading import load_engines, settle_heap, watch_sighup
+from app.loading import load_engines, settle_heap, start_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware
-from app.routes import admin, generate, health, sentiment
+from app.routes import admin, generate, health, sentiment, tag
 from app.routes.errors import http_error, validation_error
 from app.serving.metrics import Metrics
 
 log = logging.getLogger("app")
 STATIC = Path(__file__).parent / "static"
+# the model routes, one module per kind: its `router` (under the in-flight limit, and the API key when one is set)
+# and `document_limits(schemas, settings)`
+MODEL_ROUTES = (sentiment, generate, tag)
 
 
 @asynccontextmanager
@@ -40,26 +43,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     app.state.not_ready = "loading models"
     try:
-        app.state.classifier, app.state.generator = await asyncio.to_thread(load_engines, settings, app.state.metrics)
+        app.state.engines = await asyncio.to_thread(load_engines, settings, app.state.metrics)
     except Exception as exc:
         log.error("start-up refused: %s", exc)
         raise
-    await app.state.classifier.start()
-    await app.state.generator.start()
+    await start_engines(app.state.engines)
     settle_heap(collect=False)
     app.state.reload_lock = asyncio.Lock()
     app.state.sighup_tasks = set()
     watching = watch_sighup(app)
     app.state.not_ready = None
-    log.info("ready: %s and %s loaded", settings.sentiment_artifact, settings.generator_artifact)
+    log.info("ready: %s", ", ".join(f"{name} ({engine.kind})" for name, engine in app.state.engines.items()))
     try:
         yield
     finally:
         app.state.not_ready = "shutting down"
         if watching:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        await app.state.classifier.stop()
-        await app.state.generator.stop()
+        for engine in app.state.engines.values():
+            await engine.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="rnn-nlp-service",
         version="0.1.0",
-        summary="Sentiment classification (BiLSTM) and text generation (character GRU) over HTTP.",
+        summary="Sentiment classification (BiLSTM), text generation (character GRU) and sequence tagging (BiLSTM) "
+        "over HTTP.",
         lifespan=lifespan,
         docs_url=None if keyed else "/docs",
         openapi_url=None if keyed else "/openapi.json",
@@ -91,8 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the model routes come first (a request is matched against the routers in order), and they are checked for
     # the API key only when one is set: a dependency costs every request
     guard = [Depends(require_api_key)] if keyed else []
-    app.include_router(sentiment.router, dependencies=guard)
-    app.include_router(generate.router, dependencies=guard)
+    for routes in MODEL_ROUTES:
+        app.include_router(routes.router, dependencies=guard)
     app.include_router(health.router)
     app.include_router(admin.router)
 
@@ -101,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.add_middleware(LimitsMiddleware, max_body=settings.max_body_bytes,
-                       max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics)  # fmt: skip
+                       max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
+                       limited=tuple(routes.router.prefix for routes in MODEL_ROUTES))  # fmt: skip
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -120,16 +124,8 @@ def _document_limits(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            schemas = document["components"]["schemas"]
-            text = schemas["SentimentRequest"]["properties"]["text"]
-            text["maxLength"] = settings.max_input_chars
-            texts = schemas["SentimentBatchRequest"]["properties"]["texts"]
-            texts["maxItems"] = settings.max_batch_texts
-            texts["items"]["maxLength"] = settings.max_input_chars
-            generate = schemas["GenerateRequest"]["properties"]
-            generate["prompt"]["maxLength"] = settings.max_input_chars
-            generate["max_new_tokens"]["maximum"] = settings.max_new_tokens
-            generate["max_new_tokens"]["default"] = min(generate["max_new_tokens"]["default"], settings.max_new_tokens)
+            for routes in MODEL_ROUTES:
+                routes.document_limits(document["components"]["schemas"], settings)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -11,8 +11,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.serving.metrics import Metrics
 
-LIMITED_PREFIXES = ("/sentiment", "/generate")
-
 
 async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
@@ -30,10 +28,14 @@ class BodyTooLarge(HTTPException):
 
 
 class LimitsMiddleware:
-    """Refuses bodies over `max_body` bytes (413) and model requests beyond `max_in_flight` (503)."""
+    """Refuses bodies over `max_body` bytes (413) and model requests (paths under `limited`) beyond
+    `max_in_flight` (503)."""
 
-    def __init__(self, app: ASGIApp, max_body: int, max_in_flight: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body: int, max_in_flight: int, metrics: Metrics, limited: tuple[str, ...]
+    ) -> None:
         self.app, self.max_body, self.max_in_flight, self.metrics = app, max_body, max_in_flight, metrics
+        self.limited = limited
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,7 +48,7 @@ class LimitsMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await _send_json(send, 413, too_large)
             return
-        limited = scope["path"].startswith(LIMITED_PREFIXES)
+        limited = scope["path"].startswith(self.limited)
         if limited and self.in_flight >= self.max_in_flight:
             self.metrics.rejected.inc()
             detail = f"server busy: {self.in_flight} requests in flight (RNN_MAX_CONCURRENT_REQUESTS)"

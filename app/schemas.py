@@ -8,8 +8,9 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from app.config import MODEL_NAME
 from model.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY
 
 MAX_STOP_SEQUENCES = 4
@@ -37,6 +38,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # the documented types only: no "1" for 1, no 0 for false
 
 
+def model_name(default: str) -> Any:
+    """The `model` field of a model route's request: which loaded model answers."""
+    return Field(
+        None, pattern=MODEL_NAME, examples=[default],
+        description=f"the model to answer, by its name in GET /models; default: {default!r}",
+    )  # fmt: skip
+
+
 def valid_unicode(value: str, where: str) -> str:
     """JSON's \\uXXXX escapes can spell a lone surrogate, which no text can hold (and no tokenizer takes)."""
     try:
@@ -51,6 +60,7 @@ class SentimentRequest(Strict):
         ..., min_length=1, examples=["a gorgeous , witty , seductive movie ."], json_schema_extra=NON_BLANK
     )
     explain: bool = Field(False, description="also return each word's contribution to the predicted label")
+    model: str | None = model_name("sentiment")
 
     @field_validator("text")
     @classmethod
@@ -76,6 +86,7 @@ class SentimentBatchRequest(Strict):
     texts: list[Annotated[str, Field(json_schema_extra=NON_BLANK)]] = Field(
         ..., min_length=1, examples=[["a gorgeous film .", "dull and far too long ."]]
     )
+    model: str | None = model_name("sentiment")
 
     @field_validator("texts")
     @classmethod
@@ -102,6 +113,7 @@ class GenerateRequest(Strict):
     stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=MAX_STOP_SEQUENCES, examples=[["\n\n"]]
     )
+    model: str | None = model_name("generator")
 
     @field_validator("temperature", "repetition_penalty")
     @classmethod
@@ -148,6 +160,111 @@ class StreamEvent(BaseModel):
     token: StreamToken
     generated_text: str | None = None
     details: StreamDetails | None = None
+
+
+def exactly_one_of(data: Any, *names: str) -> Any:
+    """For a before-validator: the request holds exactly one of these fields (its schema: `oneOf` `required`)."""
+    if isinstance(data, dict):
+        given = [name for name in names if name in data]
+        if len(given) != 1:
+            options = " and ".join(f"`{name}`" for name in names)
+            raise ValueError(f"give exactly one of {options}; got {' and '.join(given) or 'neither'}")
+    return data
+
+
+def _one_of_schema(*names: str, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"oneOf": [{"required": [name]} for name in names], "examples": examples}
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """A field of a `oneOf` pair: absent unless given, so its placeholder default is not part of the contract."""
+    schema.pop("default", None)
+
+
+Token = Annotated[str, Field(min_length=1, json_schema_extra=NON_BLANK)]
+TAG_EXAMPLES: list[dict[str, Any]] = [{"text": "I saw the saw ."}, {"tokens": ["They", "saw", "a", "dog", "."]}]
+
+
+def _check_tokens(tokens: list[str], where: str) -> list[str]:
+    for i, token in enumerate(tokens):
+        if blank(token):
+            raise ValueError(f"{where}[{i}] must contain at least one non-whitespace character")
+        valid_unicode(token, f"{where}[{i}]")
+    return tokens
+
+
+class TagRequest(Strict):
+    """Exactly one of `text` (split into words here; each answer token carries its offsets in it) and `tokens`
+    (words already split)."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_schema("text", "tokens", examples=TAG_EXAMPLES))
+
+    text: str = Field("", examples=["I saw the saw ."], json_schema_extra=_no_default)
+    tokens: list[Token] = Field(default_factory=list, examples=[["They", "saw", "a", "dog", "."]],
+                                json_schema_extra=_no_default)  # fmt: skip
+    model: str | None = model_name("tagger")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, data: Any) -> Any:
+        return exactly_one_of(data, "text", "tokens")
+
+    @field_validator("text")
+    @classmethod
+    def _unicode_text(cls, value: str) -> str:
+        return valid_unicode(value, "text")
+
+    @field_validator("tokens")
+    @classmethod
+    def _valid_tokens(cls, values: list[str]) -> list[str]:
+        return _check_tokens(values, "tokens")
+
+
+class TaggedToken(BaseModel):
+    text: str = Field(examples=["saw"])
+    start: int | None = Field(None, examples=[2], description="offset in the text (text input only)")
+    end: int | None = Field(None, examples=[5], description="end offset, exclusive (text input only)")
+    tag: str = Field(examples=["VERB"])
+    score: float = Field(examples=[0.98])
+
+
+class TagResponse(BaseModel):
+    tokens: list[TaggedToken]
+
+
+class TagBatchRequest(Strict):
+    """Exactly one of `texts` (raw texts) and `tokens` (a list of words per sentence)."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_schema("texts", "tokens", examples=[
+        {"texts": ["I saw the saw .", "They saw a dog ."]}, {"tokens": [["I", "saw", "it"], ["the", "dog", "saw"]]},
+    ]))  # fmt: skip
+
+    texts: list[str] = Field(default_factory=list, min_length=1, json_schema_extra=_no_default)
+    tokens: list[list[Token]] = Field(default_factory=list, min_length=1, json_schema_extra=_no_default)
+    model: str | None = model_name("tagger")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, data: Any) -> Any:
+        return exactly_one_of(data, "texts", "tokens")
+
+    @field_validator("texts")
+    @classmethod
+    def _unicode_texts(cls, values: list[str]) -> list[str]:
+        for i, value in enumerate(values):
+            valid_unicode(value, f"texts[{i}]")
+        return values
+
+    @field_validator("tokens")
+    @classmethod
+    def _valid_tokens(cls, values: list[list[str]]) -> list[list[str]]:
+        for i, tokens in enumerate(values):
+            _check_tokens(tokens, f"tokens[{i}]")
+        return values
+
+
+class TagBatchResponse(BaseModel):
+    results: list[TagResponse]
 
 
 class ErrorResponse(BaseModel):

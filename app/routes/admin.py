@@ -27,9 +27,10 @@ router = APIRouter(
     responses={403: {"description": "no RNN_API_KEY is set"}, 422: {"description": "the new artifacts were refused"}},
 )
 async def reload(request: Request) -> dict[str, Any]:
-    """Load both artifacts again from RNN_SENTIMENT_ARTIFACT and RNN_GENERATOR_ARTIFACT and swap them in. New
-    requests go to the new models at once; requests already in flight finish on the old ones. A corrupt or
-    incomplete artifact is refused (422, naming the file) and the previous models keep serving."""
+    """Load every artifact again from its path (RNN_SENTIMENT_ARTIFACT, RNN_GENERATOR_ARTIFACT,
+    RNN_TAGGER_ARTIFACT and RNN_MODELS) and swap them all in at once. New requests go to the new models at once;
+    requests already in flight finish on the old ones. A corrupt or incomplete artifact is refused (422, naming
+    the file) and the previous models keep serving."""
     try:
         models = await reload_models(request.app)
     except ReloadRefused as exc:

@@ -19,6 +19,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "the body or a text exceeds its limit"},
     503: {"model": ErrorResponse, "description": "overloaded or timed out; retry after the Retry-After seconds"},
 }
+# the model routes': a request may name its model
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: {"model": ErrorResponse, "description": "no model has the name in `model`"},
+}
+
+
+def check_length(text: str, limit: int, where: str = "text") -> None:
+    """413 for a text over RNN_MAX_INPUT_CHARS."""
+    if len(text) > limit:
+        raise HTTPException(413, f"{where} has {len(text)} characters; the limit is {limit} (RNN_MAX_INPUT_CHARS)")
+
+
+def check_batch(count: int, limit: int, what: str = "texts") -> None:
+    """413 for a batch over RNN_MAX_BATCH_TEXTS."""
+    if count > limit:
+        raise HTTPException(413, f"{count} {what} in one batch; the limit is {limit} (RNN_MAX_BATCH_TEXTS)")
 
 
 def overloaded(detail: str, retry_after: int = 1) -> HTTPException:

@@ -15,13 +15,20 @@ from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.deps import generator, settings_of
-from app.routes.errors import ERRORS, overloaded, timed_out
-from app.routes.sentiment import check_length
+from app.routes.errors import MODEL_ERRORS, check_length, overloaded, timed_out
 from app.schemas import GenerateRequest, GenerateResponse
 from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
 from model.sampling import SamplingParams
 
-router = APIRouter(prefix="/generate", tags=["generate"], responses=ERRORS)  # the API-key check: app/main.py
+router = APIRouter(prefix="/generate", tags=["generate"], responses=MODEL_ERRORS)  # the API-key check: app/main.py
+
+
+def document_limits(schemas: dict[str, Any], settings: Settings) -> None:
+    """The OpenAPI document states the limits the handlers enforce (app/main.py)."""
+    generate = schemas["GenerateRequest"]["properties"]
+    generate["prompt"]["maxLength"] = settings.max_input_chars
+    generate["max_new_tokens"]["maximum"] = settings.max_new_tokens
+    generate["max_new_tokens"]["default"] = min(generate["max_new_tokens"]["default"], settings.max_new_tokens)
 
 
 def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings, streaming: bool) -> Stream:
@@ -47,7 +54,7 @@ def _start(body: GenerateRequest, engine: GeneratorEngine, settings: Settings, s
 @router.post("", response_model=GenerateResponse)
 async def generate(body: GenerateRequest, request: Request) -> dict[str, Any]:
     """Generate text after `prompt`; the answer excludes the prompt and any stop sequence."""
-    engine, settings = generator(request), settings_of(request)
+    engine, settings = generator(request, body.model), settings_of(request)
     stream = _start(body, engine, settings, streaming=False)
     try:
         result = await collect(stream, settings.request_timeout_s)
@@ -177,5 +184,5 @@ class _EventStream(StreamingResponse):
 @router.post("/stream", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def generate_stream(body: GenerateRequest, request: Request) -> StreamingResponse:
     """The same request, answered as Server-Sent Events, one per generated token."""
-    engine, settings = generator(request), settings_of(request)
+    engine, settings = generator(request, body.model), settings_of(request)
     return _EventStream(_start(body, engine, settings, streaming=True), settings.request_timeout_s)

@@ -24,9 +24,11 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "not ready, with the reason"}})
 async def ready(request: Request) -> JSONResponse:
-    """200 only when both models are loaded and warmed up."""
+    """200 only when every model (the defaults and RNN_MODELS) is loaded and warmed up."""
     state = request.app.state
     reason = getattr(state, "not_ready", None)
+    if not reason and not getattr(state, "engines", None):
+        reason = "no model loaded"
     if reason:
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
     return JSONResponse({"status": "ready"})
@@ -50,13 +52,10 @@ def card(name: str, artifact: Artifact, serving: dict[str, Any]) -> dict[str, An
 
 @router.get("/models", response_model=list[ModelCard], dependencies=[Depends(require_api_key)])
 async def models(request: Request) -> list[dict[str, Any]]:
-    """A card per loaded model, read from its artifact."""
-    cards = []
-    for name in ("sentiment", "generator"):
-        engine = getattr(request.app.state, name if name == "generator" else "classifier", None)
-        if engine is not None:
-            cards.append(card(name, engine.model.artifact, engine.serving))
-    return cards
+    """A card per loaded model, read from its artifact: the defaults (sentiment, generator, tagger), then the
+    models RNN_MODELS adds, in its order."""
+    engines = getattr(request.app.state, "engines", None) or {}
+    return [card(name, engine.model.artifact, engine.serving) for name, engine in engines.items()]
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require_api_key)])

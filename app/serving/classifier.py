@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from app.serving.batching import next_batch
 from app.serving.metrics import Metrics
 from model.onnx_runtime import OnnxClassifier
 from model.predictors import SentimentModel
@@ -37,6 +38,8 @@ class _Item:
 
 
 class ClassifierEngine:
+    kind = "sentiment"  # its key in app/serving/registry.py
+
     def __init__(
         self,
         model: SentimentModel,
@@ -45,12 +48,15 @@ class ClassifierEngine:
         metrics: Metrics,
         ensemble_threads: int = 1,
         serving: dict[str, Any] | None = None,
+        name: str = "sentiment",
     ) -> None:
+        self.name = name
         self.model = model
         self.serving = serving or {"runtime": "torch", "quantize": "none"}  # what /models reports
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
-        self.metrics = metrics
+        self.batch_size = metrics.batch_size.labels(name)
+        self.queue_depth = metrics.queue_depth.labels(name)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
         # the ensemble's members, side by side (None: one after another in the classifier thread); only a torch
         # runner uses the pool (ONNX Runtime runs its own threads: a pool would sit idle)
@@ -96,7 +102,7 @@ class ClassifierEngine:
         items = [_Item(t, loop.create_future(), len(texts) == 1) for t in texts]
         for item in items:
             self.queue.put_nowait(item)
-        self.metrics.queue_depth.set(self.queue.qsize())
+        self.queue_depth.set(self.queue.qsize())
         self.busy += 1
         try:
             if len(items) == 1:  # the common case: no gathering future and its callbacks
@@ -119,20 +125,12 @@ class ClassifierEngine:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch and (remaining := deadline - loop.time()) > 0:
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-                except TimeoutError:
-                    break
-            self.metrics.queue_depth.set(self.queue.qsize())
+            batch = await next_batch(self.queue, self.max_batch, self.max_wait)
+            self.queue_depth.set(self.queue.qsize())
             live = [item for item in batch if not item.future.done()]
             if not live:
                 continue
-            self.metrics.batch_size.observe(len(live))
+            self.batch_size.observe(len(live))
             texts = [item.text for item in live]
             try:
                 # tokenizing and padding here, on the loop: the model thread then takes the GIL only to start and

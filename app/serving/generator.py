@@ -25,6 +25,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,13 +111,17 @@ class Stream:
 
 
 class GeneratorEngine:
-    def __init__(self, model: GeneratorModel, max_streams: int, metrics: Metrics) -> None:
+    kind = "generator"  # its key in app/serving/registry.py
+
+    def __init__(self, model: GeneratorModel, max_streams: int, metrics: Metrics, name: str = "generator") -> None:
+        self.name = name
         self.model = model
-        self.serving = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
+        self.serving: dict[str, Any] = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
         self.step = Stepper(model.network)
         self.table = id_to_text(model.tokenizer)
         self.max_streams = max_streams
-        self.metrics = metrics
+        self.active_streams = metrics.active_streams.labels(name)
+        self.generated_tokens = metrics.generated_tokens.labels(name)
         self.pending: deque[Stream] = deque()
         self.active: list[Stream] = []  # stream i owns row i of the batch state below
         cfg = model.network.config
@@ -188,7 +193,7 @@ class GeneratorEngine:
                     for s in self.active + admitted:
                         s.put(Event("error", text=str(exc)))
                     self.active = []
-                self.metrics.active_streams.set(len(self.active))
+                self.active_streams.set(len(self.active))
                 if admitted or time.perf_counter() >= deadline:  # new streams' first tokens go out at once
                     break
             for s in self.active:
@@ -197,7 +202,7 @@ class GeneratorEngine:
         for s in self.active + list(self.pending):
             s.put(Event("error", text="server shutting down"))
         self.active, self.pending = [], deque()
-        self.metrics.active_streams.set(0)
+        self.active_streams.set(0)
 
     def _iterate(self, admitted: list[Stream]) -> None:
         admitted = [s for s in admitted if not s.cancelled]
@@ -228,7 +233,7 @@ class GeneratorEngine:
             else:
                 stepping.append(row)
                 next_tokens.append(picked)
-        self.metrics.generated_tokens.inc(produced)
+        self.generated_tokens.inc(produced)
         self._keep(stepping)
         if self.active:
             b = len(self.active)

@@ -1,5 +1,6 @@
-"""Fixtures for the service tests: two tiny artifacts trained once per session (about a second each), settings
-that ignore the caller's RNN_* environment and any .env file, and TestClients whose lifespan has run.
+"""Fixtures for the service tests: three tiny artifacts (a classifier, a generator, a tagger) trained once per
+session (about a second each), settings that ignore the caller's RNN_* environment and any .env file, and
+TestClients whose lifespan has run.
 """
 
 from __future__ import annotations
@@ -24,22 +25,36 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Settings, load_settings
 from app.main import create_app
 from model import evaluate
-from model.config import GeneratorTrainConfig
+from model.config import GeneratorTrainConfig, TaggerTrainConfig
+from model.conll import TaggedCorpus, TaggedSentence
 from model.data import load_corpus, load_user_data
 from tests.helpers import PNG_STUB, sentences, small_config, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["negative", "positive"]
+THREE_LABELS = ["calm", "eager", "weary"]
 CORPUS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
     "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n"
 ) * 8
+
+# part-of-speech tags where the context decides: "saw" is a VERB after a pronoun or a noun, a NOUN after a determiner
+TAGGED = [
+    ("I saw the saw .", "PRON VERB DET NOUN PUNCT"),
+    ("they saw a dog .", "PRON VERB DET NOUN PUNCT"),
+    ("the dog saw it .", "DET NOUN VERB PRON PUNCT"),
+    ("a saw cut the dog .", "DET NOUN VERB DET NOUN PUNCT"),
+    ("it saw a saw .", "PRON VERB DET NOUN PUNCT"),
+    ("the saw saw the dog .", "DET NOUN VERB DET NOUN PUNCT"),
+]
+TAGS = sorted({tag for _, tags in TAGGED for tag in tags.split()})
 
 
 @dataclass(frozen=True)
 class Artifacts:
     sentiment: Path
     generator: Path
+    tagger: Path
 
 
 def _rnn_vars() -> list[str]:
@@ -48,13 +63,15 @@ def _rnn_vars() -> list[str]:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    """A sentiment and a generator artifact, trained in about a second each (plots stubbed: they are not served)."""
+    """A sentiment, a generator and a tagger artifact, trained in about a second each (plots stubbed: they are
+    not served)."""
     from model.train_generator import train_generator
     from model.train_sentiment import train_sentiment
+    from model.train_tagger import train_tagger
 
     root = tmp_path_factory.mktemp("service-artifacts")
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("plot_learning_curves", "plot_confusion", "plot_reliability"):
+        for name in ("plot_learning_curves", "plot_confusion", "plot_reliability", "plot_tag_confusion"):
             patch.setattr(evaluate, name, lambda *args, **kwargs: PNG_STUB)
         train_csv = write_csv(root / "train.csv", sentences(48, LABELS, seed=1))
         train_sentiment(small_config(), load_user_data(train_csv, dev_fraction=0.25, seed=0), root / "sentiment")
@@ -62,7 +79,27 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
         corpus.write_text(CORPUS, encoding="utf-8")
         cfg = GeneratorTrainConfig(epochs=1, batch_size=4, seq_len=16, hidden_size=16, embedding_dim=8, threads=1)
         train_generator(cfg, load_corpus(corpus), root / "generator")
-    return Artifacts(root / "sentiment", root / "generator")
+        rows = [TaggedSentence(text.split(), tags.split()) for text, tags in TAGGED]
+        tagged = TaggedCorpus("tiny-pos", rows * 4, rows, None)
+        tagger_cfg = TaggerTrainConfig(epochs=12, batch_size=4, embedding_dim=16, char_dim=8, char_hidden=8,
+                                       hidden_size=16, num_layers=1, dropout=0.0, word_dropout=0.0, lr=2e-2,
+                                       patience=100, threads=1)  # fmt: skip
+        train_tagger(tagger_cfg, tagged, root / "tagger")
+    return Artifacts(root / "sentiment", root / "generator", root / "tagger")
+
+
+@pytest.fixture(scope="session")
+def three_labels(artifacts: Artifacts) -> Path:
+    """Another classifier, with three labels of its own: served by name beside the default one (RNN_MODELS)."""
+    from model.train_sentiment import train_sentiment
+
+    root = artifacts.sentiment.parent
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("plot_learning_curves", "plot_confusion", "plot_reliability"):
+            patch.setattr(evaluate, name, lambda *args, **kwargs: PNG_STUB)
+        train_csv = write_csv(root / "three.csv", sentences(60, THREE_LABELS, seed=2))
+        train_sentiment(small_config(epochs=4), load_user_data(train_csv, dev_fraction=0.25, seed=0), root / "three")
+    return root / "three"
 
 
 def clean_settings(artifacts: Artifacts, **overrides: Any) -> Settings:
@@ -73,6 +110,7 @@ def clean_settings(artifacts: Artifacts, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "sentiment_artifact": artifacts.sentiment,
             "generator_artifact": artifacts.generator,
+            "tagger_artifact": artifacts.tagger,
             "torch_threads": 1,
             **overrides,
         }
@@ -160,6 +198,7 @@ def running_server(
         RNN_PORT=str(port),
         RNN_SENTIMENT_ARTIFACT=str(artifacts.sentiment),
         RNN_GENERATOR_ARTIFACT=str(artifacts.generator),
+        RNN_TAGGER_ARTIFACT=str(artifacts.tagger),
         RNN_TORCH_THREADS="1",
         RNN_LOG_LEVEL=log_level,
     )

@@ -105,6 +105,34 @@ CASES = [
     Case("stream with temperature NaN", "POST", "/generate/stream", b'{"temperature": NaN}', 422, '"temperature"'),
     Case("stream with extra field", "POST", "/generate/stream", gen(stream=True), 422, "Extra inputs"),
     Case("stream, odd but valid", "POST", "/generate/stream", gen(prompt="\u200b\u202e"), 200, "data:"),
+    # --- /tag and /tag/batch
+    Case("tag: text and tokens", "POST", "/tag", {"text": "a", "tokens": ["a"]}, 422, "exactly one of"),
+    Case("tag: neither text nor tokens", "POST", "/tag", {}, 422, "got neither"),
+    Case("tag: only a model", "POST", "/tag", {"model": "tagger"}, 422, "exactly one of"),
+    Case("tag: text is null", "POST", "/tag", {"text": None}, 422, "valid string"),
+    Case("tag: text is a list", "POST", "/tag", {"text": ["a"]}, 422, "valid string"),
+    Case("tag: tokens is a string", "POST", "/tag", {"tokens": "I saw it"}, 422, "valid list"),
+    Case("tag: tokens of numbers", "POST", "/tag", {"tokens": ["I", 5]}, 422, "valid string"),
+    Case("tag: an empty token", "POST", "/tag", {"tokens": ["I", ""]}, 422, "at least 1 character"),
+    Case("tag: a blank token", "POST", "/tag", {"tokens": ["I", " \t"]}, 422, "tokens[1]"),
+    Case("tag: text over the limit", "POST", "/tag", {"text": "a " * 1001}, 413, "RNN_MAX_INPUT_CHARS"),
+    Case("tag: too many tokens", "POST", "/tag", {"tokens": ["a"] * 2001}, 413, "RNN_MAX_INPUT_CHARS"),
+    Case("tag: lone surrogate", "POST", "/tag", b'{"text": "I \\ud800 it"}', 422, "surrogate"),
+    Case("tag: extra field", "POST", "/tag", {"text": "a", "explain": True}, 422, "Extra inputs"),
+    Case("tag: model name malformed", "POST", "/tag", {"text": "a", "model": "No Such"}, 422, "pattern"),
+    Case("tag: no model of that name", "POST", "/tag", {"text": "a", "model": "nope"}, 404, "no model named"),
+    Case("tag: a model of another kind", "POST", "/tag", {"text": "a", "model": "generator"}, 422, "generator model"),
+    Case("tag: odd but valid text", "POST", "/tag", {"text": "日本語 🎭 \u200b?!"}, 200, "tokens"),
+    Case("tag: null byte", "POST", "/tag", {"text": "I\u0000saw"}, 200, "tokens"),
+    Case("tag batch: empty", "POST", "/tag/batch", {"texts": []}, 422, "at least 1 item"),
+    Case(
+        "tag batch: texts and tokens", "POST", "/tag/batch", {"texts": ["a"], "tokens": [["a"]]}, 422, "exactly one of"
+    ),  # fmt: skip
+    Case("tag batch: oversized", "POST", "/tag/batch", {"texts": ["a"] * 65}, 413, "RNN_MAX_BATCH_TEXTS"),
+    Case("tag batch: a list not nested", "POST", "/tag/batch", {"tokens": ["a", "b"]}, 422, "valid list"),
+    Case("tag batch: an empty token", "POST", "/tag/batch", {"tokens": [["a"], [""]]}, 422, "at least 1 character"),
+    Case("tag batch: an empty list", "POST", "/tag/batch", {"tokens": [["a"], []]}, 200, "results"),
+    Case("GET on /tag", "GET", "/tag", None, 405, "Method Not Allowed"),
     # --- the rest
     Case("POST on /health", "POST", "/health", {}, 405, "Method Not Allowed"),
     Case("unknown route", "GET", "/nope", None, 404, "Not Found"),
@@ -149,6 +177,7 @@ def test_healthy_after_the_table(shared: TestClient) -> None:
     assert shared.get("/ready").status_code == 200
     assert shared.post("/sentiment", json={"text": "a fine film"}).status_code == 200
     assert shared.post("/generate", json={"max_new_tokens": 3}).json()["generated_tokens"] == 3
+    assert len(shared.post("/tag", json={"text": "I saw it"}).json()["tokens"]) == 3
 
 
 def test_a_half_sent_request_does_not_hurt_the_server(artifacts: Artifacts, tmp_path: Path) -> None:

@@ -71,8 +71,30 @@ def test_generation_streams_into_the_page(page, server: str) -> None:  # noqa: A
     assert len(page.locator("#generate-output").inner_text()) > 0
 
 
+def test_tagging_shows_each_word_with_its_tag(page, server: str) -> None:  # noqa: ANN001
+    text = "I saw the saw."
+    page.fill("#tag-input", text)
+    page.click("#tag-submit")
+    words = page.locator("#tag-output .tagged")
+    words.first.wait_for(timeout=15_000)
+    expected = httpx.post(f"{server}/tag", json={"text": text}).json()["tokens"]
+    assert words.count() == len(expected) == 5
+    shown = [(words.nth(i).locator(".word").inner_text(), words.nth(i).locator(".tag").inner_text())
+             for i in range(words.count())]  # fmt: skip
+    assert shown == [(t["text"], t["tag"]) for t in expected]
+    assert [tag for _, tag in shown] == ["PRON", "VERB", "DET", "NOUN", "PUNCT"]
+    page.fill("#tag-input", "   ")
+    page.click("#tag-submit")
+    page.locator("#tag-output .muted").wait_for(timeout=10_000)
+    assert "no words" in page.locator("#tag-output").inner_text()
+
+
 def test_errors_are_shown_not_swallowed(page) -> None:  # noqa: ANN001
     page.fill("#sentiment-input", "   ")
     page.click("#sentiment-submit")
     page.locator("#sentiment-result .error").wait_for(timeout=10_000)
     assert "non-whitespace" in page.locator("#sentiment-result").inner_text()
+    page.fill("#tag-input", "a" * 2001)
+    page.click("#tag-submit")
+    page.locator("#tag-output .error").wait_for(timeout=10_000)
+    assert "RNN_MAX_INPUT_CHARS" in page.locator("#tag-output").inner_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, SettingsError, load_settings
+from app.config import Settings, SettingsError, artifact_paths, load_settings
 from tests.app.conftest import REPO
 
 
@@ -46,6 +46,11 @@ def test_an_empty_api_key_means_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
         ("RNN_MAX_BODY_BYTES", "10"),
         ("RNN_REQUEST_TIMEOUT_S", "-1"),
         ("RNN_CORS_ORIGINS", "[not json"),
+        ("RNN_MODELS", "sentiment=artifacts/other"),
+        ("RNN_MODELS", "Mine=artifacts/mine"),
+        ("RNN_MODELS", "mine"),
+        ("RNN_MODELS", "a=x,a=y"),
+        ("RNN_MODELS", '{"mine": '),
     ],
 )
 def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -78,6 +83,21 @@ def test_cors_origins_comma_list_or_json_list(monkeypatch: pytest.MonkeyPatch, v
     assert load_settings(_env_file=None).cors_origins == ["https://a.example", "https://b.example"]
 
 
+@pytest.mark.parametrize(
+    "value", ["mine=/srv/mine, pos.v2=artifacts/pos ,", '{"mine": "/srv/mine", "pos.v2": "artifacts/pos"}']
+)
+def test_models_as_name_path_pairs_or_a_json_object(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("RNN_MODELS", value)
+    settings = load_settings(_env_file=None)
+    assert settings.models == {"mine": Path("/srv/mine"), "pos.v2": Path("artifacts/pos")}
+    assert list(artifact_paths(settings)) == ["sentiment", "generator", "tagger", "mine", "pos.v2"]
+    assert artifact_paths(settings)["tagger"] == Path("artifacts/tagger")
+
+
+def test_no_extra_models_by_default() -> None:
+    assert load_settings(_env_file=None).models == {}
+
+
 def test_settings_from_a_dotenv_file(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("RNN_MAX_NEW_TOKENS=12\nRNN_CORS_ORIGINS=https://a.example\n", encoding="utf-8")
@@ -100,11 +120,14 @@ def test_python_m_app_with_a_bad_setting_exits_2_naming_it(tmp_path: Path) -> No
     assert proc.stdout == ""
 
 
+SET_BY_THE_IMAGE = ("host", "port", "sentiment_artifact", "generator_artifact", "tagger_artifact")  # and compose
+
+
 def test_every_setting_is_documented_in_the_readme_and_the_env_example() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     example = (REPO / "docker" / ".env.example").read_text(encoding="utf-8")
     for name in Settings.model_fields:
         variable = f"RNN_{name.upper()}"
         assert f"`{variable}`" in readme, f"{variable} is missing from the README's configuration table"
-        if name not in ("host", "port", "sentiment_artifact", "generator_artifact"):  # the image and compose set these
+        if name not in SET_BY_THE_IMAGE:
             assert f"\n{variable}=" in example, f"{variable} is missing from docker/.env.example"

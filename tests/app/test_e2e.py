@@ -12,14 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import LABELS, Artifacts, Server, running_server
+from tests.app.conftest import LABELS, THREE_LABELS, Artifacts, Server, running_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server(artifacts: Artifacts, tmp_path: Path) -> Iterator[Server]:
-    with running_server(artifacts, tmp_path) as running:
+def server(artifacts: Artifacts, three_labels: Path, tmp_path: Path) -> Iterator[Server]:
+    """The three default models, and a second classifier named "mine" by RNN_MODELS."""
+    with running_server(artifacts, tmp_path, env={"RNN_MODELS": f"mine={three_labels}"}) as running:
         yield running
 
 
@@ -45,6 +46,21 @@ def test_the_server_serves_and_stops_cleanly_on_sigterm(server: Server) -> None:
         assert [e["token"]["index"] for e in events] == list(range(len(events)))
         assert "".join(e["token"]["text"] for e in events) == events[-1]["generated_text"]
         assert events[-1]["generated_text"] == generated["generated_text"]  # one process, one answer per seed
+
+        r = c.post("/tag", json={"text": "They saw a saw."})
+        assert r.status_code == 200, r.text
+        assert [(t["text"], t["tag"]) for t in r.json()["tokens"]] == [
+            ("They", "PRON"), ("saw", "VERB"), ("a", "DET"), ("saw", "NOUN"), (".", "PUNCT")
+        ]  # fmt: skip
+        r = c.post("/tag/batch", json={"tokens": [["the", "dog", "saw", "it"], ["I", "saw"]]})
+        assert [[t["tag"] for t in result["tokens"]] for result in r.json()["results"]] == [
+            ["DET", "NOUN", "VERB", "PRON"], ["PRON", "VERB"]
+        ]  # fmt: skip
+
+        assert [card["name"] for card in c.get("/models").json()] == ["sentiment", "generator", "tagger", "mine"]
+        r = c.post("/sentiment", json={"text": "weary0 weary1 a film", "model": "mine"})
+        assert r.status_code == 200 and sorted(r.json()["probabilities"]) == THREE_LABELS
+        assert c.post("/sentiment", json={"text": "good", "model": "nope"}).status_code == 404
 
         assert c.post("/sentiment", json={"text": " "}).status_code == 422
         assert c.get("/health").json() == {"status": "ok"}

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.app.conftest import LABELS, Artifacts, ClientFactory, metric
+from tests.app.conftest import LABELS, TAGS, Artifacts, ClientFactory, metric
 
 SettingsFor = Callable[..., Settings]
 KEY = "test-key-123"
@@ -41,6 +41,8 @@ def test_not_ready_without_start_up_and_after_shut_down(settings_for: SettingsFo
     assert r.status_code == 503 and "not loaded" in r.json()["detail"]
     r = idle.post("/generate", json={"max_new_tokens": 3})
     assert r.status_code == 503 and "not loaded" in r.json()["detail"]
+    r = idle.post("/tag", json={"text": "I saw it"})
+    assert r.status_code == 503 and "not loaded" in r.json()["detail"]
     with TestClient(app) as started:
         assert started.get("/ready").status_code == 200
     r = idle.get("/ready")
@@ -51,15 +53,17 @@ def test_index_and_openapi(client: TestClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/sentiment", "/sentiment/batch", "/generate", "/generate/stream", "/models"} <= set(paths)
+    assert {"/sentiment", "/sentiment/batch", "/generate", "/generate/stream", "/tag", "/tag/batch",
+            "/models"} <= set(paths)  # fmt: skip
 
 
 def test_model_cards_match_the_artifacts(client: TestClient, artifacts: Artifacts) -> None:
     r = client.get("/models")
     assert r.status_code == 200
     cards = {card["name"]: card for card in r.json()}
-    assert list(cards) == ["sentiment", "generator"]
-    for name, path in (("sentiment", artifacts.sentiment), ("generator", artifacts.generator)):
+    assert list(cards) == ["sentiment", "generator", "tagger"]
+    for name in cards:
+        path = getattr(artifacts, name)
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         card = cards[name]
         assert set(card) == {"name", "task", "labels", "architecture", "parameters", "metrics", "training_data",
@@ -73,6 +77,7 @@ def test_model_cards_match_the_artifacts(client: TestClient, artifacts: Artifact
         assert card["metrics"] == {k: v for k, v in config["metrics"].items() if k != "samples"}
     assert cards["sentiment"]["task"] == "sentiment" and cards["sentiment"]["labels"] == LABELS
     assert cards["generator"]["task"] == "generation" and cards["generator"]["labels"] is None
+    assert cards["tagger"]["task"] == "tagging" and cards["tagger"]["labels"] == TAGS
     assert cards["sentiment"]["architecture"]["cell"] == "lstm" and cards["sentiment"]["architecture"]["bidirectional"]
     assert cards["generator"]["architecture"]["cell"] == "gru"
 
@@ -85,6 +90,8 @@ def test_metrics_count_requests_tokens_and_batches(make_client: ClientFactory) -
     assert c.post("/sentiment/batch", json={"texts": ["good", "bad"]}).status_code == 200
     tokens = [c.post("/generate", json={"max_new_tokens": n, "seed": 1}).json()["generated_tokens"] for n in (7, 5)]
     assert c.post("/generate/stream", json={"max_new_tokens": 4, "seed": 2}).status_code == 200
+    assert c.post("/tag", json={"text": "I saw the saw ."}).status_code == 200
+    assert c.post("/tag/batch", json={"tokens": [["I", "saw"], ["a", "dog"], ["it"]]}).status_code == 200
     r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -95,10 +102,13 @@ def test_metrics_count_requests_tokens_and_batches(make_client: ClientFactory) -
     assert metric(text, "rnn_requests_total", route="/generate/stream", status="200") == 1
     assert metric(text, "rnn_request_duration_seconds_count", route="/sentiment") == 4
     assert (metric(text, "rnn_request_duration_seconds_sum", route="/generate") or 0) > 0
-    assert metric(text, "rnn_batch_size_sum") == 5  # 3 single texts and a batch of 2
-    assert metric(text, "rnn_generated_tokens_total") == sum(tokens) + 4
-    assert metric(text, "rnn_queue_depth") == 0
-    assert metric(text, "rnn_generation_active_streams") == 0
+    assert metric(text, "rnn_requests_total", route="/tag", status="200") == 1
+    assert metric(text, "rnn_requests_total", route="/tag/batch", status="200") == 1
+    assert metric(text, "rnn_batch_size_sum", model="sentiment") == 5  # 3 single texts and a batch of 2
+    assert metric(text, "rnn_batch_size_sum", model="tagger") == 4  # a sentence and a batch of 3
+    assert metric(text, "rnn_generated_tokens_total", model="generator") == sum(tokens) + 4
+    assert metric(text, "rnn_queue_depth", model="sentiment") == metric(text, "rnn_queue_depth", model="tagger") == 0
+    assert metric(text, "rnn_generation_active_streams", model="generator") == 0
     assert metric(text, "rnn_requests_in_flight") == 0
     c.get("/nowhere")
     assert metric(c.get("/metrics").text, "rnn_requests_total", route="unmatched", status="404") == 1
@@ -109,6 +119,8 @@ PROTECTED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/sentiment/batch", {"texts": ["good"]}),
     ("POST", "/generate", {"max_new_tokens": 3, "seed": 0}),
     ("POST", "/generate/stream", {"max_new_tokens": 3, "seed": 0}),
+    ("POST", "/tag", {"text": "I saw it"}),
+    ("POST", "/tag/batch", {"tokens": [["I", "saw", "it"]]}),
     ("GET", "/models", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),

@@ -34,9 +34,9 @@ def republish(path: Path, nudge: float) -> str:
 @pytest.fixture
 def own_artifacts(artifacts: Artifacts, tmp_path: Path) -> Artifacts:
     """A private copy: these tests rewrite them."""
-    copy = Artifacts(tmp_path / "sentiment", tmp_path / "generator")
-    shutil.copytree(artifacts.sentiment, copy.sentiment)
-    shutil.copytree(artifacts.generator, copy.generator)
+    copy = Artifacts(tmp_path / "sentiment", tmp_path / "generator", tmp_path / "tagger")
+    for name in ("sentiment", "generator", "tagger"):
+        shutil.copytree(getattr(artifacts, name), getattr(copy, name))
     return copy
 
 
@@ -51,26 +51,43 @@ def test_reload_needs_the_key(make_client: ClientFactory) -> None:
     assert c.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-def test_reload_swaps_in_the_new_artifact_and_refuses_a_bad_one(
-    make_client: ClientFactory, own_artifacts: Artifacts
+def _own(own: Artifacts, **overrides: object) -> dict[str, object]:
+    return {"api_key": KEY, "sentiment_artifact": own.sentiment, "generator_artifact": own.generator,
+            "tagger_artifact": own.tagger, **overrides}  # fmt: skip
+
+
+def test_reload_swaps_in_every_new_artifact_and_refuses_a_bad_one(
+    make_client: ClientFactory, own_artifacts: Artifacts, tmp_path: Path
 ) -> None:
-    c = make_client(api_key=KEY, sentiment_artifact=own_artifacts.sentiment,
-                    generator_artifact=own_artifacts.generator)  # fmt: skip
+    mine = tmp_path / "mine"
+    shutil.copytree(own_artifacts.sentiment, mine)
+    c = make_client(**_own(own_artifacts, models={"mine": mine}))
     before = {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}
-    new_sha = republish(own_artifacts.sentiment, 0.01)
-    assert new_sha != before["sentiment"]
+    assert list(before) == ["sentiment", "generator", "tagger", "mine"]
+    new = {"sentiment": republish(own_artifacts.sentiment, 0.01), "tagger": republish(own_artifacts.tagger, 0.01),
+           "mine": republish(mine, 0.02)}  # fmt: skip
+    assert all(new[name] != before[name] for name in new)
     r = c.post("/admin/reload", headers=AUTH)
     assert r.status_code == 200, r.text
-    assert {m["name"]: m["sha256"] for m in r.json()["models"]} == {**before, "sentiment": new_sha}
-    assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}["sentiment"] == new_sha
-    # a truncated weights file: refused, naming the file; the reloaded models keep serving
-    weights = own_artifacts.sentiment / "model.safetensors"
+    assert r.json()["models"] == [
+        {"name": "sentiment", "task": "sentiment", "sha256": new["sentiment"]},
+        {"name": "generator", "task": "generation", "sha256": before["generator"]},
+        {"name": "tagger", "task": "tagging", "sha256": new["tagger"]},
+        {"name": "mine", "task": "sentiment", "sha256": new["mine"]},
+    ]
+    assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()} == {**before, **new}
+    assert c.post("/tag", json={"text": "I saw it"}, headers=AUTH).status_code == 200
+    assert c.post("/sentiment", json={"text": "fine", "model": "mine"}, headers=AUTH).status_code == 200
+    # a truncated weights file, in any one of them: refused, naming the file; the reloaded models keep serving
+    weights = mine / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     r = c.post("/admin/reload", headers=AUTH)
     assert r.status_code == 422
-    assert "model.safetensors" in r.json()["detail"] and "previous models" in r.json()["detail"]
-    assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}["sentiment"] == new_sha
+    detail = r.json()["detail"]
+    assert "model.safetensors" in detail and "'mine'" in detail and "previous models" in detail
+    assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()} == {**before, **new}
     assert c.post("/sentiment", json={"text": "still fine"}, headers=AUTH).status_code == 200
+    assert c.post("/sentiment", json={"text": "still fine", "model": "mine"}, headers=AUTH).status_code == 200
     assert c.get("/ready").status_code == 200
     metrics = c.get("/metrics", headers=AUTH).text
     assert 'rnn_model_reloads_total{outcome="ok"} 1.0' in metrics
@@ -82,12 +99,12 @@ def test_the_loaded_heap_is_frozen_and_a_reload_frees_the_previous_models(
 ) -> None:
     """Start-up freezes the loaded heap (full collections then skip it); a reload collects the previous engines
     before it freezes the new ones, so a reload does not leave the old models behind, even in a reference cycle."""
-    c = make_client(api_key=KEY, sentiment_artifact=own_artifacts.sentiment,
-                    generator_artifact=own_artifacts.generator)  # fmt: skip
+    c = make_client(**_own(own_artifacts))
     assert gc.get_freeze_count() > 0
-    state = c.app.state  # type: ignore[attr-defined]
-    old = [weakref.ref(state.classifier), weakref.ref(state.generator), weakref.ref(state.generator.step)]
-    state.generator.itself = state.generator  # a reference cycle: only the collector frees it, and not while frozen
+    engines = c.app.state.engines  # type: ignore[attr-defined]
+    old = [weakref.ref(engine) for engine in engines.values()] + [weakref.ref(engines["generator"].step)]
+    engines["generator"].itself = engines["generator"]  # a reference cycle: only the collector frees it
+    del engines
     assert c.post("/admin/reload", headers=AUTH).status_code == 200
     assert all(ref() is None for ref in old)
     assert c.post("/sentiment", json={"text": "still fine"}, headers=AUTH).status_code == 200
@@ -104,7 +121,9 @@ def test_reloads_under_load_fail_no_request(own_artifacts: Artifacts, tmp_path: 
         def client(i: int) -> None:
             with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
                 while not stop.is_set():
-                    if i % 2:
+                    if i == 3:
+                        r = c.post("/tag", json={"text": f"the dog saw {i} saws"})
+                    elif i % 2:
                         r = c.post("/sentiment", json={"text": f"a fine film {i}"})
                     else:
                         r = c.post("/generate", json={"max_new_tokens": 200, "seed": i})
@@ -133,7 +152,8 @@ def test_reloads_under_load_fail_no_request(own_artifacts: Artifacts, tmp_path: 
             for t in threads:
                 t.join(30)
         cards = {m["name"]: m["sha256"] for m in httpx.get(f"{server.url}/models", headers=AUTH).json()}
-        assert cards == {"sentiment": sha, "generator": sha2}, server.output()
+        tagger = load_artifact(own_artifacts.tagger).sha256
+        assert cards == {"sentiment": sha, "generator": sha2, "tagger": tagger}, server.output()
         assert set(statuses) == {200}, (statuses, server.output())
         assert sum(statuses.values()) > 20
 

@@ -214,7 +214,7 @@ TEXTS = ["a gorgeous , moving film", "a dull and tedious mess", "fine", "not bad
 def test_an_int8_classifier_serves_close_to_the_float_one(make_client: ClientFactory) -> None:
     exact = make_client(runtime="torch").post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
     c = make_client(runtime="torch", quantize="int8", ensemble_threads=2)
-    runner = c.app.state.classifier.model.runner  # type: ignore[attr-defined]
+    runner = c.app.state.engines["sentiment"].model.runner  # type: ignore[attr-defined]
     assert [m for m in runner.modules() if "quantized" in type(m).__module__]  # the LSTMs and linear layers
     fast = c.post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
     for a, b in zip(exact, fast, strict=True):
@@ -240,6 +240,7 @@ def test_onnx_runtime_serves_what_torch_serves(make_client: ClientFactory, quant
 def test_auto_runtime_is_onnx_when_installed(client: TestClient) -> None:
     from model.onnx_runtime import available
 
-    [sentiment, generator] = client.get("/models").json()
+    [sentiment, generator, tagger] = client.get("/models").json()
     assert sentiment["serving"]["runtime"] == ("onnx" if available() else "torch")
     assert generator["serving"] == {"runtime": "numpy"}
+    assert tagger["serving"] == {"runtime": "torch"}

@@ -44,6 +44,10 @@ def assert_same(got: dict[str, Any], expected: dict[str, Any], tol: float = 1e-6
         assert got["probabilities"][label] == pytest.approx(p, abs=tol)
 
 
+def active_streams(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("rnn_generation_active_streams", {"model": "generator"})
+
+
 # ---------------------------------------------------------------------------------------------- classifier
 def test_concurrent_requests_share_batches_and_keep_their_answers(
     settings_for: SettingsFor, artifacts: Artifacts
@@ -60,12 +64,12 @@ def test_concurrent_requests_share_batches_and_keep_their_answers(
     answers, metrics = asyncio.run(main())
     for text, answer in zip(batch, answers, strict=True):
         assert_same(answer, reference.predict([text])[0])
-    forwards = metric(metrics, "rnn_batch_size_count")
-    assert metric(metrics, "rnn_batch_size_sum") == 32
+    forwards = metric(metrics, "rnn_batch_size_count", model="sentiment")
+    assert metric(metrics, "rnn_batch_size_sum", model="sentiment") == 32
     assert forwards is not None and forwards < 32  # texts were batched together …
-    singles = metric(metrics, "rnn_batch_size_bucket", le="1.0")
+    singles = metric(metrics, "rnn_batch_size_bucket", model="sentiment", le="1.0")
     assert singles is not None and singles < forwards  # … some forward held more than one
-    assert metric(metrics, "rnn_queue_depth") == 0
+    assert metric(metrics, "rnn_queue_depth", model="sentiment") == 0
 
 
 def test_batches_never_exceed_the_max_size(artifacts: Artifacts) -> None:
@@ -86,10 +90,11 @@ def test_batches_never_exceed_the_max_size(artifacts: Artifacts) -> None:
     for text, answer in zip(batch, answers, strict=True):
         assert_same(answer, reference.predict([text])[0])
     registry = metrics.registry
-    count = registry.get_sample_value("rnn_batch_size_count")
-    assert registry.get_sample_value("rnn_batch_size_sum") == 20
+    count = registry.get_sample_value("rnn_batch_size_count", {"model": "sentiment"})
+    assert registry.get_sample_value("rnn_batch_size_sum", {"model": "sentiment"}) == 20
     assert count is not None and 3 <= count < 20
-    assert registry.get_sample_value("rnn_batch_size_bucket", {"le": "8.0"}) == count  # none over 8
+    bucket = registry.get_sample_value("rnn_batch_size_bucket", {"model": "sentiment", "le": "8.0"})
+    assert bucket == count  # none over 8
 
 
 def test_single_text_requests_run_on_one_onnx_thread_and_batch_requests_on_all(artifacts: Artifacts) -> None:
@@ -145,8 +150,8 @@ def test_a_timed_out_request_is_503_and_leaves_nothing_queued(settings_for: Sett
             assert "RNN_REQUEST_TIMEOUT_S" in r.json()["detail"]
             await asyncio.sleep(0.4)  # the batcher wakes up, finds the request gone and runs no forward
             metrics = (await c.get("/metrics")).text
-            assert metric(metrics, "rnn_batch_size_count") == 0
-            assert app.state.classifier.queue.empty()
+            assert metric(metrics, "rnn_batch_size_count", model="sentiment") == 0
+            assert app.state.engines["sentiment"].queue.empty()
 
     asyncio.run(main())
 
@@ -165,10 +170,10 @@ def test_a_seed_gives_the_same_text_alone_and_among_concurrent_streams(
             alone = {}
             for seed in seeds:
                 alone[seed] = (await c.post("/generate", json={**payload, "seed": seed})).json()["generated_text"]
-            steps = app.state.generator.steps
+            steps = app.state.engines["generator"].steps
             responses = await asyncio.gather(*(c.post("/generate", json={**payload, "seed": s}) for s in seeds))
             together = {r.json()["seed"]: r.json()["generated_text"] for r in responses}
-            return alone, together, app.state.generator.steps - steps
+            return alone, together, app.state.engines["generator"].steps - steps
 
     alone, together, steps = asyncio.run(main())
     assert together == alone
@@ -230,15 +235,13 @@ def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
             for _ in range(5):
                 assert (await asyncio.wait_for(stream.events.get(), 5)).kind == "tokens"
             assert engine.load == 1
-            assert metrics.registry.get_sample_value("rnn_generation_active_streams") == 1
+            assert active_streams(metrics) == 1
             stream.cancel()
             deadline = time.monotonic() + 1.0
-            while (engine.load or metrics.registry.get_sample_value("rnn_generation_active_streams")) and (
-                time.monotonic() < deadline
-            ):
+            while (engine.load or active_streams(metrics)) and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
             assert engine.load == 0
-            assert metrics.registry.get_sample_value("rnn_generation_active_streams") == 0
+            assert active_streams(metrics) == 0
             steps = engine.steps
             await asyncio.sleep(0.05)
             assert engine.steps == steps  # the engine is idle, not stepping a dead stream
@@ -250,7 +253,7 @@ def test_a_cancelled_stream_is_dropped(artifacts: Artifacts) -> None:
 
 def test_a_client_leaving_a_stream_frees_its_slot(make_client: ClientFactory) -> None:
     c = make_client(max_streams=1, max_new_tokens=100_000)
-    engine = c.app.state.generator  # type: ignore[attr-defined]
+    engine = c.app.state.engines["generator"]  # type: ignore[attr-defined]
     with c.stream("POST", "/generate/stream", json={"max_new_tokens": 100_000, "seed": 1}) as held:
         lines = held.iter_lines()  # keep it: a dropped iterator closes the response
         assert next(lines).startswith("data: ")
@@ -271,7 +274,7 @@ def test_a_client_leaving_a_stream_frees_its_slot(make_client: ClientFactory) ->
 
 def test_a_generation_over_the_time_limit_is_503_and_dropped(make_client: ClientFactory) -> None:
     c = make_client(max_new_tokens=100_000, request_timeout_s=0.1)
-    engine = c.app.state.generator  # type: ignore[attr-defined]
+    engine = c.app.state.engines["generator"]  # type: ignore[attr-defined]
     r = c.post("/generate", json={"max_new_tokens": 100_000})
     assert r.status_code == 503
     assert "RNN_REQUEST_TIMEOUT_S" in r.json()["detail"] and r.headers["retry-after"] == "1"
@@ -298,7 +301,8 @@ def test_requests_beyond_the_concurrency_limit_get_503(make_client: ClientFactor
     with c.stream("POST", "/generate/stream", json={"max_new_tokens": 500, "seed": 1}) as held:
         lines = held.iter_lines()
         assert next(lines).startswith("data: ")  # in flight until the client has read it all
-        for route, body in (("/sentiment", {"text": "good"}), ("/generate", {"max_new_tokens": 5})):
+        for route, body in (("/sentiment", {"text": "good"}), ("/generate", {"max_new_tokens": 5}),
+                            ("/tag", {"text": "I saw it"})):  # fmt: skip
             r = c.post(route, json=body)
             assert r.status_code == 503
             assert r.headers["retry-after"] == "1"
@@ -309,5 +313,5 @@ def test_requests_beyond_the_concurrency_limit_get_503(make_client: ClientFactor
     assert '"finish_reason": "length"' in events[-1]
     assert c.post("/sentiment", json={"text": "good"}).status_code == 200
     metrics = c.get("/metrics").text
-    assert metric(metrics, "rnn_requests_rejected_total") == 2
+    assert metric(metrics, "rnn_requests_rejected_total") == 3
     assert metric(metrics, "rnn_requests_in_flight") == 0

@@ -1,0 +1,123 @@
+"""The tagger engine: a dynamic micro-batcher in front of the sequence tagger, as the classifier has.
+
+    text --> words with their offsets (on the loop, model/tagging.py) --+
+    tokens ------------------------------------------------------------+--> queue, one item per sentence
+         --> [collector: take what waits, then up to max_wait for more, max_size sentences at most]
+         --> one forward in the model thread (encode, network, decode) --> each future its tags
+
+An empty sentence is answered at once, without a forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from app.serving.batching import next_batch
+from app.serving.metrics import Metrics
+from model.predictors import Tagged, TaggerModel
+from model.tagging import tokenize_with_offsets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    tokens: Sequence[str]
+    future: asyncio.Future[Tagged]
+
+
+class TaggerEngine:
+    kind = "tagger"  # its key in app/serving/registry.py
+
+    def __init__(
+        self, model: TaggerModel, max_batch: int, max_wait_ms: float, metrics: Metrics, name: str = "tagger"
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.serving: dict[str, Any] = {"runtime": "torch"}  # what /models reports
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.batch_size = metrics.batch_size.labels(name)
+        self.queue_depth = metrics.queue_depth.labels(name)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.busy = 0  # tag() calls in progress
+
+    # ---------------------------------------------------------------- lifecycle
+    def warmup(self) -> None:
+        self.model.infer([["Warm", "up", "the", "tagger", "."], ["and", "its", "characters"]])
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._collect(), name=f"tagger-batcher-{self.name}")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop once the calls in progress have their answers (or after `timeout` s): a hot reload's old engine."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    # ---------------------------------------------------------------- API
+    async def tag(self, sentences: Sequence[Sequence[str]]) -> list[Tagged]:
+        """{"text", "tag", "score"} per token of each pre-tokenized sentence, in input order."""
+        loop = asyncio.get_running_loop()
+        items = [_Item(tokens, loop.create_future()) for tokens in sentences if tokens]
+        for item in items:
+            self.queue.put_nowait(item)
+        self.queue_depth.set(self.queue.qsize())
+        self.busy += 1
+        try:
+            tagged = iter(await asyncio.gather(*(item.future for item in items)))
+            return [next(tagged) if tokens else [] for tokens in sentences]
+        finally:
+            self.busy -= 1
+            for item in items:  # a timed-out or disconnected request leaves nothing behind
+                item.future.cancel()
+
+    async def tag_texts(self, texts: Sequence[str]) -> list[Tagged]:
+        """Raw texts, split into words; each token also gets its "start" and "end" offsets in its text."""
+        spans = [tokenize_with_offsets(text) for text in texts]
+        tagged = await self.tag([[token for token, _, _ in words] for words in spans])
+        for sentence, words in zip(tagged, spans, strict=True):
+            for token, (_, start, end) in zip(sentence, words, strict=True):
+                token["start"], token["end"] = start, end
+        return tagged
+
+    # ---------------------------------------------------------------- internals
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        labels = self.model.labels
+        while True:
+            batch = await next_batch(self.queue, self.max_batch, self.max_wait)
+            self.queue_depth.set(self.queue.qsize())
+            live = [item for item in batch if not item.future.done()]
+            if not live:
+                continue
+            self.batch_size.observe(len(live))
+            try:
+                tags, scores = await loop.run_in_executor(self.executor, self.model.infer, [i.tokens for i in live])
+            except Exception as exc:  # a model failure fails these requests, not the batcher
+                log.exception("tagger batch failed")
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, row, probs in zip(live, tags, scores, strict=True):
+                if not item.future.done():
+                    item.future.set_result([{"text": token, "tag": labels[k], "score": p}
+                                            for token, k, p in zip(item.tokens, row, probs, strict=True)])  # fmt: skip
