@@ -39,6 +39,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     RNN_PORT=8000 \
     RNN_SENTIMENT_ARTIFACT=/artifacts/sentiment \
     RNN_GENERATOR_ARTIFACT=/artifacts/generator \
+    RNN_TAGGER_ARTIFACT=/artifacts/tagger \
     RNN_CACHE_DIR=/cache
 # /artifacts and /cache belong to the app user, so named volumes mounted there start out writable for the trainer
 RUN groupadd --system --gid 10001 app \

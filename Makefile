@@ -43,7 +43,10 @@ artifacts/sentiment/config.json: | install
 artifacts/generator/config.json: | install
 	$(PY) -m model train generator --out artifacts/generator
 
-train: artifacts/sentiment/config.json artifacts/generator/config.json
+artifacts/tagger/config.json: | install
+	$(PY) -m model train tagger --out artifacts/tagger
+
+train: artifacts/sentiment/config.json artifacts/generator/config.json artifacts/tagger/config.json
 
 serve: train
 	$(PY) -m app
@@ -52,6 +55,7 @@ serve: train
 bench: install
 	$(PY) bench/sentiment_quality.py --update-readme --keep artifacts/sentiment --keep-ensemble artifacts/sentiment-ensemble
 	$(PY) bench/generator_quality.py --update-readme --keep artifacts/generator
+	$(PY) bench/tagger_quality.py --update-readme --keep artifacts/tagger
 	$(PY) bench/service_accuracy.py --update-readme
 	$(PY) bench/explanations.py --sentences 100 --steps 16 --update-readme
 	$(PY) bench/batching.py --update-readme

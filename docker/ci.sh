@@ -8,7 +8,7 @@
 #      offline (`--network none`, WHEELHOUSE=/wheels);
 #   4. runs docker/compose.yaml with docker/compose.ci.yaml (host networking on 127.0.0.1, the quick preset, data
 #      mounted from the mirror) until the api is healthy, then checks /ready, /sentiment and /generate on
-#      127.0.0.1, the non-root user and the read-only root filesystem, and that the trainer skips existing models;
+#      127.0.0.1 (/tag included), the non-root user and the read-only root filesystem, and that the trainer skips existing models;
 #   5. tears everything down: the stack and its volumes, the images it made, the dockerd it started, temp files.
 # Nothing here talks to anything but 127.0.0.1 and the Debian and PyPI mirrors that apt and pip use.
 set -euo pipefail
@@ -134,13 +134,18 @@ assert {good["label"], bad["label"]} <= {"negative", "positive"}
 out = call("/generate", {"prompt": "ROMEO:", "max_new_tokens": 40, "seed": 1})
 print("generate:", repr(out["generated_text"]))
 assert out["generated_tokens"] == 40 and out["seed"] == 1
+tagged = call("/tag", {"text": "I saw the saw."})
+print("tag:", [(t["text"], t["tag"]) for t in tagged["tokens"]])
+assert [t["text"] for t in tagged["tokens"]] == ["I", "saw", "the", "saw", "."]
+assert tagged["tokens"][0]["tag"] == "PRON" and tagged["tokens"][2]["tag"] == "DET"
 cards = {card["name"]: card for card in call("/models")}
+assert list(cards) == ["sentiment", "generator", "tagger"], list(cards)
 print("serving:", {name: card["serving"] for name, card in cards.items()})
 assert cards["sentiment"]["serving"]["runtime"] == "onnx"  # the image carries ONNX Runtime, and it loads
 PYTHON
 [ "$(docker inspect --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$API")" = "10001:10001 true" ]
 if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root filesystem is writable"; exit 1; fi
 log "non-root and read-only: checked"
-compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx 2
+compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx 3
 log "the trainer leaves trained models alone: checked"
 log "passed"
