@@ -1,6 +1,7 @@
 """The two reference servers bench/serve.py measures this service against, under the same uvicorn settings:
 
     python -m bench.servers ceiling --port P   # parses the same request body, returns a constant: the HTTP ceiling
+                                               # (/sentiment, and /tag with one constant tag per word)
     python -m bench.servers naive --port P     # the same classifier, one forward per request, no batching
 
 Both answer GET /ready with 200 once they can serve, like the service.
@@ -18,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.config import load_settings
-from app.schemas import SentimentRequest, SentimentResponse
+from app.schemas import SentimentRequest, SentimentResponse, TagRequest, TagResponse
 from model.predictors import load_sentiment
 
 
@@ -33,6 +34,11 @@ def ceiling_app() -> FastAPI:
     @app.post("/sentiment", response_model=SentimentResponse, response_model_exclude_none=True)
     async def sentiment(body: SentimentRequest) -> dict[str, Any]:
         return constant
+
+    @app.post("/tag", response_model=TagResponse, response_model_exclude_none=True)
+    async def tag(body: TagRequest) -> dict[str, Any]:
+        words = body.text.split()  # one tag per word, as large an answer as the tagger's (no offsets)
+        return {"tokens": [{"text": w, "tag": "NOUN", "score": 0.5} for w in words]}
 
     return app
 
