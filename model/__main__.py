@@ -30,8 +30,6 @@ from model.cli import USER_ERRORS, add_data_args
 from model.data import DataError
 from model.tasks import TASKS, Task, by_artifact_task
 
-BUILTIN = {"sentiment": "sst2", "generator": "tinyshakespeare", "tagger": "ud_english_ewt"}
-
 
 def task_of(artifact: Path) -> Task:
     verify(artifact)
@@ -83,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score an artifact on labelled data or text", description="Evaluate an artifact."
     )
     p.add_argument("artifact", type=Path)
-    add_data_args(p, ", ".join(f"{name} ({task})" for task, name in BUILTIN.items()))
+    add_data_args(p, ", ".join(f"{task.builtin_data} ({task.name})" for task in TASKS.values()))
     p.add_argument("--text", type=Path, help="generator: a UTF-8 text file to score (nats/char)")
     p.add_argument(
         "--split", default=None, choices=["train", "dev", "test", "val"],

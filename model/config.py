@@ -244,11 +244,11 @@ class TaggerTrainConfig:
 
     cell: Cell = "lstm"
     bidirectional: bool = True
-    embedding_dim: int = 100
+    embedding_dim: int = 128
     chars: bool = True  # a character BiLSTM per word: unseen words get tags from their spelling
     char_dim: int = 32
-    char_hidden: int = 50
-    hidden_size: int = 200
+    char_hidden: int = 64
+    hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.33
     crf: bool = False
@@ -264,7 +264,7 @@ class TaggerTrainConfig:
     patience: int = 4
     seed: int = 0
     threads: int = 0
-    max_minutes: float | None = None
+    max_minutes: float | None = 9.5  # the whole run, scoring and writing included, fits in ten minutes
     dev_fraction: float = 0.1
 
     def __post_init__(self) -> None:
@@ -281,7 +281,15 @@ class TaggerTrainConfig:
 
 
 TAGGER_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 3, "num_layers": 1, "hidden_size": 128, "char_hidden": 32, "batch_size": 64, "lr": 4e-3},
+    "quick": {
+        "epochs": 3,
+        "num_layers": 1,
+        "hidden_size": 128,
+        "embedding_dim": 100,
+        "char_hidden": 32,
+        "batch_size": 64,
+        "lr": 4e-3,
+    },
     "default": {},
 }
 

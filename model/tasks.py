@@ -31,6 +31,7 @@ class Task:
     trainer: str  # module with the training step, evaluation and fit entry point
     cli: str  # module with add_train(sub), train(args), evaluate(args), show(report) [, predict(args)]
     default_artifact: str
+    builtin_data: str  # the data set `train NAME` and `evaluate` use without --train/--test
 
     def cli_module(self) -> ModuleType:
         return importlib.import_module(self.cli)
@@ -39,15 +40,15 @@ class Task:
 TASKS: dict[str, Task] = {
     "sentiment": Task(
         "sentiment", "sentiment", ClassifierConfig, SentimentClassifier, predictors.SentimentModel,
-        "model.train_sentiment", "model.cli_sentiment", "artifacts/sentiment",
+        "model.train_sentiment", "model.cli_sentiment", "artifacts/sentiment", "sst2",
     ),
     "generator": Task(
         "generator", "generation", CharLMConfig, CharRNN, predictors.GeneratorModel,
-        "model.train_generator", "model.cli_generator", "artifacts/generator",
+        "model.train_generator", "model.cli_generator", "artifacts/generator", "tinyshakespeare",
     ),
     "tagger": Task(
         "tagger", "tagging", TaggerConfig, SequenceTagger, predictors.TaggerModel,
-        "model.train_tagger", "model.cli_tagger", "artifacts/tagger",
+        "model.train_tagger", "model.cli_tagger", "artifacts/tagger", "ud_english_ewt",
     ),
 }  # fmt: skip
 

@@ -229,7 +229,7 @@ def _report(
     temperature: float, state: TrainState,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:  # fmt: skip
     """Scores on dev (and test): accuracy, seen/unseen words, per tag, entities for BIO, calibration, baseline."""
-    seen = {t for s in corpus.train for t in s.tokens}
+    seen = set(enc.tokenizer.get_vocab())  # unseen: a word whose normalised form the vocabulary lacks
     metrics: dict[str, Any] = {"calibration": {"temperature": temperature}}
     sentences = {"dev": corpus.dev, "test": corpus.test or []}
     for name, split in splits.items():
@@ -238,7 +238,8 @@ def _report(
         best, scores, gold = predict(net, enc, split)
         pred = [[labels[k] for k in row] for row in best]
         gold_tags = [s.tags for s in sentences[name]]
-        report = ev.tagging_metrics(gold_tags, pred, split.tokens, seen, _with_unseen(labels, gold_tags))
+        forms = [[normalize_word(t) for t in tokens] for tokens in split.tokens]
+        report = ev.tagging_metrics(gold_tags, pred, forms, seen, _with_unseen(labels, gold_tags))
         keep = gold >= 0
         probs = torch.softmax(scores[keep] / temperature, -1) if not net.config.crf else None
         if probs is not None:

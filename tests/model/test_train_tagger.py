@@ -139,6 +139,8 @@ def test_cli_trains_evaluates_and_predicts_on_your_own_files(
     assert report["accuracy"] == pytest.approx(summary["accuracy"]) and report["tokens"] == sum(
         len(t) for t, _ in rows[90:]
     )
+    trained_on = read_config(out).metrics["test"]
+    assert report["unseen_tokens"] == trained_on["unseen_tokens"] and report["per_tag"] == trained_on["per_tag"]
     assert main(["predict", str(out), "They saw the saw.", "we like   a dog", "--pretokenized"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [t["text"] for t in lines[0]["tokens"]] == ["They", "saw", "the", "saw."]
