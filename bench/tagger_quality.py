@@ -80,7 +80,8 @@ def render_default(report: dict[str, Any]) -> str:
     return md + (
         f"\n\nTargets: default ≥ {TARGET_DEFAULT:.1%} within {BUDGET_DEFAULT:.0f} s ({'met' if met_d else 'NOT met'});"
         f" quick ≥ {TARGET_QUICK:.0%} within {BUDGET_QUICK:.0f} s ({'met' if met_q else 'NOT met'}). Unseen words:"
-        f" {d['unseen_tokens']:,} of the test split's tokens whose form never occurs in training."
+        f" {d['unseen_tokens']:,} of the test split's tokens whose form (lower-cased, digits as 0) never occurs in"
+        " training."
     )
 
 
