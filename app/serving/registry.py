@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
+
 from app.config import Settings
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
@@ -68,6 +70,12 @@ def generator(name: str, model: GeneratorModel, settings: Settings, metrics: Met
 
 
 def tagger(name: str, model: TaggerModel, settings: Settings, metrics: Metrics) -> TaggerEngine:
+    if runtime(settings) != "torch":
+        # torch serves only the tagger then (the classifier runs on ONNX Runtime, the generator on NumPy): without
+        # oneDNN its LSTMs tag single sentences faster, and memory stops growing with every new batch shape, for
+        # which oneDNN would build and cache kernels. The switch is process-wide, and the classifier's eager LSTM
+        # is faster with oneDNN, so with RNN_RUNTIME=torch it stays on.
+        torch.backends.mkldnn.set_flags(False)  # type: ignore[no-untyped-call]
     return TaggerEngine(model, settings.batch_max_size, settings.batch_max_wait_ms, metrics, name=name)
 
 
