@@ -1,11 +1,12 @@
 """Tests for model/conll.py: the CoNLL-U, CoNLL and JSON-lines readers, bad lines, the built-in UD English EWT
-treebank (read from ../shared/data) and train/dev/test assembly."""
+treebank (read from $RNN_DATA_DIR or ../shared/data) and train/dev/test assembly."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from model.conll import TaggedSentence, load_tagged_builtin, load_tagged_files, 
 from model.data import DataError, RemoteFile
 from tests.helpers import write_bytes
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# the mirror the Makefile exports (read at collection, before the session fixture clears it), else ../shared/data
+SHARED_DATA = Path(os.environ.get("RNN_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 # a sentence with a multiword token (3-4) and an empty node (5.1), then a plain one
 CONLLU = """\
