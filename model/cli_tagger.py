@@ -110,7 +110,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from model.conll import load_tagged_builtin, read_tagged
+    from model.conll import TAGGED_BUILTINS, read_tagged
+    from model.data import resolve
     from model.evaluate import tagging_metrics
     from model.predictors import load_tagger
     from model.tagging import normalize_word
@@ -124,9 +125,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         name = args.split or "test"
         if name not in ("train", "dev", "test"):
             raise DataError(f"a tagged data set has train, dev and test splits, not {name!r}")
-        corpus = load_tagged_builtin(args.data or "ud_english_ewt", args.data_dir, tag_column=args.tag_column)
-        sentences = {"train": corpus.train, "dev": corpus.dev, "test": corpus.test or []}[name]
-        split = f"{corpus.name}/{name}"
+        data = args.data or "ud_english_ewt"
+        if data not in TAGGED_BUILTINS:
+            raise DataError(f"{data!r} is not a tagged data set; built-in: {', '.join(TAGGED_BUILTINS)}")
+        path = resolve(data, name, args.data_dir)  # only the split scored: no training file to fetch
+        sentences = read_tagged(path, fmt="conllu", tag_column=args.tag_column).sentences
+        split = f"{data}/{name}"
     if not sentences:
         raise DataError(f"{split}: no sentences to score")
     tagged = tagger.tag_tokens([s.tokens for s in sentences])

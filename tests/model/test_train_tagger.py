@@ -185,3 +185,23 @@ def test_cli_stops_on_a_bad_line_or_skips_it(tmp_path: Path, capsys: pytest.Capt
     assert f"{bad}:3:" in capsys.readouterr().err
     assert main([*argv, "--skip-bad-rows"]) == 0
     assert read_config(tmp_path / "t").training["skipped_rows"] == 1
+
+
+def test_cli_evaluates_a_builtin_split_reading_only_that_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fast_plots: None
+) -> None:
+    from model import data
+    from model.data import RemoteFile, sha256_file
+
+    out = tmp_path / "tagger"
+    tt.train_tagger(tiny(), corpus(), out)
+    test = write_conllu(tmp_path / "mirror" / "ud_english_ewt" / "test.conllu", tagged_sentences(30, seed=4))
+    entry = RemoteFile("ud_english_ewt/test.conllu", sha256_file(test), "https://example.invalid/test.conllu")
+    monkeypatch.setitem(data.BUILTIN, "ud_english_ewt", {"test": entry})  # no train or dev file anywhere
+    assert main(["evaluate", str(out), "--data", "ud_english_ewt", "--split", "test", "--json",
+                 "--data-dir", str(tmp_path / "mirror")]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] == "ud_english_ewt/test" and report["accuracy"] == 1.0
+    assert report["tokens"] == sum(len(t) for t, _ in tagged_sentences(30, seed=4))
+    assert main(["evaluate", str(out), "--data", "sst2", "--split", "test"]) == 2
+    assert "'sst2' is not a tagged data set" in capsys.readouterr().err
