@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from model.artifacts import ArtifactError, read_config, verify
 from model.data import DataError
@@ -28,6 +29,29 @@ def add_data_args(p: argparse.ArgumentParser, builtin: str) -> None:
     g.add_argument("--label-column", help="label column (default: the first of label, labels, class, …)")
     g.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed rows instead of failing")
     g.add_argument("--dev-fraction", type=float, help="fraction of --train held out as dev when no --dev (0.1)")
+
+
+def add_run_args(g: Any, out: str, presets: list[str], preset_help: str = "settings preset (default)") -> None:
+    """The run options every trainer takes: preset, output, --if-missing, epochs, seed, resume, budget, threads."""
+    g.add_argument("--preset", default="default", choices=presets, help=preset_help)
+    g.add_argument("--out", type=Path, default=Path(out), help="artifact directory")
+    g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    g.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    g.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+
+
+def read_texts(args: argparse.Namespace, what: str) -> list[str]:
+    """predict's TEXT arguments, then the lines of --file F; none at all is the user's error."""
+    texts: list[str] = list(args.texts)
+    if args.file is not None:
+        with open(args.file, encoding="utf-8-sig") as fh:
+            texts.extend(line.rstrip("\r\n") for line in fh)
+    if not texts:
+        raise DataError(f"nothing to {what}: give TEXT arguments or --file F (one text per line)")
+    return texts
 
 
 def already_trained(args: argparse.Namespace, task: str) -> bool:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.cli import already_trained
+from model.cli import add_run_args, already_trained
 from model.config import CELLS, generator_preset, merge
 from model.data import DataError
 
@@ -21,14 +21,7 @@ def add_train(sub: Any) -> None:
     g.add_argument("--train", type=Path, help="your own UTF-8 text file")
     g.add_argument("--val-fraction", type=float, help="the last fraction of the text held out for validation (0.1)")
     g = p.add_argument_group("run")
-    g.add_argument("--preset", default="default", choices=["quick", "default"], help="settings preset (default)")
-    g.add_argument("--out", type=Path, default=Path("artifacts/generator"), help="artifact directory")
-    g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
-    g.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
-    g.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    add_run_args(g, "artifacts/generator", ["quick", "default"])
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     g = p.add_argument_group("model and optimisation (override the preset)")
     g.add_argument("--cell", choices=CELLS)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from model.cli import add_data_args, already_trained, bool_flag
+from model.cli import add_data_args, add_run_args, already_trained, bool_flag, read_texts
 from model.config import CELLS, POOLINGS, merge, sentiment_preset
 from model.data import DataError
 from model.tokenization import SCHEMES
@@ -17,18 +16,11 @@ def add_train(sub: Any) -> None:
     p = sub.add_parser("sentiment", help="train the sentiment classifier", description="Train the classifier.")
     add_data_args(p, "sst2")
     g = p.add_argument_group("run")
-    g.add_argument(
-        "--preset", default="default", choices=["quick", "default", "ensemble"],
-        help="settings preset: default (one BiLSTM and an n-gram bag, distilled from three), ensemble (four "
-        "BiLSTMs and a bag, served whole) or quick",
+    add_run_args(
+        g, "artifacts/sentiment", ["quick", "default", "ensemble"],
+        "settings preset: default (one BiLSTM and an n-gram bag, distilled from three), ensemble (four BiLSTMs and a "
+        "bag, served whole) or quick",
     )  # fmt: skip
-    g.add_argument("--out", type=Path, default=Path("artifacts/sentiment"), help="artifact directory")
-    g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
-    g.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
-    g.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g = p.add_argument_group("model and optimisation (override the preset)")
     g.add_argument("--cell", choices=CELLS)
@@ -138,12 +130,7 @@ def show(report: dict[str, Any]) -> None:
 def predict(args: argparse.Namespace) -> int:
     from model.predictors import load_sentiment
 
-    texts: list[str] = list(args.texts)
-    if args.file is not None:
-        with open(args.file, encoding="utf-8-sig") as fh:
-            texts.extend(line.rstrip("\r\n") for line in fh)
-    if not texts:
-        raise DataError("nothing to predict: give TEXT arguments or --file F (one text per line)")
+    texts = read_texts(args, "predict")
     predictor = load_sentiment(args.artifact)
     for result in predictor.predict(texts):
         print(json.dumps(result, ensure_ascii=False))

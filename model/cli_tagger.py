@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from model.cli import already_trained, bool_flag
+from model.cli import add_run_args, already_trained, bool_flag, read_texts
 from model.config import CELLS, merge, tagger_preset
 from model.data import DataError
 
@@ -36,14 +36,7 @@ def add_train(sub: Any) -> None:
     g.add_argument("--skip-bad-rows", action="store_true", help="skip and count malformed sentences")
     g.add_argument("--dev-fraction", type=float, help="fraction of --train held out as dev when no --dev (0.1)")
     g = p.add_argument_group("run")
-    g.add_argument("--preset", default="default", choices=["quick", "default"], help="settings preset (default)")
-    g.add_argument("--out", type=Path, default=Path("artifacts/tagger"), help="artifact directory")
-    g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
-    g.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
-    g.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    add_run_args(g, "artifacts/tagger", ["quick", "default"])
     g = p.add_argument_group("model and optimisation (override the preset)")
     g.add_argument("--cell", choices=CELLS)
     bool_flag(g, "bidirectional", "bidirectional encoder (on by default)")
@@ -112,9 +105,8 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from model.conll import TAGGED_BUILTINS, read_tagged
     from model.data import resolve
-    from model.evaluate import tagging_metrics
     from model.predictors import load_tagger
-    from model.tagging import normalize_word
+    from model.train_tagger import score_tags
 
     tagger = load_tagger(args.artifact)
     if args.test is not None:
@@ -136,10 +128,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     tagged = tagger.tag_tokens([s.tokens for s in sentences])
     pred = [[t["tag"] for t in sentence] for sentence in tagged]
     gold = [s.tags for s in sentences]
-    labels = tagger.labels + sorted({t for tags in gold for t in tags} - set(tagger.labels))
-    known = set(tagger.tokenizer.get_vocab())
-    tokens = [[normalize_word(t) for t in s.tokens] for s in sentences]
-    report = tagging_metrics(gold, pred, tokens, known, labels)
+    report, _ = score_tags([s.tokens for s in sentences], gold, pred, set(tagger.tokenizer.get_vocab()), tagger.labels)
     return {"split": split, "artifact": str(args.artifact), **report}
 
 
@@ -156,12 +145,7 @@ def show(report: dict[str, Any]) -> None:
 def predict(args: argparse.Namespace) -> int:
     from model.predictors import load_tagger
 
-    texts: list[str] = list(args.texts)
-    if args.file is not None:
-        with open(args.file, encoding="utf-8-sig") as fh:
-            texts.extend(line.rstrip("\r\n") for line in fh)
-    if not texts:
-        raise DataError("nothing to tag: give TEXT arguments or --file F (one text per line)")
+    texts = read_texts(args, "tag")
     tagger = load_tagger(args.artifact)
     if args.pretokenized:
         results = tagger.tag_tokens([text.split() for text in texts])
