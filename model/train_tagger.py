@@ -229,17 +229,16 @@ def _report(
     temperature: float, state: TrainState,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:  # fmt: skip
     """Scores on dev (and test): accuracy, seen/unseen words, per tag, entities for BIO, calibration, baseline."""
-    seen = set(enc.tokenizer.get_vocab())  # unseen: a word whose normalised form the vocabulary lacks
+    vocab = set(enc.tokenizer.get_vocab())
     metrics: dict[str, Any] = {"calibration": {"temperature": temperature}}
     sentences = {"dev": corpus.dev, "test": corpus.test or []}
+    scored_labels: dict[str, list[str]] = {}
     for name, split in splits.items():
         if name == "train":
             continue
         best, scores, gold = predict(net, enc, split)
         pred = [[labels[k] for k in row] for row in best]
-        gold_tags = [s.tags for s in sentences[name]]
-        forms = [[normalize_word(t) for t in tokens] for tokens in split.tokens]
-        report = ev.tagging_metrics(gold_tags, pred, forms, seen, _with_unseen(labels, gold_tags))
+        report, scored_labels[name] = score_tags(split.tokens, [s.tags for s in sentences[name]], pred, vocab, labels)
         keep = gold >= 0
         probs = torch.softmax(scores[keep] / temperature, -1) if not net.config.crf else None
         if probs is not None:
@@ -251,16 +250,21 @@ def _report(
     files = {
         "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
         "learning_curves.png": ev.plot_learning_curves(state.history),
-        "confusion_matrix.png": ev.plot_tag_confusion(metrics[eval_split]["confusion"],
-                                                      _with_unseen(labels, [s.tags for s in sentences[eval_split]])),
-    }  # fmt: skip
+        "confusion_matrix.png": ev.plot_tag_confusion(metrics[eval_split]["confusion"], scored_labels[eval_split]),
+    }
     return metrics, files
 
 
-def _with_unseen(labels: list[str], gold: Sequence[Sequence[str]]) -> list[str]:
-    """The model's tags, then any gold tag it never saw in training (it can only be wrong there)."""
-    extra = sorted({t for tags in gold for t in tags} - set(labels))
-    return labels + extra
+def score_tags(
+    tokens: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], vocab: set[str],
+    labels: list[str],
+) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """model/evaluate.py's tagging metrics as the training report and `python -m model evaluate` both give them: a
+    word is unseen when the vocabulary lacks its normalised form, and the label list is the model's tags, then any
+    gold tag it never saw in training (it can only be wrong there). Returns the report and that label list."""
+    scored = labels + sorted({t for tags in gold for t in tags} - set(labels))
+    forms = [[normalize_word(t) for t in sentence] for sentence in tokens]
+    return ev.tagging_metrics(gold, pred, forms, vocab, scored), scored
 
 
 def train_tagger(
