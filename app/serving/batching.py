@@ -1,11 +1,54 @@
-"""What the micro-batching engines (classifier, tagger) share: taking the next batch off their queue."""
+"""What the micro-batching engines (classifier, tagger) share: a queue, one collector task taking the next batch
+off it, one model thread, and the count of calls in progress that a hot reload's drain waits for."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from app.serving.metrics import Metrics
 
 T = TypeVar("T")
+
+
+class MicroBatcher(Generic[T]):
+    """The lifecycle of a micro-batching engine; a subclass gives `kind` and `_collect` (its batch loop)."""
+
+    kind = ""  # its key in app/serving/registry.py
+
+    def __init__(self, name: str, max_batch: int, max_wait_ms: float, metrics: Metrics, thread: str) -> None:
+        self.name = name
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.batch_size = metrics.batch_size.labels(name)
+        self.queue_depth = metrics.queue_depth.labels(name)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread)
+        self.queue: asyncio.Queue[T] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.busy = 0  # calls in progress
+
+    async def _collect(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._collect(), name=f"{self.kind}-batcher-{self.name}")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop once the calls in progress have their answers (or after `timeout` s): a hot reload's old engine."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 async def next_batch(queue: asyncio.Queue[T], max_size: int, max_wait: float) -> list[T]:

@@ -10,17 +10,15 @@ it (tokenizer call, padding, result dicts), so the model thread holds the GIL on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from app.serving.batching import next_batch
+from app.serving.batching import MicroBatcher, next_batch
 from app.serving.metrics import Metrics
 from model.onnx_runtime import OnnxClassifier
 from model.predictors import SentimentModel
@@ -37,8 +35,8 @@ class _Item:
     single: bool  # the request's only text: the event loop parses and answers one request for this one forward
 
 
-class ClassifierEngine:
-    kind = "sentiment"  # its key in app/serving/registry.py
+class ClassifierEngine(MicroBatcher[_Item]):
+    kind = "sentiment"
 
     def __init__(
         self,
@@ -50,14 +48,9 @@ class ClassifierEngine:
         serving: dict[str, Any] | None = None,
         name: str = "sentiment",
     ) -> None:
-        self.name = name
+        super().__init__(name, max_batch, max_wait_ms, metrics, thread="classifier")  # busy: classify(), explain()
         self.model = model
         self.serving = serving or {"runtime": "torch", "quantize": "none"}  # what /models reports
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000
-        self.batch_size = metrics.batch_size.labels(name)
-        self.queue_depth = metrics.queue_depth.labels(name)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
         # the ensemble's members, side by side (None: one after another in the classifier thread); only a torch
         # runner uses the pool (ONNX Runtime runs its own threads: a pool would sit idle)
         threads = min(ensemble_threads, model.config.ensemble) if isinstance(model.runner, torch.nn.Module) else 1
@@ -67,9 +60,6 @@ class ClassifierEngine:
         # loop needs a core of its own, and a second forward thread would take it (bench/serve.py measures both)
         runner = model.runner
         self.singles_runner = runner.one_thread if isinstance(runner, OnnxClassifier) else runner
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.busy = 0  # classify() and explain() calls in progress
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
@@ -77,22 +67,8 @@ class ClassifierEngine:
         for runner in {self.model.runner, self.singles_runner}:  # one of them when they are the same
             self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, runner)))
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._collect(), name="classifier-batcher")
-
-    async def drain(self, timeout: float) -> None:
-        """Stop once the calls in progress have their answers (or after `timeout` s): a hot reload's old engine."""
-        deadline = time.monotonic() + timeout
-        while self.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await self.stop()
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        await super().stop()
         if self.members is not None:
             self.members.shutdown(wait=True, cancel_futures=True)
 

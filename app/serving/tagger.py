@@ -11,15 +11,12 @@ An empty sentence is answered at once, without a forward.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from app.serving.batching import next_batch
+from app.serving.batching import MicroBatcher, next_batch
 from app.serving.metrics import Metrics
 from model.predictors import Tagged, TaggerModel
 from model.tagging import tokenize_with_offsets
@@ -33,44 +30,19 @@ class _Item:
     future: asyncio.Future[Tagged]
 
 
-class TaggerEngine:
-    kind = "tagger"  # its key in app/serving/registry.py
+class TaggerEngine(MicroBatcher[_Item]):
+    kind = "tagger"
 
     def __init__(
         self, model: TaggerModel, max_batch: int, max_wait_ms: float, metrics: Metrics, name: str = "tagger"
     ) -> None:
-        self.name = name
+        super().__init__(name, max_batch, max_wait_ms, metrics, thread="tagger")  # busy: tag() calls
         self.model = model
         self.serving: dict[str, Any] = {"runtime": "torch"}  # what /models reports
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000
-        self.batch_size = metrics.batch_size.labels(name)
-        self.queue_depth = metrics.queue_depth.labels(name)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.busy = 0  # tag() calls in progress
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         self.model.infer([["Warm", "up", "the", "tagger", "."], ["and", "its", "characters"]])
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._collect(), name=f"tagger-batcher-{self.name}")
-
-    async def drain(self, timeout: float) -> None:
-        """Stop once the calls in progress have their answers (or after `timeout` s): a hot reload's old engine."""
-        deadline = time.monotonic() + timeout
-        while self.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await self.stop()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
     # ---------------------------------------------------------------- API
     async def tag(self, sentences: Sequence[Sequence[str]]) -> list[Tagged]:
