@@ -25,15 +25,18 @@ from app.config import Settings, load_settings
 from app.deps import require_api_key
 from app.loading import load_engines, settle_heap, start_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware
-from app.routes import admin, generate, health, sentiment, tag
+from app.routes import admin, generate, health, hf, openai, sentiment, tag
 from app.routes.errors import http_error, validation_error
 from app.serving.metrics import Metrics
 
 log = logging.getLogger("app")
 STATIC = Path(__file__).parent / "static"
-# the model routes, one module per kind: its `router` (under the in-flight limit, and the API key when one is set)
-# and `document_limits(schemas, settings)`
-MODEL_ROUTES = (sentiment, generate, tag)
+# the model routes: each module's `router` (behind the API key when one is set) and `document_limits(schemas,
+# settings)`; one module per kind, then the other protocols (Hugging Face's, OpenAI's)
+MODEL_ROUTES = (sentiment, generate, tag, hf, openai)
+# the paths under the in-flight limit (RNN_MAX_CONCURRENT_REQUESTS): the model routes, and POST / and /models/...
+LIMITED = ("/sentiment", "/generate", "/tag", "/predict", "/v1/completions")
+LIMITED_POSTS = ("/models/",)
 
 
 @asynccontextmanager
@@ -96,16 +99,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guard = [Depends(require_api_key)] if keyed else []
     for routes in MODEL_ROUTES:
         app.include_router(routes.router, dependencies=guard)
+    app.include_router(hf.info_router)
     app.include_router(health.router)
     app.include_router(admin.router)
 
-    @app.get("/", include_in_schema=False, dependencies=[Depends(require_api_key)])
+    @app.get("/", response_class=HTMLResponse, tags=["operations"], dependencies=[Depends(require_api_key)])
     async def index() -> FileResponse:
+        """The demo page (POST / is TGI's generation route)."""
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.add_middleware(LimitsMiddleware, max_body=settings.max_body_bytes,
                        max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
-                       limited=tuple(routes.router.prefix for routes in MODEL_ROUTES))  # fmt: skip
+                       limited=LIMITED, limited_posts=LIMITED_POSTS)  # fmt: skip
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

@@ -9,11 +9,15 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.routes.errors import error_content, protocol_of
 from app.serving.metrics import Metrics
 
 
-async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _send_json(
+    scope: Scope, send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """An error answer, in the shape of the request's protocol (app/routes/errors.py)."""
+    body = json.dumps(error_content(protocol_of(scope), status, detail)).encode()
     base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
     await send({"type": "http.response.body", "body": body})
@@ -28,14 +32,20 @@ class BodyTooLarge(HTTPException):
 
 
 class LimitsMiddleware:
-    """Refuses bodies over `max_body` bytes (413) and model requests (paths under `limited`) beyond
-    `max_in_flight` (503)."""
+    """Refuses bodies over `max_body` bytes (413) and model requests (paths under `limited`, and POSTs to / and
+    under `limited_posts`) beyond `max_in_flight` (503)."""
 
     def __init__(
-        self, app: ASGIApp, max_body: int, max_in_flight: int, metrics: Metrics, limited: tuple[str, ...]
+        self,
+        app: ASGIApp,
+        max_body: int,
+        max_in_flight: int,
+        metrics: Metrics,
+        limited: tuple[str, ...],
+        limited_posts: tuple[str, ...] = (),
     ) -> None:
         self.app, self.max_body, self.max_in_flight, self.metrics = app, max_body, max_in_flight, metrics
-        self.limited = limited
+        self.limited, self.limited_posts = limited, limited_posts
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,13 +56,16 @@ class LimitsMiddleware:
         length = headers.get(b"content-length")
         too_large = f"request body exceeds {self.max_body} bytes (RNN_MAX_BODY_BYTES)"
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _send_json(send, 413, too_large)
+            await _send_json(scope, send, 413, too_large)
             return
-        limited = scope["path"].startswith(self.limited)
+        path = scope["path"]
+        limited = path.startswith(self.limited) or (
+            scope["method"] == "POST" and (path == "/" or path.startswith(self.limited_posts))
+        )
         if limited and self.in_flight >= self.max_in_flight:
             self.metrics.rejected.inc()
             detail = f"server busy: {self.in_flight} requests in flight (RNN_MAX_CONCURRENT_REQUESTS)"
-            await _send_json(send, 503, detail, [(b"retry-after", b"1")])
+            await _send_json(scope, send, 503, detail, [(b"retry-after", b"1")])
             return
         received = 0
         started = False
@@ -79,7 +92,7 @@ class LimitsMiddleware:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
             if not started:
-                await _send_json(send, 413, too_large)
+                await _send_json(scope, send, 413, too_large)
         finally:
             if limited:
                 self.in_flight -= 1

@@ -34,6 +34,15 @@ def blank(value: str) -> bool:
     return _NON_BLANK.search(value) is None
 
 
+def add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    """Put `model`'s schema (and those it refers to) in an OpenAPI document's components: for a route that reads
+    its body itself and documents it by reference."""
+    document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in document.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault(model.__name__, document)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # the documented types only: no "1" for 1, no 0 for false
 
@@ -269,6 +278,26 @@ class TagBatchResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class HFError(BaseModel):
+    """An error on the Hugging Face routes (TGI's and TEI's shape)."""
+
+    error: str
+    error_type: str = Field(examples=["validation"], description="validation, overloaded or generation")
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(examples=["invalid_request_error"])
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """An error on the OpenAI routes (OpenAI's shape)."""
+
+    error: OpenAIErrorDetail
 
 
 class ModelCard(BaseModel):

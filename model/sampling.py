@@ -378,6 +378,52 @@ def id_to_text(tokenizer: Tokenizer) -> dict[int, str]:
     return table
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token as the model scored it: its id and text, its log-probability under the model (the network's
+    own distribution: before temperature, top-k, top-p and the repetition penalty reshape it; None for a text's
+    first token, which nothing predicts) and the `top` most likely tokens at that step, best first."""
+
+    id: int
+    text: str
+    logprob: float | None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities of one row of logits (V,), in float64."""
+    row = logits.astype(np.float64)
+    row -= row.max()
+    row -= np.log(np.exp(row).sum())
+    return row
+
+
+def scored(logits: np.ndarray, token: int, table: dict[int, str], top_n: int = 0) -> TokenLogprob:
+    """`token` picked from one row of next-token logits (V,), with its log-probability and the top_n best."""
+    lp = log_softmax(logits)
+    top: tuple[tuple[int, float], ...] = ()
+    if top_n > 0:
+        best = np.argsort(-lp, kind="stable")[:top_n]
+        top = tuple((int(i), float(lp[i])) for i in best)
+    return TokenLogprob(token, table.get(token, "\ufffd"), float(lp[token]), top)
+
+
+@torch.inference_mode()
+def prompt_logprobs(
+    network: CharRNN, tokenizer: Tokenizer, prompt: str, table: dict[int, str], top_n: int = 0
+) -> list[TokenLogprob]:
+    """The prompt's tokens, each scored given the ones before it (the first has no log-probability): what TGI's
+    `decoder_input_details` and OpenAI's `echo` with `logprobs` report. One forward over the prompt."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    if not ids:
+        return []
+    logits, _ = network(torch.tensor([ids], dtype=torch.long))
+    rows = logits[0].float().numpy()
+    out = [TokenLogprob(ids[0], table.get(ids[0], "\ufffd"), None)]
+    out += [scored(rows[t - 1], ids[t], table, top_n) for t in range(1, len(ids))]
+    return out
+
+
 @dataclass
 class Generation:
     text: str

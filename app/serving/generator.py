@@ -38,10 +38,13 @@ from model.sampling import (
     SamplingParams,
     Stepper,
     StopMatcher,
+    TokenLogprob,
     encode_prompt,
     id_to_text,
     sample_batch,
+    scored,
 )
+from model.tokenization import SPECIALS
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Event:
     kind: str  # "tokens" | "done" | "error"
     pieces: list[str] = field(default_factory=list)  # "tokens": text pieces, in order
     index: int = 0  # "tokens": the first piece's index in the stream
+    tokens: list[TokenLogprob] = field(default_factory=list)  # "tokens", for a stream with `logprobs`: the tokens
     text: str = ""  # "error": what went wrong
     result: Generation | None = None  # "done"
 
@@ -73,6 +77,10 @@ class Stream:
     prompt_ids: list[int]
     params: SamplingParams
     streaming: bool = True  # False: only the final event is queued (POST /generate)
+    # None: text only. n >= 0: also each generated token, scored (its id, raw text, the model's log-probability
+    # and the n most likely tokens at its step), for the protocols that report them (TGI's details, OpenAI's
+    # logprobs); their text includes a stop sequence, which the pieces leave out
+    logprobs: int | None = None
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     ended: bool = False  # the last event ("done" or "error") is queued
     waiter: asyncio.Future[None] | None = field(default=None, repr=False)  # set while the response pauses
@@ -83,6 +91,8 @@ class Stream:
     pieces: int = 0
     text: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)  # pieces not queued yet: one "tokens" event per engine slice
+    scored: list[TokenLogprob] = field(default_factory=list)  # every token, when `logprobs` is set
+    fresh_scored: list[TokenLogprob] = field(default_factory=list)  # ... not queued yet
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.params)
@@ -97,9 +107,10 @@ class Stream:
 
     def flush(self) -> None:
         """Queue the fresh pieces as one event (the engine calls this before it yields to the loop)."""
-        if self.fresh:
-            self.events.put_nowait(Event("tokens", pieces=self.fresh, index=self.pieces - len(self.fresh)))
-            self.fresh = []
+        if self.fresh or self.fresh_scored:
+            index = self.pieces - len(self.fresh)
+            self.events.put_nowait(Event("tokens", pieces=self.fresh, index=index, tokens=self.fresh_scored))
+            self.fresh, self.fresh_scored = [], []
 
     def put(self, event: Event) -> None:
         """Queue the last event ("done" or "error"), after the pieces before it."""
@@ -119,6 +130,8 @@ class GeneratorEngine:
         self.serving: dict[str, Any] = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
         self.step = Stepper(model.network)
         self.table = id_to_text(model.tokenizer)
+        vocab = model.tokenizer.get_vocab()
+        self.specials = frozenset(vocab[t] for t in SPECIALS if t in vocab)  # TGI's tokens say which are special
         self.max_streams = max_streams
         self.active_streams = metrics.active_streams.labels(name)
         self.generated_tokens = metrics.generated_tokens.labels(name)
@@ -161,14 +174,28 @@ class GeneratorEngine:
             await self.task
 
     # ---------------------------------------------------------------- API
-    def submit(self, prompt: str, params: SamplingParams, streaming: bool = True) -> Stream:
-        """Queue a stream (on the event loop's thread); EngineFull when every slot is taken."""
-        if len(self.pending) + len(self.active) >= self.max_streams:
-            raise EngineFull(f"all {self.max_streams} generation slots are busy")
-        stream = Stream(encode_prompt(self.model.tokenizer, prompt), params, streaming=streaming)
-        self.pending.append(stream)
+    def submit(
+        self, prompt: str, params: SamplingParams, streaming: bool = True, logprobs: int | None = None
+    ) -> Stream:
+        """Queue a stream (on the event loop's thread); EngineFull when every slot is taken. `logprobs`: see
+        Stream."""
+        return self.submit_many([prompt], [params], streaming, logprobs)[0]
+
+    def submit_many(
+        self, prompts: list[str], params: list[SamplingParams], streaming: bool = True, logprobs: int | None = None
+    ) -> list[Stream]:
+        """Queue several streams at once, or none: EngineFull when fewer slots are free than it needs."""
+        free = self.max_streams - len(self.pending) - len(self.active)
+        if len(prompts) > free:
+            if len(prompts) == 1:
+                raise EngineFull(f"all {self.max_streams} generation slots are busy")
+            raise EngineFull(f"{len(prompts)} streams asked for, {max(free, 0)} of {self.max_streams} slots free")
+        tokenizer = self.model.tokenizer
+        streams = [Stream(encode_prompt(tokenizer, prompt), p, streaming=streaming, logprobs=logprobs)
+                   for prompt, p in zip(prompts, params, strict=True)]  # fmt: skip
+        self.pending.extend(streams)
         self.wakeup.set()
-        return stream
+        return streams
 
     @property
     def load(self) -> int:
@@ -227,6 +254,8 @@ class GeneratorEngine:
                 continue
             produced += 1
             s.count += 1
+            if s.logprobs is not None:
+                self._score(s, row, picked)
             self._emit(s, s.matcher.feed(table.get(picked, "\ufffd")))
             if s.count >= s.params.max_new_tokens or s.matcher.stopped:
                 self._finish(s)
@@ -270,6 +299,14 @@ class GeneratorEngine:
                     s.put(Event("error", text=f"sampling failed: {exc}"))
                     tokens.append(None)
             return tokens
+
+    def _score(self, s: Stream, row: int, token: int) -> None:
+        """Record the token with the model's log-probability (row `row` of the logits still holds its step's)."""
+        assert s.logprobs is not None
+        record = scored(self.logits[row], token, self.table, s.logprobs)
+        s.scored.append(record)
+        if s.streaming:
+            s.fresh_scored.append(record)
 
     def _emit(self, s: Stream, piece: str) -> None:
         if piece:
