@@ -284,7 +284,9 @@ class HFError(BaseModel):
     """An error on the Hugging Face routes (TGI's and TEI's shape)."""
 
     error: str
-    error_type: str = Field(examples=["validation"], description="validation, overloaded or generation")
+    error_type: str | None = Field(
+        None, examples=["validation"], description="validation, overloaded or generation; absent for 401 and 404"
+    )
 
 
 class OpenAIErrorDetail(BaseModel):

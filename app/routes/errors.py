@@ -59,8 +59,12 @@ def protocol_of(scope: Mapping[str, Any]) -> Protocol:
     return state.get("protocol") if state else None
 
 
-def _hf_kind(status_code: int) -> str:
-    return {503: "overloaded", 500: "generation"}.get(status_code, "validation")
+def _hf_kind(status_code: int) -> str | None:
+    """TGI's error_type, from which huggingface_hub picks its exception; None where TGI has none (401, 404 ...):
+    the client raises its HTTP error with the status and message."""
+    return {503: "overloaded", 500: "generation", 400: "validation", 413: "validation", 422: "validation"}.get(
+        status_code
+    )
 
 
 def _openai_kind(status_code: int) -> tuple[str, str | None]:
@@ -78,7 +82,8 @@ def error_content(protocol: Protocol, status_code: int, message: str, param: str
         kind, code = _openai_kind(status_code)
         return {"error": {"message": message, "type": kind, "param": param, "code": code}}
     if protocol == "hf":
-        return {"error": message, "error_type": _hf_kind(status_code)}
+        error_type = _hf_kind(status_code)
+        return {"error": message} if error_type is None else {"error": message, "error_type": error_type}
     return {"detail": message}
 
 

@@ -138,7 +138,8 @@ async def _tgi_events(stream: Stream, answer: TGIAnswer, timeout: float) -> Asyn
             await reader.pause()
 
 
-@router.post("/", response_model=list[TGIResponse], responses={200: {"content": {"text/event-stream": {}}}})
+@router.post("/", response_model=None,
+             responses={200: {"model": list[TGIResponse], "content": {"text/event-stream": {}}}})  # fmt: skip
 async def tgi_root(body: TGIRequest, request: Request) -> Any:
     """TGI's compatibility route: the default generator, `[{"generated_text": ...}]`, or events with `stream`."""
     return await tgi_generate(body, request, generator(request), listed=True)
