@@ -64,6 +64,19 @@ def valid_unicode(value: str, where: str) -> str:
     return value
 
 
+def valid_unicode_items(values: list[str], where: str) -> list[str]:
+    for i, value in enumerate(values):
+        valid_unicode(value, f"{where}[{i}]")
+    return values
+
+
+def finite(value: float | None) -> float | None:
+    """Python's json reads NaN and Infinity, which no sampling or penalty parameter can take."""
+    if value is not None and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
 class SentimentRequest(Strict):
     text: str = Field(
         ..., min_length=1, examples=["a gorgeous , witty , seductive movie ."], json_schema_extra=NON_BLANK
@@ -127,9 +140,7 @@ class GenerateRequest(Strict):
     @field_validator("temperature", "repetition_penalty")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+        return finite(value)
 
     @field_validator("prompt")
     @classmethod
@@ -139,9 +150,7 @@ class GenerateRequest(Strict):
     @field_validator("stop")
     @classmethod
     def _unicode_stop(cls, values: list[str]) -> list[str]:
-        for i, v in enumerate(values):
-            valid_unicode(v, f"stop[{i}]")
-        return values
+        return valid_unicode_items(values, "stop")
 
 
 FinishReason = Literal["length", "stop_sequence"]

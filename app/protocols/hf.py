@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.schemas import INTEGRAL, NON_BLANK, Strict, valid_unicode
+from app.schemas import INTEGRAL, NON_BLANK, Strict, finite, valid_unicode, valid_unicode_items
 from model.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY, Generation, SamplingParams, TokenLogprob
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100  # TGI's default when a request sets none (capped by RNN_MAX_NEW_TOKENS)
@@ -72,19 +72,8 @@ class TGIParameters(Strict):
     )
     adapter_id: str | None = Field(default=None, description="not supported: refused", json_schema_extra=only(None))
 
-    @field_validator("temperature", "repetition_penalty", "top_p", "frequency_penalty", "typical_p")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("stop")
-    @classmethod
-    def _unicode_stop(cls, values: list[str]) -> list[str]:
-        for i, v in enumerate(values):
-            valid_unicode(v, f"stop[{i}]")
-        return values
+    _finite = field_validator("temperature", "repetition_penalty", "top_p", "frequency_penalty", "typical_p")(finite)
+    _unicode_stop = field_validator("stop")(lambda values: valid_unicode_items(values, "stop"))
 
     def unsupported(self) -> list[tuple[str, str]]:
         """(field, why) for each parameter given that this service cannot honour (the route refuses them)."""
@@ -245,18 +234,23 @@ def _unicode_texts(value: str | list[str]) -> str | list[str]:
     return value
 
 
-class ClassificationRequest(Strict):
-    """The Inference API's text classification: one text, or a list of them."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "a gorgeous , witty , seductive movie ."}]})
+class _TextsRequest(Strict):
+    """A body whose `inputs` is one text, or a list of them."""
 
     inputs: Texts
-    parameters: ClassificationParameters = Field(default_factory=lambda: ClassificationParameters())
 
     @field_validator("inputs")
     @classmethod
     def _unicode(cls, value: str | list[str]) -> str | list[str]:
         return _unicode_texts(value)
+
+
+class ClassificationRequest(_TextsRequest):
+    """The Inference API's text classification: one text, or a list of them."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "a gorgeous , witty , seductive movie ."}]})
+
+    parameters: ClassificationParameters = Field(default_factory=lambda: ClassificationParameters())
 
     def unsupported(self) -> list[tuple[tuple[str, ...], str]]:
         if self.parameters.function_to_apply == "sigmoid":
@@ -264,14 +258,13 @@ class ClassificationRequest(Strict):
         return []
 
 
-class PredictRequest(Strict):
+class PredictRequest(_TextsRequest):
     """TEI's POST /predict."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "a gorgeous , witty , seductive movie ."},
                                                               {"inputs": ["a gorgeous film .", "dull ."],
                                                                "raw_scores": True}]})  # fmt: skip
 
-    inputs: Texts
     raw_scores: bool = Field(False, description="log-probabilities instead of probabilities")
     truncate: bool | None = Field(
         default=None,
@@ -281,11 +274,6 @@ class PredictRequest(Strict):
     truncation_direction: Literal["Left", "Right", "left", "right"] = Field(
         "Right", description="accepted; no effect without truncation"
     )
-
-    @field_validator("inputs")
-    @classmethod
-    def _unicode(cls, value: str | list[str]) -> str | list[str]:
-        return _unicode_texts(value)
 
     def unsupported(self) -> list[tuple[tuple[str, ...], str]]:
         if self.truncate:
@@ -316,16 +304,12 @@ class TokenClassificationParameters(Strict):
     stride: Int | None = Field(default=None, ge=0, description="accepted for compatibility: texts are never windowed")
 
 
-class TokenClassificationRequest(Strict):
+class TokenClassificationRequest(_TextsRequest):
+    """The Inference API's token classification: one text, or a list of them."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "I saw the saw ."}]})
 
-    inputs: Texts
     parameters: TokenClassificationParameters = Field(default_factory=lambda: TokenClassificationParameters())
-
-    @field_validator("inputs")
-    @classmethod
-    def _unicode(cls, value: str | list[str]) -> str | list[str]:
-        return _unicode_texts(value)
 
 
 def _bio(tag: str) -> tuple[str, str]:

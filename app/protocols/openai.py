@@ -9,7 +9,6 @@ each token's log-probability and the n most likely tokens at its step; `seed` wi
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.protocols.hf import only
-from app.schemas import INTEGRAL, Strict, valid_unicode
+from app.schemas import INTEGRAL, Strict, finite, valid_unicode
 from model.sampling import MAX_SEED, Generation, SamplingParams, TokenLogprob
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's
@@ -69,12 +68,7 @@ class CompletionRequest(Strict):
     )
     suffix: str | None = Field(default=None, description="not supported", json_schema_extra=only(None, ""))
 
-    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+    _finite = field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty")(finite)
 
     @field_validator("prompt")
     @classmethod

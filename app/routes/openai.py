@@ -98,7 +98,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     except EngineFull as exc:
         raise overloaded(str(exc)) from None
     if body.stream:
-        return EventStream(run.chunks(streams, settings.request_timeout_s), streams)
+        return EventStream(run.chunks(streams, settings.request_timeout_s), streams, run.tasks)
     try:
         async with asyncio.timeout(settings.request_timeout_s):
             results = await asyncio.gather(*(collect(s) for s in streams))
@@ -119,11 +119,12 @@ class Run:
         self.body, self.engine, self.prompts, self.echoed = body, engine, prompts, echoed
         self.n = body.choices_per_prompt
         self.id, self.created = completion_id(), now()
+        self.tasks: list[asyncio.Task[None]] = []  # the streams' readers, when streaming (EventStream stops them)
 
     def _prompt(self, choice: int) -> str:
         return self.prompts[choice // self.n]
 
-    def _builder(self, choice: int) -> LogprobsBuilder:
+    def _builder(self) -> LogprobsBuilder:
         return LogprobsBuilder(self.body.logprobs or 0, self.engine.table)
 
     def _prompt_tokens(self, streams: list[Stream] | None = None) -> int:
@@ -136,7 +137,7 @@ class Run:
         echo = self.body.echo
         logprobs = None
         if self.body.logprobs is not None:
-            logprobs = self._builder(choice).build((self.echoed[choice // self.n] if echo else []) + tokens)
+            logprobs = self._builder().build((self.echoed[choice // self.n] if echo else []) + tokens)
         return {"text": (self._prompt(choice) if echo else "") + text, "index": choice, "logprobs": logprobs,
                 "finish_reason": reason}  # fmt: skip
 
@@ -164,7 +165,7 @@ class Run:
         logprobs of the tokens it completes), a chunk with its finish reason, the usage (with
         `stream_options.include_usage`) and `data: [DONE]`."""
         want_logprobs = self.body.logprobs is not None
-        builders = [self._builder(i) for i in range(len(streams))]
+        builders = [self._builder() for _ in streams]
         pending: list[deque[TokenLogprob]] = [deque() for _ in streams]
         sent = [0] * len(streams)  # characters of each choice's generated text sent
         covered = [0] * len(streams)  # ... and of its tokens' text, whose logprobs went with it
@@ -173,7 +174,7 @@ class Run:
                 echoed = builders[i].build(self.echoed[i // self.n]) if want_logprobs else None
                 yield self._chunk(i, self._prompt(i), echoed, None)
         generated = 0
-        async for i, events in _merged(streams, timeout):
+        async for i, events in _merged(streams, timeout, self.tasks):
             out: list[str] = []
             for event in events:
                 if event.kind == "tokens":
@@ -206,9 +207,12 @@ class Run:
         yield DONE
 
 
-async def _merged(streams: list[Stream], timeout: float) -> AsyncIterator[tuple[int, list[Event]]]:
+async def _merged(
+    streams: list[Stream], timeout: float, tasks: list[asyncio.Task[None]]
+) -> AsyncIterator[tuple[int, list[Event]]]:
     """(stream index, its events) from several streams as they come, each stream's batched as EventReader does,
-    until every stream has ended (or one failed)."""
+    until every stream has ended (or one failed). A reader task per stream, kept in `tasks`: the response cancels
+    them however it ends (a client that leaves closes no generator at once)."""
     queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
 
     async def pump(i: int, stream: Stream) -> None:
@@ -220,7 +224,7 @@ async def _merged(streams: list[Stream], timeout: float) -> AsyncIterator[tuple[
                 return
             await reader.pause()
 
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    tasks += [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
     try:
         running = len(streams)
         while running:

@@ -79,11 +79,14 @@ class EventStream(StreamingResponse):
     task while the generator waits in a yield, and the generator's `finally` then runs only when it is
     garbage-collected, which a reference cycle can put off indefinitely (a slot kept busy)."""
 
-    def __init__(self, events: AsyncIterator[str], streams: Iterable[Stream]) -> None:
+    def __init__(
+        self, events: AsyncIterator[str], streams: Iterable[Stream], tasks: list[asyncio.Task[None]] | None = None
+    ) -> None:
         super().__init__(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         self.streams = list(streams)
+        self.tasks = tasks if tasks is not None else []  # helpers the events start (filled as they start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -91,3 +94,5 @@ class EventStream(StreamingResponse):
         finally:
             for stream in self.streams:
                 stream.cancel()
+            for task in self.tasks:
+                task.cancel()
