@@ -8,7 +8,8 @@
 #      offline (`--network none`, WHEELHOUSE=/wheels);
 #   4. runs docker/compose.yaml with docker/compose.ci.yaml (host networking on 127.0.0.1, the quick preset, data
 #      mounted from the mirror) until the api is healthy, then checks /ready, /sentiment and /generate on
-#      127.0.0.1 (/tag included), the non-root user and the read-only root filesystem, and that the trainer skips existing models;
+#      127.0.0.1 (/tag and the TGI, OpenAI and Inference API routes included), the non-root user and the
+#      read-only root filesystem, and that the trainer skips existing models;
 #   5. tears everything down: the stack and its volumes, the images it made, the dockerd it started, temp files.
 # Nothing here talks to anything but 127.0.0.1 and the Debian and PyPI mirrors that apt and pip use.
 set -euo pipefail
@@ -138,6 +139,11 @@ tagged = call("/tag", {"text": "I saw the saw."})
 print("tag:", [(t["text"], t["tag"]) for t in tagged["tokens"]])
 assert [t["text"] for t in tagged["tokens"]] == ["I", "saw", "the", "saw", "."]
 assert tagged["tokens"][0]["tag"] == "PRON" and tagged["tokens"][2]["tag"] == "DET"
+tgi = call("/", {"inputs": "ROMEO:", "parameters": {"max_new_tokens": 40, "do_sample": True, "seed": 1}})
+oai = call("/v1/completions", {"model": "generator", "prompt": "ROMEO:", "max_tokens": 40, "seed": 1})
+assert tgi[0]["generated_text"] == oai["choices"][0]["text"] == out["generated_text"], (tgi, oai)
+assert call("/models/sentiment", {"inputs": "a moving film"})[0][0]["label"] in {"negative", "positive"}
+print("protocols: TGI, OpenAI and the Inference API answer")
 cards = {card["name"]: card for card in call("/models")}
 assert list(cards) == ["sentiment", "generator", "tagger"], list(cards)
 print("serving:", {name: card["serving"] for name, card in cards.items()})
