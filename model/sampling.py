@@ -2,10 +2,11 @@
 
     logits (V,) --repetition penalty--> --temperature--> --top-k--> --top-p--> sample (or argmax at T = 0)
 
-`Sampler` holds one stream's parameters and its own torch.Generator, so a stream's text depends only on its
-seed and prompt, never on what else runs beside it. `StopMatcher` ends a stream at a stop sequence; the stop
-sequence itself is never part of the returned text (CLI and service alike). `generate` runs the whole loop for
-one prompt.
+`Sampler` holds one stream's parameters and its own seeded RNG, so a stream's text depends only on its seed and
+prompt, never on what else runs beside it. `StopMatcher` ends a stream at a stop sequence; the stop sequence
+itself is never part of the returned text. `Decoder` is one stream's decoding (prompt, sampled tokens, text to
+emit, finish reason), the one path that the CLI (`stream`, `generate`) and the service's engine both drive;
+the network's state is stepped by `model.networks.Stepper`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from model.networks import CharRNN
+from model.networks import CharRNN, Stepper
 
 MAX_SEED = 2**53 - 1  # every seed is exact as a JSON (double) number: JavaScript clients and schema checks
 REPETITION_WINDOW = 64  # characters of context the repetition penalty looks back over
@@ -171,161 +172,6 @@ def _sample_plain(row: np.ndarray, s: Sampler) -> int:
     return token
 
 
-class Stepper:
-    """Inference-only, one character per row, in NumPy: `step(tokens, h[, c])` advances every row by one token,
-    updating the hidden state in place, and returns the next-token logits (B, V).
-
-    Equal to CharRNN.forward on a length-1 sequence (to float32 rounding) but several times faster on CPU, where
-    one-character steps are all per-call overhead:
-    - NumPy's BLAS is quicker than torch's for these small products here; weights are kept pre-transposed;
-    - the first layer's input projection is a precomputed (V, gates) table with the biases folded in;
-    - every temporary lives in a reused buffer (fresh arrays of this size cost page faults), and the element-wise
-      passes run on contiguous arrays where it matters (NumPy's in-place passes over strided views are 4x slower);
-    - every nonlinearity is torch's vectorised sigmoid (3x quicker than tanh here): the pre-activations that feed
-      a tanh are doubled in the weights (exact in floating point), and tanh(x) = 2 * sigmoid(2x) - 1.
-    The arithmetic is row-wise: a row's result never depends on the other rows' values, and only to float32
-    rounding on the batch size (a one-row product takes another BLAS path). Not thread-safe: one Stepper per thread.
-    """
-
-    def __init__(self, net: CharRNN) -> None:
-        cfg = net.config
-        self.cell, self.layers, n = cfg.cell, cfg.num_layers, cfg.hidden_size
-        self.hidden_size, self.vocab_size = n, cfg.vocab_size
-        with torch.no_grad():
-            w = {name: p.detach().float().numpy().copy() for name, p in net.rnn.named_parameters()}
-            emb = net.embedding.weight.detach().float().numpy()
-            self.w_out = np.ascontiguousarray(net.head.weight.detach().float().numpy().T)
-            self.b_out = net.head.bias.detach().float().numpy().copy()
-        # double the rows that feed a tanh: the GRU's n gate, the LSTM's g gate, the plain RNN's only gate
-        doubled = {"gru": slice(2 * n, 3 * n), "lstm": slice(2 * n, 3 * n), "rnn": slice(0, n)}[self.cell]
-        self.w_ih: list[np.ndarray] = []  # (in, G*H), pre-transposed
-        self.w_hh: list[np.ndarray] = []  # (H, G*H)
-        self.b_in: list[np.ndarray] = []  # both biases, except the GRU's b_hn (it is scaled by r):
-        self.b_hn: list[np.ndarray] = []  # the GRU keeps it apart
-        for k in range(self.layers):
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                w[f"{name}_l{k}"][doubled] *= 2
-            b_ih, b_hh = w[f"bias_ih_l{k}"], w[f"bias_hh_l{k}"]
-            self.w_ih.append(np.ascontiguousarray(w[f"weight_ih_l{k}"].T))
-            self.w_hh.append(np.ascontiguousarray(w[f"weight_hh_l{k}"].T))
-            if self.cell == "gru":
-                self.b_in.append(np.concatenate([b_ih[: 2 * n] + b_hh[: 2 * n], b_ih[2 * n :]]))
-                self.b_hn.append(b_hh[2 * n :].copy())
-            else:
-                self.b_in.append(b_ih + b_hh)
-        self.table = emb @ self.w_ih[0] + self.b_in[0]  # (V, G*H): layer 0's input projection per token
-        if self.cell == "gru":  # split as _gru wants it: [i_r, i_z, b_hn] and i_n
-            self.table_n = np.ascontiguousarray(self.table[:, 2 * n :])
-            self.table[:, 2 * n :] = self.b_hn[0]
-        self.capacity = 0
-        self.buffers: dict[str, np.ndarray] = {}
-
-    def _workspace(self, b: int) -> dict[str, np.ndarray]:
-        if b > self.capacity:
-            self.capacity = b
-            gates = self.w_hh[0].shape[1]
-            widths = {"pre": gates, "in": gates, "in_n": self.hidden_size, "tmp": self.hidden_size}
-            self.buffers = {name: np.empty((b, width), np.float32) for name, width in widths.items()}
-            self.buffers["logits"] = np.empty((b, self.vocab_size), np.float32)
-        return {name: buf[:b] for name, buf in self.buffers.items()}
-
-    def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
-        """Advance every row one token: tokens (B,) ints in [0, V), h (L, B, H) float32 (and c for an LSTM),
-        updated in place. Returns the logits (B, V) in a buffer that the next call reuses."""
-        ws = self._workspace(len(tokens))
-        inp, n = ws["in"], self.hidden_size
-        for k in range(self.layers):
-            if k == 0:  # mode="clip": 10x quicker than the default with out=; ids are always < V here
-                np.take(self.table, tokens, axis=0, out=inp, mode="clip")
-                if self.cell == "gru":
-                    np.take(self.table_n, tokens, axis=0, out=ws["in_n"], mode="clip")
-            else:
-                np.matmul(h[k - 1], self.w_ih[k], out=inp)
-                inp += self.b_in[k]
-                if self.cell == "gru":
-                    np.copyto(ws["in_n"], inp[:, 2 * n :])
-                    inp[:, 2 * n :] = self.b_hn[k]
-            pre = np.matmul(h[k], self.w_hh[k], out=ws["pre"])
-            pre += inp
-            if self.cell == "gru":
-                self._gru(h[k], pre, ws["in_n"], ws["tmp"])
-            elif self.cell == "lstm":
-                assert c is not None
-                self._lstm(h[k], c[k], pre, ws["tmp"])
-            else:
-                _tanh_of_doubled(pre)
-                h[k] = pre
-        logits = np.matmul(h[-1], self.w_out, out=ws["logits"])
-        logits += self.b_out
-        return logits
-
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Run prompts (non-empty id lists) from a zero state: (next-token logits (N, V), h (L, N, H), c or None),
-        row i for prompts[i].
-
-        All prompts advance together, one batched step per position, longest first, so the rows still in their
-        prompt are always the top of the batch. Row-wise, as `step` is: a prompt gets the same state alone or
-        beside others (to float32 rounding). Quicker than the network's forward even for one prompt (the forward
-        pays torch's per-op cost at every position), and N prompts of length T cost about T steps, not N * T.
-        """
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # stable: ties keep their order
-        ids = [prompts[i] for i in order]
-        if not ids or not ids[-1]:
-            raise ValueError("prefill needs at least one prompt, each of at least one token")
-        n, longest = len(ids), len(ids[0])
-        lengths = [len(p) for p in ids]
-        h = np.zeros((self.layers, n, self.hidden_size), np.float32)
-        c = h.copy() if self.cell == "lstm" else None
-        logits = np.empty((n, self.vocab_size), np.float32)
-        tokens = np.zeros((longest, n), np.int64)  # row r's position t, for the rows whose prompt is that long
-        for row, prompt in enumerate(ids):
-            tokens[: len(prompt), row] = prompt
-        live = n  # rows still in their prompt: the top `live` rows
-        for t in range(longest):
-            out = self.step(tokens[t, :live], h[:, :live], None if c is None else c[:, :live])
-            ending = live
-            while ending and lengths[ending - 1] == t + 1:  # these prompts end here: keep their logits
-                ending -= 1
-            logits[ending:live] = out[ending:live]
-            live = ending
-        back = np.argsort(order)  # to the callers' order
-        return logits[back], h[:, back], None if c is None else c[:, back]
-
-    def _gru(self, h: np.ndarray, pre: np.ndarray, in_n: np.ndarray, new: np.ndarray) -> None:
-        """PyTorch's GRU, gates r, z, n: n = tanh(i_n + r * (W_hn h + b_hn)); h' = n + z * (h - n).
-        pre holds [r, z, W_hn h + b_hn] before their nonlinearities (the n part doubled)."""
-        n = self.hidden_size
-        rz = pre[:, : 2 * n]
-        torch.from_numpy(rz).sigmoid_()
-        np.multiply(pre[:, 2 * n :], rz[:, :n], out=new)
-        new += in_n
-        _tanh_of_doubled(new)
-        h -= new
-        h *= rz[:, n:]
-        h += new
-
-    def _lstm(self, h: np.ndarray, c: np.ndarray, gates: np.ndarray, tmp: np.ndarray) -> None:
-        """PyTorch's LSTM, gates i, f, g, o: c' = f * c + i * g; h' = o * tanh(c')."""
-        n = self.hidden_size
-        torch.from_numpy(gates).sigmoid_()  # g was doubled: sigmoid(2g) now, tanh(g) after the next two lines
-        g = gates[:, 2 * n : 3 * n]
-        g *= 2
-        g -= 1
-        c *= gates[:, n : 2 * n]
-        np.multiply(gates[:, :n], g, out=tmp)
-        c += tmp
-        np.multiply(c, 2, out=tmp)
-        _tanh_of_doubled(tmp)
-        np.multiply(gates[:, 3 * n :], tmp, out=h)
-
-
-def _tanh_of_doubled(x: np.ndarray) -> None:
-    """In place: x holds 2a; afterwards it holds tanh(a) = 2 * sigmoid(2a) - 1."""
-    torch.from_numpy(x).sigmoid_()
-    x *= 2
-    x -= 1
-
-
 class StopMatcher:
     """Feeds generated text through; holds back any tail that could still become a stop sequence.
 
@@ -432,36 +278,80 @@ class Generation:
     seed: int
 
 
+class Decoder:
+    """One stream's decoding, the same for the CLI and the service: it takes the prompt, then each sampled token,
+    and says what text is safe to emit, when the stream is done and why. The caller owns the network's state and
+    the sampling (`sample_batch` over one decoder's sampler, or over a batch of them): `model.sampling.stream`
+    steps one stream; the service's engine (app/serving/generator.py) steps many as one batch.
+
+        dec = Decoder(prompt_ids, params, table)         # the prompt is observed (repetition penalty)
+        while not dec.done:
+            token = sample_batch(logits, [dec.sampler])[0]
+            piece = dec.feed(token, logits[0])             # text safe to emit now ("" while a stop may begin)
+            ... step the network with token ...
+        tail, result = dec.finish()                        # held-back text, and the Generation
+    """
+
+    def __init__(
+        self, prompt_ids: list[int], params: SamplingParams, table: dict[int, str], logprobs: int | None = None
+    ) -> None:
+        self.prompt_ids, self.params, self.table = prompt_ids, params, table
+        self.sampler = Sampler(params)
+        for token in prompt_ids:
+            self.sampler.observe(token)
+        self.matcher = StopMatcher(params.stop)
+        self.logprobs = logprobs  # None: text only; n >= 0: also score each token (its log-probability, top n)
+        self.scored: list[TokenLogprob] = []
+        self.text: list[str] = []
+        self.count = 0
+
+    @property
+    def seed(self) -> int:
+        return self.sampler.seed
+
+    @property
+    def done(self) -> bool:
+        return self.count >= self.params.max_new_tokens or self.matcher.stopped
+
+    def feed(self, token: int, logits: np.ndarray) -> str:
+        """Take the token sampled from `logits` (its step's, (V,)): the text that is now safe to emit."""
+        self.count += 1
+        if self.logprobs is not None:
+            self.scored.append(scored(logits, token, self.table, self.logprobs))
+        piece = self.matcher.feed(self.table.get(token, "\ufffd"))
+        if piece:
+            self.text.append(piece)
+        return piece
+
+    def finish(self) -> tuple[str, Generation]:
+        """The text held back at the end (it could have begun a stop sequence), and the result."""
+        tail = self.matcher.flush()
+        if tail:
+            self.text.append(tail)
+        reason = "stop_sequence" if self.matcher.stopped else "length"
+        return tail, Generation("".join(self.text), reason, self.count, self.sampler.seed)
+
+
 def stream(
     network: CharRNN, tokenizer: Tokenizer, prompt: str, params: SamplingParams
 ) -> Iterator[tuple[str, Generation | None]]:
     """Yield (text piece, None) per generated token, then ("", Generation) once at the end."""
-    sampler = Sampler(params)
-    table = id_to_text(tokenizer)
-    ids = encode_prompt(tokenizer, prompt)
-    for i in ids:
-        sampler.observe(i)
+    dec = Decoder(encode_prompt(tokenizer, prompt), params, id_to_text(tokenizer))
     step = Stepper(network)
-    logits, h, c = step.prefill([ids])  # (1, V), and the state (L, 1, H) that the steps update in place
+    logits, h, c = step.prefill([dec.prompt_ids])  # (1, V), and the state (L, 1, H) that the steps update in place
     token_ids = np.zeros(1, dtype=np.int64)
-    matcher = StopMatcher(params.stop)
-    text, count = [], 0
-    while count < params.max_new_tokens and not matcher.stopped:
-        token = sample_batch(logits, [sampler])[0]
-        count += 1
-        piece = matcher.feed(table.get(token, "\ufffd"))
+    while not dec.done:
+        token = sample_batch(logits, [dec.sampler])[0]
+        piece = dec.feed(token, logits[0])
         if piece:
-            text.append(piece)
             yield piece, None
-        if count < params.max_new_tokens and not matcher.stopped:
+        if not dec.done:
             token_ids[0] = token
             logits = step.step(token_ids, h, c)
-    tail = matcher.flush()
+    tail, result = dec.finish()
     if tail:
-        text.append(tail)
         yield tail, None
-    reason = "stop_sequence" if matcher.stopped else "length"
-    yield "", Generation("".join(text), reason, count, sampler.seed)
+    yield "", result
 
 
 def generate(network: CharRNN, tokenizer: Tokenizer, prompt: str, params: SamplingParams) -> Generation:

@@ -31,19 +31,9 @@ import numpy as np
 import torch
 
 from app.serving.metrics import Metrics
+from model.networks import Stepper
 from model.predictors import GeneratorModel
-from model.sampling import (
-    Generation,
-    Sampler,
-    SamplingParams,
-    Stepper,
-    StopMatcher,
-    TokenLogprob,
-    encode_prompt,
-    id_to_text,
-    sample_batch,
-    scored,
-)
+from model.sampling import Decoder, Generation, SamplingParams, TokenLogprob, encode_prompt, id_to_text, sample_batch
 from model.tokenization import SPECIALS
 
 log = logging.getLogger(__name__)
@@ -74,33 +64,36 @@ class Event:
 
 @dataclass
 class Stream:
-    prompt_ids: list[int]
-    params: SamplingParams
+    """One request's stream in the engine: its Decoder (model/sampling.py: the same decoding as the CLI's) and
+    how its events reach the response."""
+
+    decoder: Decoder
     streaming: bool = True  # False: only the final event is queued (POST /generate)
-    # None: text only. n >= 0: also each generated token, scored (its id, raw text, the model's log-probability
-    # and the n most likely tokens at its step), for the protocols that report them (TGI's details, OpenAI's
-    # logprobs); their text includes a stop sequence, which the pieces leave out
-    logprobs: int | None = None
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     ended: bool = False  # the last event ("done" or "error") is queued
     waiter: asyncio.Future[None] | None = field(default=None, repr=False)  # set while the response pauses
-    sampler: Sampler = field(init=False)
-    matcher: StopMatcher = field(init=False)
     cancelled: bool = False
-    count: int = 0
     pieces: int = 0
-    text: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)  # pieces not queued yet: one "tokens" event per engine slice
-    scored: list[TokenLogprob] = field(default_factory=list)  # every token, when `logprobs` is set
-    fresh_scored: list[TokenLogprob] = field(default_factory=list)  # ... not queued yet
+    fresh_scored: list[TokenLogprob] = field(default_factory=list)  # scored tokens not queued yet
 
-    def __post_init__(self) -> None:
-        self.sampler = Sampler(self.params)
-        self.matcher = StopMatcher(self.params.stop)
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.decoder.prompt_ids
 
     @property
     def seed(self) -> int:
-        return self.sampler.seed
+        return self.decoder.seed
+
+    @property
+    def text(self) -> list[str]:
+        return self.decoder.text
+
+    @property
+    def scored(self) -> list[TokenLogprob]:
+        """Every generated token, scored, when the stream asked for `logprobs` (TGI's details, OpenAI's logprobs):
+        their text includes a stop sequence, which the text leaves out."""
+        return self.decoder.scored
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -190,8 +183,8 @@ class GeneratorEngine:
             if len(prompts) == 1:
                 raise EngineFull(f"all {self.max_streams} generation slots are busy")
             raise EngineFull(f"{len(prompts)} streams asked for, {max(free, 0)} of {self.max_streams} slots free")
-        tokenizer = self.model.tokenizer
-        streams = [Stream(encode_prompt(tokenizer, prompt), p, streaming=streaming, logprobs=logprobs)
+        tokenizer, table = self.model.tokenizer, self.table
+        streams = [Stream(Decoder(encode_prompt(tokenizer, prompt), p, table, logprobs), streaming=streaming)
                    for prompt, p in zip(prompts, params, strict=True)]  # fmt: skip
         self.pending.extend(streams)
         self.wakeup.set()
@@ -234,9 +227,6 @@ class GeneratorEngine:
     def _iterate(self, admitted: list[Stream]) -> None:
         admitted = [s for s in admitted if not s.cancelled]
         if admitted:  # prefill the new prompts together, into the rows after the active ones
-            for s in admitted:
-                for token in s.prompt_ids:
-                    s.sampler.observe(token)
             logits, h, c = self.step.prefill([s.prompt_ids for s in admitted])
             rows = slice(len(self.active), len(self.active) + len(admitted))
             self.logits[rows], self.h[:, rows] = logits, h
@@ -248,16 +238,16 @@ class GeneratorEngine:
         tokens = self._sample(self.active)
         stepping: list[int] = []  # rows that go on
         next_tokens: list[int] = []
-        table, produced = self.table, 0
+        produced = 0
         for row, (s, picked) in enumerate(zip(self.active, tokens, strict=True)):  # per token: kept lean
             if picked is None:
                 continue
             produced += 1
-            s.count += 1
-            if s.logprobs is not None:
-                self._score(s, row, picked)
-            self._emit(s, s.matcher.feed(table.get(picked, "\ufffd")))
-            if s.count >= s.params.max_new_tokens or s.matcher.stopped:
+            d = s.decoder
+            self._emit(s, d.feed(picked, self.logits[row]))
+            if d.logprobs is not None and s.streaming:
+                s.fresh_scored.append(d.scored[-1])
+            if d.done:
                 self._finish(s)
             else:
                 stepping.append(row)
@@ -288,37 +278,28 @@ class GeneratorEngine:
         if not live:
             return []
         try:
-            return list(sample_batch(self.logits[: len(live)], [s.sampler for s in live]))
+            return list(sample_batch(self.logits[: len(live)], [s.decoder.sampler for s in live]))
         except Exception:
             tokens: list[int | None] = []
             for row, s in enumerate(live):
                 try:
-                    tokens.append(s.sampler.next_token(self.logits[row]))
+                    tokens.append(s.decoder.sampler.next_token(self.logits[row]))
                 except Exception as exc:
                     log.warning("sampling failed for one stream: %s", exc)
                     s.put(Event("error", text=f"sampling failed: {exc}"))
                     tokens.append(None)
             return tokens
 
-    def _score(self, s: Stream, row: int, token: int) -> None:
-        """Record the token with the model's log-probability (row `row` of the logits still holds its step's)."""
-        assert s.logprobs is not None
-        record = scored(self.logits[row], token, self.table, s.logprobs)
-        s.scored.append(record)
-        if s.streaming:
-            s.fresh_scored.append(record)
-
     def _emit(self, s: Stream, piece: str) -> None:
         if piece:
-            s.text.append(piece)
             if s.streaming:
                 s.fresh.append(piece)
             s.pieces += 1
 
     def _finish(self, s: Stream) -> None:
-        self._emit(s, s.matcher.flush())
-        reason = "stop_sequence" if s.matcher.stopped else "length"
-        s.put(Event("done", result=Generation("".join(s.text), reason, s.count, s.seed)))
+        tail, result = s.decoder.finish()
+        self._emit(s, tail)
+        s.put(Event("done", result=result))
 
 
 async def collect(stream: Stream, timeout: float | None = None) -> Generation:

@@ -4,8 +4,13 @@ cancelled streams are dropped, and full engines or slow requests answer 503 at o
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +23,7 @@ from app.serving.generator import GeneratorEngine, collect
 from app.serving.metrics import Metrics
 from model.predictors import load_generator, load_sentiment
 from model.sampling import SamplingParams, generate
-from tests.app.conftest import Artifacts, ClientFactory, metric, serving
+from tests.app.conftest import REPO, Artifacts, ClientFactory, metric, serving
 
 SettingsFor = Callable[..., Settings]
 WORDS = "good bad great awful the movie film plot was lovely dull boring superb".split()
@@ -193,7 +198,7 @@ def test_a_failing_stream_does_not_fail_the_others(artifacts: Artifacts) -> None
         try:  # the engine task cannot admit them before this coroutine awaits: the bad sampler is in place first
             good = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
             bad = engine.submit("All:", SamplingParams(max_new_tokens=150, seed=3))
-            bad.sampler.temperature = "hot"  # type: ignore[assignment]  # breaks sampling, validation bypassed
+            bad.decoder.sampler.temperature = "hot"  # type: ignore[assignment]  # breaks sampling, validation bypassed
             with pytest.raises(RuntimeError, match="sampling failed"):
                 await collect(bad, 10)
             return (await collect(good, 10)).text
@@ -315,3 +320,46 @@ def test_requests_beyond_the_concurrency_limit_get_503(make_client: ClientFactor
     metrics = c.get("/metrics").text
     assert metric(metrics, "rnn_requests_rejected_total") == 3
     assert metric(metrics, "rnn_requests_in_flight") == 0
+
+
+def test_one_decoding_path_cli_generate_and_stream_give_the_same_bytes(
+    settings_for: SettingsFor, artifacts: Artifacts, tmp_path: Path
+) -> None:
+    """`python -m model sample`, POST /generate and POST /generate/stream share one Decoder: the same prompt and
+    seed give byte-identical text through each, alone or as one of 32 concurrent streams (with a stop sequence,
+    top-k, top-p and a repetition penalty in play)."""
+    prompt, seed = "First Citizen:\n", 42
+    sampling = {"max_new_tokens": 120, "temperature": 0.9, "top_k": 20, "top_p": 0.95, "repetition_penalty": 1.1,
+                "stop": ["\n\n"]}  # fmt: skip
+    cli = subprocess.run(
+        [sys.executable, "-m", "model", "sample", str(artifacts.generator), "--prompt", prompt, "--seed", str(seed),
+         "--max-new-tokens", "120", "--temperature", "0.9", "--top-k", "20", "--top-p", "0.95",
+         "--repetition-penalty", "1.1", "--stop", "\n\n"],
+        capture_output=True, cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr.decode()
+    assert cli.stdout.startswith(prompt.encode()) and cli.stdout.endswith(b"\n")
+    from_cli = cli.stdout[len(prompt.encode()) : -1]  # the CLI prints the prompt, the text, then a newline
+
+    def streamed(body: bytes) -> bytes:
+        events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
+        return "".join(e["token"]["text"] for e in events).encode()
+
+    async def main() -> tuple[bytes, bytes, list[bytes], list[bytes]]:
+        async with serving(create_app(settings_for())) as c:
+            payload = {"prompt": prompt, "seed": seed, **sampling}
+            alone = (await c.post("/generate", json=payload)).json()["generated_text"].encode()
+            alone_stream = streamed((await c.post("/generate/stream", json=payload)).content)
+            others = [{**payload, "seed": s} for s in range(100, 130)]
+            answers = await asyncio.gather(
+                c.post("/generate", json=payload), c.post("/generate/stream", json=payload),
+                *(c.post("/generate" if i % 2 else "/generate/stream", json=o) for i, o in enumerate(others)),
+            )  # fmt: skip
+            together = [answers[0].json()["generated_text"].encode(), streamed(answers[1].content)]
+            others_text = [a.json()["generated_text"].encode() if i % 2 else streamed(a.content)
+                           for i, a in enumerate(answers[2:])]  # fmt: skip
+            return alone, alone_stream, together, others_text
+
+    alone, alone_stream, together, others = asyncio.run(main())
+    assert from_cli == alone == alone_stream == together[0] == together[1]
+    assert len(set(others)) > 1 and from_cli  # 32 streams in flight, each its own text

@@ -165,7 +165,8 @@ def test_drawn_seeds_are_exact_in_javascript() -> None:
 @pytest.mark.parametrize("extra", [{}, {"top_k": 5}, {"top_p": 0.9, "repetition_penalty": 1.3}])
 def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
     """The Stepper + sample_batch path the service batches with: row results never depend on the other rows."""
-    from model.sampling import Stepper, sample_batch
+    from model.networks import Stepper
+    from model.sampling import sample_batch
 
     torch.manual_seed(0)
     net = CharRNN(CharLMConfig(vocab_size=40, hidden_size=64, embedding_dim=8)).eval()
@@ -187,7 +188,7 @@ def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
 
 
 def test_stepper_equals_the_network() -> None:
-    from model.sampling import Stepper
+    from model.networks import Stepper
 
     for cell in ("gru", "lstm", "rnn"):
         torch.manual_seed(1)
@@ -205,7 +206,7 @@ def test_stepper_equals_the_network() -> None:
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_prefill_equals_the_network(cell: str) -> None:
-    from model.sampling import Stepper
+    from model.networks import Stepper
 
     torch.manual_seed(2)
     net = CharRNN(CharLMConfig(vocab_size=30, cell=cell, hidden_size=24, embedding_dim=8, num_layers=2)).eval()
@@ -226,7 +227,8 @@ def test_a_prompt_prefills_the_same_alone_or_beside_others() -> None:
     """The service prefills the prompts it admits together; the CLI prefills one at a time. A seeded stream must
     sample the same text either way, whatever the other prompts' lengths (the states agree to float32 rounding:
     one-row products take another BLAS path than batched ones, as in the steps)."""
-    from model.sampling import Stepper, sample_batch
+    from model.networks import Stepper
+    from model.sampling import sample_batch
 
     torch.manual_seed(3)
     net = CharRNN(CharLMConfig(vocab_size=30, hidden_size=64, embedding_dim=8)).eval()
@@ -253,3 +255,48 @@ def test_a_prompt_prefills_the_same_alone_or_beside_others() -> None:
     assert len({tuple(r) for r in together}) == 5
     with pytest.raises(ValueError, match="at least one token"):
         step.prefill([[1], []])
+
+
+def test_the_decoder_emits_safe_text_stops_and_says_why() -> None:
+    """One stream's decoding as the CLI and the service both drive it: text held back while it could begin a stop
+    sequence, the stop left out, the count and the finish reason; scored tokens keep every token."""
+    from model.sampling import Decoder
+
+    table = {0: "", 1: "\ufffd", 2: "a", 3: "b", 4: "\n"}
+    logits = np.zeros(5, np.float32)
+    dec = Decoder([2, 3], SamplingParams(max_new_tokens=10, stop=("\n\n",), seed=1), table, logprobs=1)
+    assert list(dec.sampler.recent) == [2, 3]  # the prompt counts for the repetition penalty
+    assert [dec.feed(t, logits) for t in (2, 4, 3, 4)] == ["a", "", "\nb", ""]
+    assert not dec.done
+    assert dec.feed(4, logits) == "" and dec.done  # "\n\n": stopped, and the stop is not emitted
+    tail, result = dec.finish()
+    assert tail == "" and (result.text, result.finish_reason, result.tokens, result.seed) == ("a\nb", "stop_sequence",
+                                                                                              5, 1)  # fmt: skip
+    assert [t.text for t in dec.scored] == ["a", "\n", "b", "\n", "\n"]  # the scored tokens include the stop
+    assert all(t.logprob == pytest.approx(-np.log(5)) and len(t.top) == 1 for t in dec.scored)
+
+    short = Decoder([2], SamplingParams(max_new_tokens=2, stop=("ab",)), table)
+    assert short.feed(2, logits) == "" and not short.done  # "a" may begin "ab": held back
+    assert short.feed(2, logits) == "a" and short.done  # "aa": the first "a" is safe; the limit is reached
+    tail, result = short.finish()
+    assert tail == "a" and (result.text, result.finish_reason) == ("aa", "length") and short.scored == []
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_stepper_equals_the_network_for_a_batch_stepped_in_blocks(cell: str) -> None:
+    """Past SERIAL_ELEMENTS a gate array is squashed in row blocks (to stay off torch's thread pool): the same
+    numbers as the network's forward."""
+    from model.networks import SERIAL_ELEMENTS, Stepper
+
+    torch.manual_seed(3)
+    net = CharRNN(CharLMConfig(vocab_size=30, cell=cell, hidden_size=24, embedding_dim=8)).eval()
+    rows = SERIAL_ELEMENTS // 48 + 7  # gates of 72 or 96 columns: several blocks, the last one short
+    tokens = torch.randint(0, 30, (rows, 4))
+    with torch.inference_mode():
+        full, _ = net(tokens)
+    step = Stepper(net)
+    h = np.zeros((1, rows, 24), np.float32)
+    c = h.copy() if cell == "lstm" else None
+    for t in range(tokens.shape[1]):
+        logits = torch.from_numpy(step.step(tokens[:, t].numpy(), h, c).copy())
+        torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
