@@ -55,7 +55,8 @@ def train(args: argparse.Namespace) -> int:
     cfg = merge(generator_preset(args.preset), {k: getattr(args, k, None) for k in GENERATOR_KEYS})
     corpus = load_corpus(args.train, data=args.data, data_dir=args.data_dir, val_fraction=cfg.val_fraction)
     metrics = train_generator(cfg, corpus, args.out, resume=args.resume, device=args.device)
-    print(json.dumps({"artifact": str(args.out), "val_loss": metrics["val_loss"], "val_bpc": metrics["val_bpc"]}))
+    if metrics:  # rank 0 under torchrun (the other ranks write and report nothing)
+        print(json.dumps({"artifact": str(args.out), "val_loss": metrics["val_loss"], "val_bpc": metrics["val_bpc"]}))
     return 0
 
 

@@ -103,9 +103,16 @@ class Budget:
     """Wall-clock budget shared by all ranks (they must agree on when to stop, or DDP would deadlock)."""
 
     def __init__(self, minutes: float | None, already: float, rt: Runtime) -> None:
-        self.deadline = None if minutes is None else time.monotonic() + minutes * 60 - already
+        self.seconds = None if minutes is None else minutes * 60
+        self.deadline = None if self.seconds is None else time.monotonic() + self.seconds - already
         self.rt = rt
         self.calls = 0
+
+    def used(self) -> float:
+        """The fraction of the budget spent (0 without a budget): a schedule can follow time instead of steps."""
+        if self.seconds is None or self.deadline is None:
+            return 0.0
+        return min(1.0, max(0.0, 1 - (self.deadline - time.monotonic()) / self.seconds))
 
     def exhausted(self) -> bool:
         if self.deadline is None:

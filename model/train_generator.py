@@ -8,6 +8,11 @@ Two ways to cut the training stream into batches (`batching`):
     stream: |--- row 0 ---|--- row 1 ---| …          B windows of seq_len at random offsets each step,
     batch b = columns [b*T, (b+1)*T) of B rows,      hidden state starts at zero in every window
     hidden state carried (detached) from b to b+1
+
+Under `torchrun --standalone --nproc_per_node W -m model train generator …` it trains data-parallel (PyTorch DDP,
+gloo): the training stream is cut into W equal contiguous shares, rank r makes its B rows (or draws its windows)
+from share r alone, so every rank takes the same number of steps; gradients are averaged, rank 0 validates and
+alone writes checkpoints and the artifact. World size 1 trains on the whole stream, as without torchrun.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
@@ -63,6 +70,16 @@ def stateful_batches(ids: torch.Tensor, batch: int, seq_len: int) -> list[tuple[
     return [(rows_x[:, s : s + seq_len], rows_y[:, s : s + seq_len]) for s in range(0, per_row - 1, seq_len)]
 
 
+def rank_share(ids: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s contiguous share of the stream: equal numbers of (character, next character) pairs, so every
+    rank builds the same batches' shapes and takes the same number of steps (a rank that finished first would leave
+    the others waiting in DDP's all-reduce). Neighbouring shares overlap by one character, one's last target being
+    the next one's first input, so no pair is lost at a boundary; the last (fewer than `world`) pairs are dropped.
+    World 1: the whole stream."""
+    pairs = (len(ids) - 1) // world
+    return ids[rank * pairs : rank * pairs + pairs + 1]
+
+
 def random_batches(ids: torch.Tensor, batch: int, seq_len: int, steps: int, g: torch.Generator) -> Any:
     for _ in range(steps):
         starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=g)
@@ -93,22 +110,55 @@ def evaluate_loss(net: CharRNN, ids: torch.Tensor, streams: int = 16, chunk: int
     return total / max(count, 1)
 
 
+def unwrap(net: nn.Module) -> CharRNN:
+    module = net.module if isinstance(net, DistributedDataParallel) else net
+    assert isinstance(module, CharRNN)
+    return module
+
+
+def agreed(value: int, rt: Runtime) -> int:
+    """The largest of the ranks' `value`s (the value itself in one process)."""
+    if not rt.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def leave_together(rt: Runtime) -> None:
+    """Under torchrun, wait for every rank (rank 0 once it has written the artifact) and for gloo to let go of that
+    last collective. A rank that went from the replica check straight to exit could abort ("terminate called
+    without an active exception"): DDP keeps the process group alive past destroy_process_group, and a gloo worker
+    thread still releasing a collective whose tensors Python made needs the GIL, which a finalizing interpreter
+    answers by ending the thread. The ranks' last collective is then this one, its tensor held here until gloo's
+    reference is gone."""
+    if not rt.distributed:
+        return
+    done = torch.zeros(1)
+    dist.all_reduce(done)
+    deadline = time.monotonic() + 5.0
+    # more than our one reference: gloo's worker still holds it (Tensor._use_count is in no stub)
+    while done._use_count() > 1 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)
+
+
 class GeneratorTrainee:
-    """The generator's part of the shared fit loop: truncated-BPTT (or random-window) epochs, validation loss
-    over the whole validation split, lower is better."""
+    """The generator's part of the shared fit loop: truncated-BPTT (or random-window) epochs over this rank's
+    share of the stream, validation loss over the whole validation split, lower is better."""
 
     def __init__(
-        self, net: CharRNN, opt: torch.optim.Optimizer, cfg: GeneratorTrainConfig, train_ids: torch.Tensor,
+        self, net: nn.Module, opt: torch.optim.Optimizer, cfg: GeneratorTrainConfig, train_ids: torch.Tensor,
         val_ids: torch.Tensor, rt: Runtime,
     ) -> None:  # fmt: skip
-        self.net, self.opt, self.cfg, self.train_ids, self.val_ids, self.rt = net, opt, cfg, train_ids, val_ids, rt
-        self.steps_per_epoch = len(stateful_batches(train_ids, cfg.batch_size, cfg.seq_len))
+        self.net, self.module, self.opt, self.cfg, self.val_ids, self.rt = net, unwrap(net), opt, cfg, val_ids, rt
+        self.train_ids = rank_share(train_ids, rt.rank, rt.world)
+        self.steps_per_epoch = len(stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len))
 
     def batches(self, epoch: int) -> Any:
         cfg = self.cfg
         if cfg.batching == "stateful":
             return stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len)
-        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0))
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, self.rt.rank))
         return random_batches(self.train_ids, cfg.batch_size, cfg.seq_len, self.steps_per_epoch, g)
 
     def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
@@ -121,8 +171,13 @@ class GeneratorTrainee:
         desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
         bar = progress(self.batches(state.epoch), desc, self.rt, total=self.steps_per_epoch)
         for x, y in bar:
+            # the schedule follows steps or, under a time budget, time, whichever is further along: a run that
+            # the budget ends still finishes its decay
+            at = max(state.step, int(total_steps * budget.used()))
+            if budget.seconds is not None:  # the ranks' clocks differ a little: one rate, or the replicas drift apart
+                at = agreed(at, self.rt)
             for group in opt.param_groups:
-                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
+                group["lr"] = lr_at(at, total_steps, cfg.lr, cfg.warmup_fraction)
             logits, hidden = net(x, hidden if cfg.batching == "stateful" else None)
             hidden = detach(hidden)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -136,7 +191,7 @@ class GeneratorTrainee:
             loss_sum += loss.item() * y.numel()
             seen += y.numel()
             if state.step % 10 == 0:
-                rate = seen / max(1e-9, time.monotonic() - start)
+                rate = seen * self.rt.world / max(1e-9, time.monotonic() - start)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", chars_s=f"{rate:.0f}", refresh=False)
             if budget.exhausted():
                 break
@@ -146,17 +201,27 @@ class GeneratorTrainee:
             "train_loss": loss_sum / max(seen, 1),
             "grad_norm_mean": norms_t.mean().item(),
             "grad_norm_max": norms_t.max().item(),
-            "chars_per_s": seen / max(1e-9, time.monotonic() - start),
+            "chars_per_s": seen * self.rt.world / max(1e-9, time.monotonic() - start),
             "epoch_s": time.monotonic() - start,
             "complete": float(done >= self.steps_per_epoch),
         }
 
     def validate(self) -> dict[str, Any]:
-        val_loss = evaluate_loss(self.net, self.val_ids)
-        return {"val_loss": val_loss, "val_bpc": val_loss * NATS_TO_BITS}
+        """Rank 0 scores, the others take its numbers: every rank then keeps the same best epoch and stops early
+        at the same one (replicas that disagreed would deadlock DDP), even across machines whose arithmetic
+        differs in the last bit."""
+        stats: dict[str, Any] = {}
+        if self.rt.is_main:
+            val_loss = evaluate_loss(self.module, self.val_ids)
+            stats = {"val_loss": val_loss, "val_bpc": val_loss * NATS_TO_BITS}
+        if self.rt.distributed:
+            payload: list[Any] = [stats]
+            dist.broadcast_object_list(payload, src=0)
+            stats = payload[0]
+        return stats
 
     def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
-        return keep_if_higher(self.net, -stats["val_loss"], state, best)
+        return keep_if_higher(self.module, -stats["val_loss"], state, best)
 
     def describe(self, stats: dict[str, Any], epochs: int) -> str:
         return (
@@ -170,9 +235,12 @@ def fit(
     cfg: GeneratorTrainConfig, net: CharRNN, train_ids: torch.Tensor, val_ids: torch.Tensor, rt: Runtime,
     checkpoint: Path | None, fingerprint: str, resume: bool,
 ) -> TrainState:  # fmt: skip
-    """Epochs with validation loss, early stopping on it (lower is better), best weights kept, checkpoints."""
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    trainee = GeneratorTrainee(net, opt, cfg, train_ids, val_ids, rt)
+    """Epochs with validation loss, early stopping on it (lower is better), best weights kept (and left loaded),
+    checkpoints. Under torchrun the steps run through DistributedDataParallel (averaged gradients); `net` itself is
+    what is checkpointed, kept as best and compared across the replicas."""
+    replicated: nn.Module = DistributedDataParallel(net) if rt.distributed else net
+    opt = torch.optim.AdamW(replicated.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainee = GeneratorTrainee(replicated, opt, cfg, train_ids, val_ids, rt)
     plan = Plan(cfg.epochs, cfg.patience, cfg.max_minutes)
     return shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume)
 
@@ -187,30 +255,35 @@ def sample_texts(
 def train_generator(
     cfg: GeneratorTrainConfig, corpus: TextCorpus, out: str | Path, *, resume: bool = False, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Train on `corpus` and write the artifact to `out`. Returns the metrics."""
+    """Train on `corpus` and write the artifact to `out` (rank 0 only). Returns the metrics ({} on other ranks)."""
     rt = setup_runtime(device, cfg.threads)
-    if rt.distributed:
-        raise ValueError("the generator trains in one process; run it without torchrun")
     out = Path(out)
     checkpoint = out.parent / f"{out.name}.ckpt"
     try:
         torch.manual_seed(cfg.seed)
-        tok = build_char_tokenizer(corpus.train)
+        tok = build_char_tokenizer(corpus.train)  # sorted characters: the same ids on every rank
         train_ids = torch.tensor(tok.encode(corpus.train).ids, dtype=torch.long)
         val_ids = torch.tensor(tok.encode(corpus.val).ids, dtype=torch.long)
-        if len(train_ids) < 2 * cfg.seq_len * cfg.batch_size // 4 or len(val_ids) < 2:
+        share = len(rank_share(train_ids, rt.rank, rt.world))
+        if share < 2 * cfg.seq_len * cfg.batch_size // 4 or len(val_ids) < 2:
+            ranks = f" on each of {rt.world} ranks" if rt.distributed else ""
             raise ValueError(
                 f"{corpus.name}: {len(train_ids)} training characters are too few for batch_size {cfg.batch_size}"
-                f" x seq_len {cfg.seq_len}; use a longer corpus or smaller --batch-size/--seq-len"
+                f" x seq_len {cfg.seq_len}{ranks}; use a longer corpus or smaller --batch-size/--seq-len"
             )
         network_cfg = cfg.network(tok.get_vocab_size())
         net = CharRNN(network_cfg)
-        log.info(
-            "training %s on %s: %d train / %d val characters, vocabulary %d, %d parameters",
-            network_cfg.cell, corpus.name, len(train_ids), len(val_ids), tok.get_vocab_size(), count_parameters(net),
-        )  # fmt: skip
-        key = fingerprint(cfg, corpus.sha256, corpus.name)
+        if rt.is_main:
+            log.info(
+                "training %s on %s: %d train / %d val characters, vocabulary %d, %d parameters, world %d",
+                network_cfg.cell, corpus.name, len(train_ids), len(val_ids), tok.get_vocab_size(),
+                count_parameters(net), rt.world,
+            )  # fmt: skip
+        key = fingerprint(cfg, corpus.sha256, corpus.name, world=rt.world)
         state = fit(cfg, net, train_ids, val_ids, rt, checkpoint, key, resume)
+        if not rt.is_main:
+            leave_together(rt)
+            return {}
         val_loss = evaluate_loss(net, val_ids)
         samples = sample_texts(net, tok)
         metrics: dict[str, Any] = {
@@ -232,11 +305,12 @@ def train_generator(
             task="generation",
             network=asdict(network_cfg),
             tokenizer={"kind": "char", "vocab_size": tok.get_vocab_size()},
-            training={**asdict(cfg), "history": state.history},
+            training={**asdict(cfg), "history": state.history, "world_size": rt.world},
             data=DataInfo(corpus.name, corpus.sha256),
             metrics=metrics,
         )
         publish(out, checkpoint, config, net.state_dict(), tok, files)
+        leave_together(rt)
         return metrics
     finally:
         teardown_runtime(rt)

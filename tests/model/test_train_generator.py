@@ -16,7 +16,7 @@ from model.data import DataError, load_corpus
 from model.networks import CharRNN
 from model.predictors import load_generator
 from model.sampling import SamplingParams, generate
-from model.train_generator import evaluate_loss, stateful_batches, train_generator
+from model.train_generator import evaluate_loss, rank_share, stateful_batches, train_generator
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -75,6 +75,33 @@ def test_stateful_batches_walk_contiguous_rows() -> None:
     assert x0.shape == (4, 5)
     assert torch.equal(y0, x0 + 1)  # targets are the next character
     assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # the next window continues each row
+
+
+@pytest.mark.parametrize(("length", "world"), [(101, 2), (1000, 3), (257, 4), (64, 1)])
+def test_rank_shares_split_the_stream_evenly(length: int, world: int) -> None:
+    ids = torch.arange(length)
+    shares = [rank_share(ids, rank, world) for rank in range(world)]
+    pairs = [(share[:-1], share[1:]) for share in shares]
+    inputs = torch.cat([x for x, _ in pairs])
+    # contiguous and disjoint: together the shares' inputs are the stream's first characters, in order
+    assert torch.equal(inputs, torch.arange(len(inputs)))
+    assert len(inputs) > length - 1 - world  # all but fewer than `world` of the (character, next) pairs
+    assert all(torch.equal(y, x + 1) for x, y in pairs)  # each share's targets: its inputs' next characters
+    # every rank takes the same number of steps, on batches of its own share only
+    batches = [stateful_batches(share, batch=4, seq_len=5) for share in shares]
+    assert len({len(b) for b in batches}) == 1 and len(batches[0]) > 0
+    for share, rank_batches in zip(shares, batches, strict=True):
+        seen = torch.cat([x.reshape(-1) for x, _ in rank_batches])
+        assert int(seen.min()) >= int(share[0]) and int(seen.max()) < int(share[-1])
+
+
+def test_one_rank_trains_on_the_whole_stream_as_before() -> None:
+    ids = torch.arange(1001)
+    assert torch.equal(rank_share(ids, 0, 1), ids)
+    ours, today = stateful_batches(rank_share(ids, 0, 1), 4, 16), stateful_batches(ids, 4, 16)
+    assert len(ours) == len(today)
+    for (x, y), (x2, y2) in zip(ours, today, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
 def test_train_round_trip_and_sampling(tmp_path: Path, corpus_file: Path) -> None:
