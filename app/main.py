@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="rnn-nlp-service",
         version="0.1.0",
-        summary="Sentiment classification (BiLSTM), text generation (character GRU) and sequence tagging (BiLSTM) "
+        summary="Sentiment classification (BiLSTM), text generation (character LSTM) and sequence tagging (BiLSTM) "
         "over HTTP.",
         lifespan=lifespan,
         docs_url=None if keyed else "/docs",
