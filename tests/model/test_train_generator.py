@@ -216,3 +216,17 @@ def test_evaluate_loss_scores_every_character() -> None:
         reference = torch.nn.functional.cross_entropy(logits[0], ids[1:]).item()
     assert evaluate_loss(net, ids, streams=1, chunk=7) == pytest.approx(reference, rel=1e-5)
     assert evaluate_loss(net, ids) == pytest.approx(reference, rel=0.05)  # 16 rows restart their hidden state
+
+
+def test_the_budget_says_how_much_of_it_is_spent() -> None:
+    """Under --max-minutes the generator's learning-rate schedule follows the budget's spent fraction (a resumed
+    run counts the time it already had), so a run that the budget ends has still decayed its rate."""
+    from model.train import Budget, Runtime, lr_at
+
+    cpu = Runtime(torch.device("cpu"))
+    assert Budget(None, 0.0, cpu).used() == 0.0
+    assert Budget(1.0, 30.0, cpu).used() == pytest.approx(0.5, abs=0.01)
+    assert Budget(1.0, 90.0, cpu).used() == 1.0
+    total = 1000
+    at = max(10, int(total * Budget(1.0, 60.0, cpu).used()))  # few steps taken, all the time spent
+    assert lr_at(at, total, 3e-3, 0.02) == pytest.approx(0.05 * 3e-3)
