@@ -205,7 +205,7 @@ README_NAMES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="default,speed,cells,batching")
+    parser.add_argument("--sections", default="ablation,default,speed,cells,batching")
     parser.add_argument("--artifact", type=Path, help="speed: the artifact to time (default artifacts/generator)")
     parser.add_argument("--data-dir", help="tiny-shakespeare mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
