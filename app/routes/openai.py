@@ -87,7 +87,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         echoed = [await asyncio.to_thread(prompt_logprobs, net, tok, p, engine.table, body.logprobs) for p in prompts]
     run = Run(body, engine, prompts, echoed)
     if max_tokens == 0:  # nothing to generate: the prompts (echo) and their logprobs only
-        return run.without_generation()
+        answer = run.without_generation()
+        return EventStream(_as_chunks(run, answer), []) if body.stream else answer
     try:
         streams = engine.submit_many(
             [p for p in prompts for _ in range(n)],
@@ -205,6 +206,16 @@ class Run:
             out_usage["usage"] = usage(self._prompt_tokens(streams), generated)
             yield sse(out_usage)
         yield DONE
+
+
+async def _as_chunks(run: Run, answer: dict[str, Any]) -> AsyncIterator[str]:
+    """A completion that generated nothing, as a stream: one chunk per choice, the usage when asked, [DONE]."""
+    for choice in answer["choices"]:
+        yield sse(envelope(run.id, run.created, run.body.model, [choice]))
+    options = run.body.stream_options
+    if options is not None and options.include_usage:
+        yield sse({**envelope(run.id, run.created, run.body.model, []), "usage": answer["usage"]})
+    yield DONE
 
 
 async def _merged(

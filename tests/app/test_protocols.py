@@ -174,3 +174,11 @@ def test_the_openapi_document_has_the_three_protocols_with_examples(client: Test
     generate = paths["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {ref["$ref"].rsplit("/", 1)[1] for ref in generate["anyOf"]} == {"GenerateRequest", "TGIRequest"}
     assert schemas["TGIParameters"]["properties"]["grammar"]["enum"] == [None]  # refused: the document says so
+
+
+def test_a_streamed_completion_of_no_tokens_is_still_a_stream(client: TestClient) -> None:
+    body = {"model": "generator", "prompt": "All:", "max_tokens": 0, "echo": True, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.endswith("data: [DONE]\n\n") and '"text": "All:"' in r.text and '"completion_tokens": 0' in r.text
