@@ -28,16 +28,23 @@ def settings_of(request: Request) -> Settings:
     return found
 
 
+def model_named(request: Request, name: str, unloaded: str = "the models are not loaded") -> Engine:
+    """The engine serving the model called `name`, of any kind: 503 (`unloaded`) while no model is loaded, 404
+    for a name no model has."""
+    engines: dict[str, Engine] | None = getattr(request.app.state, "engines", None)
+    if engines is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, unloaded)
+    engine = engines.get(name)
+    if engine is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name!r}; loaded: {list(engines)}")
+    return engine
+
+
 def engine_for(request: Request, kind: str, name: str | None = None) -> Engine:
     """The engine serving the model called `name`, which must be of `kind`; without a name, the default model of
     that kind (named after it). 503 while no model is loaded, 404 for a name no model has, 422 for a model of
     another kind."""
-    engines: dict[str, Engine] | None = getattr(request.app.state, "engines", None)
-    if engines is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the {kind} model is not loaded")
-    engine = engines.get(name or kind)
-    if engine is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name or kind!r}; loaded: {list(engines)}")
+    engine = model_named(request, name or kind, f"the {kind} model is not loaded")
     if engine.kind != kind:
         raise RequestValidationError(
             [{"type": "model_kind", "loc": ("body", "model"), "input": name, "ctx": {"kind": engine.kind},

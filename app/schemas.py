@@ -43,6 +43,20 @@ def add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:
     schemas.setdefault(model.__name__, document)
 
 
+def limit_texts(schema: dict[str, Any], max_chars: int, max_items: int) -> None:
+    """A `text | [text, ...]` field's schema states the configured limits (RNN_MAX_INPUT_CHARS, _BATCH_TEXTS)."""
+    one, many = schema["anyOf"]
+    one["maxLength"] = many["items"]["maxLength"] = max_chars
+    many["maxItems"] = max_items
+
+
+def limit_integer(schema: dict[str, Any], maximum: int) -> None:
+    """An optional integer field's schema states its configured maximum."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "integer":
+            option["maximum"] = maximum
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # the documented types only: no "1" for 1, no 0 for false
 

@@ -8,9 +8,10 @@ error is a 400, as OpenAI answers it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from fastapi import HTTPException, Request, status
@@ -135,6 +136,7 @@ async def read_json(request: Request) -> Any:
 
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def validated(model: type[M], payload: Any) -> M:
@@ -152,6 +154,15 @@ def refuse(unsupported: list[tuple[tuple[str, ...], str]]) -> None:
         raise RequestValidationError(
             [{"type": "unsupported", "loc": ("body", *loc), "msg": why, "input": None} for loc, why in unsupported]
         )
+
+
+async def in_time(run: Awaitable[T], timeout: float) -> T:
+    """`run`'s result, or a 503 naming RNN_REQUEST_TIMEOUT_S when it takes longer than `timeout` s."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await run
+    except TimeoutError:
+        raise timed_out(timeout) from None
 
 
 def overloaded(detail: str, retry_after: int = 1) -> HTTPException:

@@ -11,13 +11,13 @@ Errors in their shape: `{"error", "error_type"}` (app/routes/errors.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from app.config import MODEL_NAME, Settings
-from app.deps import classifier, generator, require_api_key, settings_of
+from app.deps import classifier, generator, model_named, require_api_key, settings_of
 from app.protocols.hf import (
     MAX_STOP,
     TGI_DEFAULT_MAX_NEW_TOKENS,
@@ -37,6 +37,7 @@ from app.routes.errors import (
     check_batch,
     check_length,
     check_new_tokens,
+    in_time,
     overloaded,
     read_json,
     refuse,
@@ -45,7 +46,7 @@ from app.routes.errors import (
 )
 from app.routes.health import card
 from app.routes.sse import EventReader, EventStream, sse
-from app.schemas import ModelCard, add_schema, blank
+from app.schemas import ModelCard, add_schema, blank, limit_integer, limit_texts
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
 from app.serving.registry import Engine
@@ -56,7 +57,6 @@ router = APIRouter(tags=["hugging face"], responses=HF_ERRORS)  # the API-key ch
 # the GETs: a model's card and info, behind the key as /models is
 info_router = APIRouter(tags=["hugging face"], responses=HF_ERRORS, dependencies=[Depends(require_api_key)])
 
-T = TypeVar("T")
 PIPELINE_TAGS = {"generator": "text-generation", "sentiment": "text-classification", "tagger": "token-classification"}
 NAME = Path(..., pattern=MODEL_NAME, description="a model's name in GET /models", examples=["generator"])
 
@@ -67,13 +67,8 @@ def document_limits(schemas: dict[str, Any], settings: Settings) -> None:
     add_schema(schemas, ClassificationRequest)  # POST /models/{name} reads its body itself
     add_schema(schemas, TokenClassificationRequest)
     for name in ("ClassificationRequest", "TokenClassificationRequest", "PredictRequest"):
-        one, many = schemas[name]["properties"]["inputs"]["anyOf"]
-        one["maxLength"] = many["items"]["maxLength"] = settings.max_input_chars
-        many["maxItems"] = settings.max_batch_texts
-    new_tokens = schemas["TGIParameters"]["properties"]["max_new_tokens"]
-    for option in new_tokens.get("anyOf", [new_tokens]):
-        if option.get("type") == "integer":
-            option["maximum"] = settings.max_new_tokens
+        limit_texts(schemas[name]["properties"]["inputs"], settings.max_input_chars, settings.max_batch_texts)
+    limit_integer(schemas["TGIParameters"]["properties"]["max_new_tokens"], settings.max_new_tokens)
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -189,33 +184,23 @@ async def tgi_info(request: Request) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- per model
-def _engine(request: Request, name: str) -> Engine:
-    engines: dict[str, Engine] | None = getattr(request.app.state, "engines", None)
-    if engines is None:
-        raise HTTPException(503, "the models are not loaded")
-    engine = engines.get(name)
-    if engine is None:
-        raise HTTPException(404, f"no model named {name!r}; loaded: {list(engines)}")
-    return engine
-
-
 @info_router.get("/models/{name}", response_model=ModelCard)
 async def model_card(request: Request, name: str = NAME) -> dict[str, Any]:
     """The model's card (as in GET /models)."""
-    engine = _engine(request, name)
+    engine = model_named(request, name)
     return card(name, engine.model.artifact, engine.serving)
 
 
 @info_router.get("/models/{name}/info")
 async def model_info(request: Request, name: str = NAME) -> dict[str, Any]:
     """The model's endpoint information (`InferenceClient(base_url=.../models/{name}).get_endpoint_info()`)."""
-    return _info(name, _engine(request, name), request)
+    return _info(name, model_named(request, name), request)
 
 
 @info_router.get("/models/{name}/health")
 async def model_health(request: Request, name: str = NAME) -> dict[str, str]:
     """200 while the model is loaded (`InferenceClient.health_check()`)."""
-    _engine(request, name)
+    model_named(request, name)
     return {"status": "ok"}
 
 
@@ -237,7 +222,7 @@ async def model_task(request: Request, name: str = NAME) -> Any:
     `text_classification` (`[[{"label", "score"}, ...]]`, every label, best first) for a classifier,
     `token_classification` for a tagger. `inputs` may also be a list of texts (one answer each) for the last two.
     """
-    engine = _engine(request, name)
+    engine = model_named(request, name)
     payload = await read_json(request)
     if isinstance(engine, GeneratorEngine):
         return await tgi_generate(validated(TGIRequest, payload), request, engine, listed=True)
@@ -246,13 +231,13 @@ async def model_task(request: Request, name: str = NAME) -> Any:
         body = validated(ClassificationRequest, payload)
         refuse(body.unsupported())
         texts = _texts(body.inputs, settings)
-        results = await _within(engine.classify(texts), settings.request_timeout_s)
+        results = await in_time(engine.classify(texts), settings.request_timeout_s)
         raw, top_k = body.parameters.function_to_apply == "none", body.parameters.top_k
         return [label_scores(r, raw, top_k) for r in results]
     assert isinstance(engine, TaggerEngine)
     tagging = validated(TokenClassificationRequest, payload)
     texts = _texts(tagging.inputs, settings)
-    tagged = await _within(engine.tag_texts(texts), settings.request_timeout_s)
+    tagged = await in_time(engine.tag_texts(texts), settings.request_timeout_s)
     bio = is_bio(engine.model.labels)
     entities = [token_entities(text, t, tagging.parameters, bio) for text, t in zip(texts, tagged, strict=True)]
     return entities[0] if isinstance(tagging.inputs, str) else entities
@@ -265,7 +250,7 @@ async def tei_predict(body: PredictRequest, request: Request) -> Any:
     engine, settings = classifier(request), settings_of(request)
     refuse(body.unsupported())
     texts = _texts(body.inputs, settings)
-    results = await _within(engine.classify(texts), settings.request_timeout_s)
+    results = await in_time(engine.classify(texts), settings.request_timeout_s)
     scores = [label_scores(r, body.raw_scores) for r in results]
     return scores[0] if isinstance(body.inputs, str) else scores
 
@@ -281,11 +266,3 @@ def _texts(inputs: str | list[str], settings: Settings) -> list[str]:
             loc = ("inputs",) if isinstance(inputs, str) else ("inputs", str(i))
             refuse([(loc, f"{where} must contain at least one non-whitespace character")])
     return texts
-
-
-async def _within(run: Awaitable[T], timeout: float) -> T:
-    try:
-        async with asyncio.timeout(timeout):
-            return await run
-    except TimeoutError:
-        raise timed_out(timeout) from None

@@ -9,10 +9,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 
 from app.config import Settings
-from app.deps import generator, settings_of
+from app.deps import generator, model_named, settings_of
 from app.protocols.openai import (
     DEFAULT_MAX_TOKENS,
     Completion,
@@ -26,8 +26,9 @@ from app.protocols.openai import (
     usage,
     within,
 )
-from app.routes.errors import OPENAI_ERRORS, check_batch, check_length, check_new_tokens, overloaded, refuse, timed_out
+from app.routes.errors import OPENAI_ERRORS, check_batch, check_length, check_new_tokens, in_time, overloaded, refuse
 from app.routes.sse import DONE, EventReader, EventStream, sse
+from app.schemas import limit_integer, limit_texts
 from app.serving.generator import EngineFull, Event, GeneratorEngine, Stream, collect
 from app.serving.registry import Engine
 from model.sampling import Generation, TokenLogprob, prompt_logprobs
@@ -38,13 +39,8 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)  # th
 def document_limits(schemas: dict[str, Any], settings: Settings) -> None:
     """The OpenAPI document states the limits the handlers enforce (app/main.py)."""
     properties = schemas["CompletionRequest"]["properties"]
-    one, many = properties["prompt"]["anyOf"]
-    one["maxLength"] = many["items"]["maxLength"] = settings.max_input_chars
-    many["maxItems"] = settings.max_batch_texts
-    max_tokens = properties["max_tokens"]
-    for option in max_tokens.get("anyOf", [max_tokens]):
-        if option.get("type") == "integer":
-            option["maximum"] = settings.max_new_tokens
+    limit_texts(properties["prompt"], settings.max_input_chars, settings.max_batch_texts)
+    limit_integer(properties["max_tokens"], settings.max_new_tokens)
 
 
 @router.get("/models")
@@ -58,11 +54,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/models/{model}")
 async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
     """One model (`client.models.retrieve(name)`)."""
-    engines: dict[str, Engine] = getattr(request.app.state, "engines", None) or {}
-    engine = engines.get(model)
-    if engine is None:
-        raise HTTPException(404, f"The model {model!r} does not exist; loaded: {list(engines)}")
-    return model_entry(model, engine.model.artifact.config.created_at)
+    return model_entry(model, model_named(request, model).model.artifact.config.created_at)
 
 
 @router.post("/completions", response_model=Completion, response_model_exclude_none=False,
@@ -101,10 +93,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if body.stream:
         return EventStream(run.chunks(streams, settings.request_timeout_s), streams, run.tasks)
     try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            results = await asyncio.gather(*(collect(s) for s in streams))
-    except TimeoutError:
-        raise timed_out(settings.request_timeout_s) from None
+        results = await in_time(asyncio.gather(*(collect(s) for s in streams)), settings.request_timeout_s)
     finally:
         for s in streams:
             s.cancel()

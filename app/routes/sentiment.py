@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from app.config import Settings
 from app.deps import classifier, settings_of
-from app.routes.errors import MODEL_ERRORS, check_batch, check_length, timed_out
+from app.routes.errors import MODEL_ERRORS, check_batch, check_length, in_time, timed_out
 from app.schemas import SentimentBatchRequest, SentimentBatchResponse, SentimentRequest, SentimentResponse
 
 router = APIRouter(prefix="/sentiment", tags=["sentiment"], responses=MODEL_ERRORS)  # the API-key check: app/main.py
@@ -46,9 +46,4 @@ async def sentiment_batch(body: SentimentBatchRequest, request: Request) -> dict
     check_batch(len(body.texts), settings.max_batch_texts)
     for i, text in enumerate(body.texts):
         check_length(text, settings.max_input_chars, f"texts[{i}]")
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            results = await engine.classify(body.texts)
-    except TimeoutError:
-        raise timed_out(settings.request_timeout_s) from None
-    return {"results": results}
+    return {"results": await in_time(engine.classify(body.texts), settings.request_timeout_s)}

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
 from app.config import Settings
 from app.deps import settings_of, tagger
-from app.routes.errors import MODEL_ERRORS, check_batch, check_length, timed_out
+from app.routes.errors import MODEL_ERRORS, check_batch, check_length, in_time
 from app.schemas import TagBatchRequest, TagBatchResponse, TagRequest, TagResponse
-from model.predictors import Tagged
 
 router = APIRouter(prefix="/tag", tags=["tag"], responses=MODEL_ERRORS)  # the API-key check: app/main.py
 
@@ -40,14 +37,6 @@ def check_tokens(tokens: list[str], limit: int, where: str = "tokens") -> None:
         check_length(token, limit, f"{where}[{i}]")
 
 
-async def _within(run: Awaitable[list[Tagged]], timeout: float) -> list[Tagged]:
-    try:
-        async with asyncio.timeout(timeout):
-            return await run
-    except TimeoutError:
-        raise timed_out(timeout) from None
-
-
 @router.post("", response_model=TagResponse, response_model_exclude_none=True)
 async def tag(body: TagRequest, request: Request) -> dict[str, Any]:
     """Tag each word of `text`, with its offsets in the text, or each of `tokens`."""
@@ -59,7 +48,7 @@ async def tag(body: TagRequest, request: Request) -> dict[str, Any]:
     else:
         check_length(body.text, limit)
         run = engine.tag_texts([body.text])
-    [tagged] = await _within(run, settings.request_timeout_s)
+    [tagged] = await in_time(run, settings.request_timeout_s)
     return {"tokens": tagged}
 
 
@@ -78,5 +67,5 @@ async def tag_batch(body: TagBatchRequest, request: Request) -> dict[str, Any]:
         for i, text in enumerate(body.texts):
             check_length(text, limit, f"texts[{i}]")
         run = engine.tag_texts(body.texts)
-    results = await _within(run, settings.request_timeout_s)
+    results = await in_time(run, settings.request_timeout_s)
     return {"results": [{"tokens": tagged} for tagged in results]}
