@@ -7,7 +7,7 @@ export RNN_DATA_DIR
 
 COMPOSE = $(shell $(PY) -c "import compose, pathlib; print(pathlib.Path(compose.__file__).parent / 'docker-compose')")
 
-.PHONY: install lint typecheck docker-check test audit serve train train-ensemble bench wheelhouse clean
+.PHONY: install lint typecheck docker-check test audit serve train train-ensemble bench wheelhouse keys clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ artifacts/sentiment-ensemble/config.json: | install
 	$(PY) -m model train sentiment --preset ensemble --out artifacts/sentiment-ensemble
 
 train-ensemble: artifacts/sentiment-ensemble/config.json
+
+# API keys for docker compose (its secrets, docker/secrets/): fresh random keys where the files are missing
+keys:
+	python3 docker/keys.py
 
 # every wheel the image needs, for `docker build --build-arg WHEELHOUSE=/wheels` on a machine with no index
 wheelhouse: install

@@ -10,8 +10,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.auth import KeyRing
 
 PREFIX = "RNN_"
 ARTIFACT_SUFFIX = "_artifact"  # `<kind>_artifact`: the default model of each kind, served under the kind's name
@@ -59,7 +61,11 @@ class Settings(BaseSettings):
     http: Literal["auto", "h11", "httptools"] = "auto"
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # API keys (app/auth.py): several comma-separated, or a file of one key a line (re-read when it changes)
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    admin_api_key: SecretStr | None = None  # /admin/*: a key of its own; with none, the admin routes are off
+    admin_api_key_file: Path | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
 
     @field_validator("log_level", mode="before")
@@ -107,12 +113,34 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name!r} is a default model's name; the defaults are {list(default_names())}")
         return value
 
-    @field_validator("api_key", mode="after")
+    @field_validator("api_key", "admin_api_key", mode="after")
     @classmethod
     def _no_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value():
+        if value is not None and not value.get_secret_value().replace(",", "").strip():
             return None
         return value
+
+    @field_validator("api_key_file", "admin_api_key_file", mode="before")
+    @classmethod
+    def _no_empty_file(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _usable_keys(self) -> Settings:
+        """Each key setting from the environment or from a file, not both; the keys well-formed and the file
+        readable, holding at least one key."""
+        for name in ("api_key", "admin_api_key"):
+            variable = PREFIX + name.upper()
+            keys, file = getattr(self, name), getattr(self, name + "_file")
+            if keys is not None and file is not None:
+                raise ValueError(f"{variable} and {variable}_FILE are both set: choose one")
+            KeyRing(variable, keys, file)  # raises KeyConfigError (a ValueError) naming the variable, never a key
+        return self
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the model routes need an API key."""
+        return self.api_key is not None or self.api_key_file is not None
 
 
 def default_names() -> tuple[str, ...]:
@@ -133,6 +161,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+            if not err["loc"]:  # a check across settings: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
+            got = "(hidden)" if field.endswith("api_key") else repr(err.get("input"))  # a key is never echoed
+            problems.append(f"{PREFIX}{field.upper()}: {err['msg']} (got {got})")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None

@@ -1,21 +1,21 @@
-"""What routes need from the app: the engines, the settings and the API-key check.
+"""What routes need from the app: the engines, the settings and the API-key checks (keys: app/auth.py).
 
 The model routes (/sentiment, /generate, /tag) call `engine_for` (through `classifier`, `generator` and
 `tagger`) and `settings_of` directly: FastAPI resolves each dependency per request (fastapi 0.165: about a
 quarter of the app's time per /sentiment request with four of them, measured in-process), and on the hot path
 that is event-loop time the batcher needs. They get the API-key check as a dependency of their router only when
-a key is configured (app/main.py). The admin routes take the settings through `SettingsDep`. Dependencies are
+a key is configured (app/main.py); the admin routes always get the admin-key check. Dependencies are
 `async`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request for a dictionary
 lookup."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated, cast
+from typing import cast
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 
+from app.auth import KeyRing, bearer_token
 from app.config import Settings
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
@@ -65,24 +65,30 @@ def tagger(request: Request, name: str | None = None) -> TaggerEngine:
     return cast(TaggerEngine, engine_for(request, TaggerEngine.kind, name))
 
 
-async def get_settings(request: Request) -> Settings:
-    return settings_of(request)
-
-
-async def require_api_key(request: Request) -> None:
-    """When RNN_API_KEY is set, every protected route needs `Authorization: Bearer <key>`."""
-    settings: Settings = request.app.state.settings
-    if settings.api_key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = settings.api_key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+def check_key(request: Request, keys: KeyRing, variable: str) -> None:
+    """401 unless the request carries `Authorization: Bearer <key>` with a key of `keys`."""
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None or not keys.accepts(token):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            f"missing or invalid API key: send 'Authorization: Bearer <key>' with a key of {variable}",
             headers={"WWW-Authenticate": "Bearer"},
         )
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def require_api_key(request: Request) -> None:
+    """When RNN_API_KEY (or RNN_API_KEY_FILE) is set, every protected route needs one of its keys."""
+    keys: KeyRing = request.app.state.api_keys
+    if keys.configured:
+        check_key(request, keys, "RNN_API_KEY")
+
+
+async def require_admin_key(request: Request) -> None:
+    """The admin routes need a key of RNN_ADMIN_API_KEY (or RNN_ADMIN_API_KEY_FILE); an inference key is not
+    one. With no admin key set they are off (403)."""
+    keys: KeyRing = request.app.state.admin_keys
+    if not keys.configured:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "admin routes are off: set RNN_ADMIN_API_KEY or RNN_ADMIN_API_KEY_FILE"
+        )
+    check_key(request, keys, "RNN_ADMIN_API_KEY")

@@ -21,6 +21,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.auth import KeyRing
 from app.config import Settings, load_settings
 from app.deps import require_api_key
 from app.loading import load_engines, settle_heap, start_engines, watch_sighup
@@ -69,7 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    keyed = settings.api_key is not None  # then the API's description is for key holders too
+    keyed = settings.keyed  # then the API's description is for key holders too
     app = FastAPI(
         title="rnn-nlp-service",
         version="0.1.0",
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return get_swagger_ui_html(openapi_url="/openapi.json", title="rnn-nlp-service")
 
     app.state.settings = settings
+    app.state.api_keys = KeyRing("RNN_API_KEY", settings.api_key, settings.api_key_file)
+    app.state.admin_keys = KeyRing("RNN_ADMIN_API_KEY", settings.admin_api_key, settings.admin_api_key_file)
     app.state.metrics = Metrics()
     app.state.not_ready = "starting"
     app.add_exception_handler(RequestValidationError, validation_error)

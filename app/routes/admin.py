@@ -6,25 +6,19 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
-from app.deps import SettingsDep, require_api_key
+from app.deps import require_admin_key
 from app.loading import ReloadRefused, reload_models
 from app.routes.errors import ERRORS
 
-
-async def require_admin(settings: SettingsDep) -> None:
-    """Admin routes exist only behind a key: with no RNN_API_KEY they are refused outright."""
-    if settings.api_key is None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin routes are off: set RNN_API_KEY to use them")
-
-
-router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin), Depends(require_api_key)], responses=ERRORS
-)
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_key)], responses=ERRORS)
 
 
 @router.post(
     "/reload",
-    responses={403: {"description": "no RNN_API_KEY is set"}, 422: {"description": "the new artifacts were refused"}},
+    responses={
+        403: {"description": "no RNN_ADMIN_API_KEY is set"},
+        422: {"description": "the new artifacts were refused"},
+    },
 )
 async def reload(request: Request) -> dict[str, Any]:
     """Load every artifact again from its path (RNN_SENTIMENT_ARTIFACT, RNN_GENERATOR_ARTIFACT,

@@ -120,7 +120,17 @@ def test_python_m_app_with_a_bad_setting_exits_2_naming_it(tmp_path: Path) -> No
     assert proc.stdout == ""
 
 
-SET_BY_THE_IMAGE = ("host", "port", "sentiment_artifact", "generator_artifact", "tagger_artifact")  # and compose
+SET_BY_THE_IMAGE = (
+    "host",
+    "port",
+    "sentiment_artifact",
+    "generator_artifact",
+    "tagger_artifact",  # and compose
+    "api_key",
+    "api_key_file",
+    "admin_api_key",
+    "admin_api_key_file",
+)  # keys: Docker secrets
 
 
 def test_every_setting_is_documented_in_the_readme_and_the_env_example() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app import auth
 from app.config import Settings
 from app.main import create_app
 from tests.app.conftest import LABELS, TAGS, Artifacts, ClientFactory, metric
@@ -163,6 +166,41 @@ def test_health_and_ready_need_no_key(keyed: TestClient) -> None:
 
 def test_the_key_is_checked_before_the_body(keyed: TestClient) -> None:
     assert keyed.post("/sentiment", json={"nonsense": 1}).status_code == 401
+
+
+def test_every_key_of_a_rotation_opens_the_routes(make_client: ClientFactory) -> None:
+    c = make_client(api_key="old-key,new-key")
+    for key in ("old-key", "new-key"):
+        assert (
+            c.post("/sentiment", json={"text": "good"}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        )
+    assert (
+        c.post("/sentiment", json={"text": "good"}, headers={"Authorization": "Bearer old-key,new-key"}).status_code
+        == 401
+    )
+
+
+def test_keys_from_files_rotate_in_a_running_app_and_are_never_logged(
+    make_client: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(auth, "RECHECK_S", 0.0)
+    keys, admin = tmp_path / "api_keys", tmp_path / "admin_api_keys"
+    keys.write_text("old-key\n")
+    admin.write_text("admin-key\n")
+    with caplog.at_level(logging.DEBUG):
+        c = make_client(api_key_file=keys, admin_api_key_file=admin)
+
+        def status(key: str, path: str = "/sentiment") -> int:
+            return c.post(path, json={"text": "good"}, headers={"Authorization": f"Bearer {key}"}).status_code
+
+        assert (status("old-key"), status("new-key"), status("admin-key")) == (200, 401, 401)
+        keys.write_text("old-key\nnew-key\n")
+        os.utime(keys, ns=(1, 1))
+        assert (status("old-key"), status("new-key")) == (200, 200)
+        keys.write_text("new-key\n")
+        assert (status("old-key"), status("new-key")) == (401, 200)
+        assert status("new-key", "/admin/reload") == 401 and status("admin-key", "/admin/reload") == 200
+    assert caplog.records and not any(k in caplog.text for k in ("old-key", "new-key", "admin-key"))
 
 
 def test_no_key_set_means_open(client: TestClient) -> None:

@@ -40,19 +40,24 @@ def own_artifacts(artifacts: Artifacts, tmp_path: Path) -> Artifacts:
     return copy
 
 
-def test_admin_routes_are_off_without_a_key(make_client: ClientFactory) -> None:
-    r = make_client().post("/admin/reload")
-    assert r.status_code == 403 and "RNN_API_KEY" in r.json()["detail"]
+def test_admin_routes_are_off_without_an_admin_key(make_client: ClientFactory) -> None:
+    for c in (make_client(), make_client(api_key=KEY)):  # an inference key does not turn them on
+        r = c.post("/admin/reload", headers=AUTH)
+        assert r.status_code == 403 and "RNN_ADMIN_API_KEY" in r.json()["detail"]
 
 
-def test_reload_needs_the_key(make_client: ClientFactory) -> None:
-    c = make_client(api_key=KEY)
+def test_reload_needs_the_admin_key(make_client: ClientFactory) -> None:
+    c = make_client(api_key="inference-key", admin_api_key=KEY)
     assert c.post("/admin/reload").status_code == 401
     assert c.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = c.post("/admin/reload", headers={"Authorization": "Bearer inference-key"})  # an inference key cannot
+    assert r.status_code == 401 and "RNN_ADMIN_API_KEY" in r.json()["detail"]
+    assert c.post("/sentiment", json={"text": "good"}, headers=AUTH).status_code == 401  # nor the reverse
+    assert c.post("/admin/reload", headers=AUTH).status_code == 200
 
 
 def _own(own: Artifacts, **overrides: object) -> dict[str, object]:
-    return {"api_key": KEY, "sentiment_artifact": own.sentiment, "generator_artifact": own.generator,
+    return {"admin_api_key": KEY, "sentiment_artifact": own.sentiment, "generator_artifact": own.generator,
             "tagger_artifact": own.tagger, **overrides}  # fmt: skip
 
 
@@ -113,7 +118,7 @@ def test_the_loaded_heap_is_frozen_and_a_reload_frees_the_previous_models(
 def test_reloads_under_load_fail_no_request(own_artifacts: Artifacts, tmp_path: Path) -> None:
     """A real server under steady load from four clients: a reload by POST and another by SIGHUP, each onto a new
     artifact, while every request keeps succeeding."""
-    env = {"RNN_API_KEY": KEY, "RNN_MAX_NEW_TOKENS": "5000"}
+    env = {"RNN_ADMIN_API_KEY": KEY, "RNN_MAX_NEW_TOKENS": "5000"}
     with running_server(own_artifacts, tmp_path, log_level="warning", env=env) as server:
         statuses: Counter[int] = Counter()
         stop = threading.Event()
