@@ -55,9 +55,11 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     # ONNX Runtime's intra-op threads (they sleep when idle); a batch of single-text requests runs on one
     onnx_threads: int = Field(2, ge=1, le=256)
-    # the HTTP server (uvicorn): auto = uvloop and httptools when installed (they are dependencies), else asyncio
-    # and h11; workers > 1 runs that many processes, each with its own models
-    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    # the HTTP server (uvicorn): asyncio's loop, which takes in every waiting connection each turn (uvloop, which
+    # takes about one a turn, left a burst of 300 waiting behind the generator for over a second:
+    # bench/overload.py); auto = uvloop when installed. http auto = httptools when installed (a dependency), else
+    # h11; workers > 1 runs that many processes, each with its own models
+    loop: Literal["auto", "asyncio", "uvloop"] = "asyncio"
     http: Literal["auto", "h11", "httptools"] = "auto"
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

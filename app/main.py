@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from app.auth import KeyRing
 from app.config import Settings, load_settings
@@ -111,17 +112,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page (POST / is TGI's generation route)."""
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    app.add_middleware(LimitsMiddleware, max_body=settings.max_body_bytes,
-                       max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
-                       limited=LIMITED, limited_posts=LIMITED_POSTS)  # fmt: skip
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )  # fmt: skip
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _limit_outermost(app, settings)
     _document_limits(app, settings)
     return app
+
+
+def _limit_outermost(app: FastAPI, settings: Settings) -> None:
+    """LimitsMiddleware around the whole stack, Starlette's own error layer included: a refusal under a burst
+    costs the event loop as little as it can (app/middleware.py)."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return LimitsMiddleware(build(), max_body=settings.max_body_bytes,
+                                max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
+                                limited=LIMITED, limited_posts=LIMITED_POSTS)  # fmt: skip
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def _document_limits(app: FastAPI, settings: Settings) -> None:

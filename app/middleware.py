@@ -33,7 +33,11 @@ class BodyTooLarge(HTTPException):
 
 class LimitsMiddleware:
     """Refuses bodies over `max_body` bytes (413) and model requests (paths under `limited`, and POSTs to / and
-    under `limited_posts`) beyond `max_in_flight` (503)."""
+    under `limited_posts`) beyond `max_in_flight` (503).
+
+    It is the outermost layer (app/main.py wraps the app's whole stack in it): under a burst, a refusal is most of
+    what the event loop does, and going through Starlette's error and metrics layers first tripled its cost
+    (bench/overload.py). It counts its refusals in the metrics itself, as the metrics layer would have."""
 
     def __init__(
         self,
@@ -47,6 +51,8 @@ class LimitsMiddleware:
         self.app, self.max_body, self.max_in_flight, self.metrics = app, max_body, max_in_flight, metrics
         self.limited, self.limited_posts = limited, limited_posts
         self.in_flight = 0
+        self.busy: dict[str | None, bytes] = {}  # a refusal's body by protocol: it is always the same
+        self.refused = (metrics.requests.labels("unmatched", "503"), metrics.duration.labels("unmatched"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,9 +69,7 @@ class LimitsMiddleware:
             scope["method"] == "POST" and (path == "/" or path.startswith(self.limited_posts))
         )
         if limited and self.in_flight >= self.max_in_flight:
-            self.metrics.rejected.inc()
-            detail = f"server busy: {self.in_flight} requests in flight (RNN_MAX_CONCURRENT_REQUESTS)"
-            await _send_json(scope, send, 503, detail, [(b"retry-after", b"1")])
+            await self.refuse(scope, send)
             return
         received = 0
         started = False
@@ -97,6 +101,22 @@ class LimitsMiddleware:
             if limited:
                 self.in_flight -= 1
                 self.metrics.in_flight.set(self.in_flight)
+
+    async def refuse(self, scope: Scope, send: Send) -> None:
+        """503 with Retry-After, at once: nothing of the request is read."""
+        started = time.perf_counter()
+        protocol = protocol_of(scope)
+        body = self.busy.get(protocol)
+        if body is None:
+            detail = f"server busy: {self.max_in_flight} requests in flight (RNN_MAX_CONCURRENT_REQUESTS)"
+            body = self.busy[protocol] = json.dumps(error_content(protocol, 503, detail)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"retry-after", b"1")]  # fmt: skip
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.rejected.inc()
+        self.refused[0].inc()
+        self.refused[1].observe(time.perf_counter() - started)
 
 
 class MetricsMiddleware:

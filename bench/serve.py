@@ -245,8 +245,8 @@ def knobs(
         "RNN_QUANTIZE=int8": ({"RNN_QUANTIZE": "int8"}, sentiment),
         "RNN_TORCH_THREADS=2": ({"RNN_TORCH_THREADS": "2"}, sentiment),
         "OPENBLAS_NUM_THREADS=1": ({"OPENBLAS_NUM_THREADS": "1"}, sentiment),
-        "RNN_LOOP=asyncio RNN_HTTP=h11 (no uvloop, no httptools)": ({"RNN_LOOP": "asyncio", "RNN_HTTP": "h11"},
-                                                                     sentiment),
+        "RNN_LOOP=uvloop": ({"RNN_LOOP": "uvloop"}, sentiment),
+        "RNN_HTTP=h11 (no httptools)": ({"RNN_HTTP": "h11"}, sentiment),
         "RNN_WORKERS=2": ({"RNN_WORKERS": "2"}, sentiment),
     }  # fmt: skip
     for name, path in others.items():

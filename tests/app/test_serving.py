@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.middleware import LimitsMiddleware
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine, collect
 from app.serving.metrics import Metrics
@@ -319,7 +320,55 @@ def test_requests_beyond_the_concurrency_limit_get_503(make_client: ClientFactor
     assert c.post("/sentiment", json={"text": "good"}).status_code == 200
     metrics = c.get("/metrics").text
     assert metric(metrics, "rnn_requests_rejected_total") == 3
+    assert metric(metrics, "rnn_requests_total", route="unmatched", status="503") == 3  # counted, as before
     assert metric(metrics, "rnn_requests_in_flight") == 0
+
+
+def test_the_limit_refuses_before_any_other_layer(make_client: ClientFactory) -> None:
+    """The in-flight limit wraps the whole stack (Starlette's error layer, metrics, CORS, routing): a refusal
+    is the cheapest answer. Its body is in the request's protocol's shape all the same."""
+    c: TestClient = make_client(max_concurrent_requests=1)
+    assert isinstance(c.app.middleware_stack, LimitsMiddleware)  # type: ignore[attr-defined]
+    with c.stream("POST", "/generate/stream", json={"max_new_tokens": 500, "seed": 1}) as held:
+        lines = held.iter_lines()  # kept: a dropped iterator closes the response
+        assert next(lines).startswith("data: ")
+        plain = c.post("/generate", json={"max_new_tokens": 5})
+        oai = c.post("/v1/completions", json={"model": "generator", "prompt": "a", "max_tokens": 5})
+    assert plain.status_code == oai.status_code == 503
+    assert "RNN_MAX_CONCURRENT_REQUESTS" in plain.json()["detail"]
+    assert oai.json()["error"]["type"] and "RNN_MAX_CONCURRENT_REQUESTS" in oai.json()["error"]["message"]
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_the_generator_gives_a_busy_loop_more_turns() -> None:
+    """Between slices the engine lets the loop turn, and keeps letting it while its turns find work (a burst of
+    connections takes a turn per stage of each request); an idle loop gets one turn and the engine goes on."""
+
+    async def busy() -> tuple[bool, int]:
+        loop = asyncio.get_running_loop()
+        turns = 0
+
+        def work(left: int) -> None:  # a stage of a request: 300 us of work, then the next stage a turn later
+            nonlocal turns
+            turns += 1
+            _spin(300e-6)
+            if left > 1:
+                loop.call_soon(work, left - 1)
+
+        loop.call_soon(work, 8)
+        return await GeneratorEngine._yield(), turns
+
+    async def idle() -> list[bool]:
+        return [await GeneratorEngine._yield() for _ in range(20)]
+
+    found, turns = asyncio.run(busy())
+    assert found and turns >= 5  # one turn a slice would have let 1 or 2 of them run
+    assert sum(asyncio.run(idle())) <= 5  # idle: not busy (a few may be, if this machine preempts a turn)
 
 
 def test_one_decoding_path_cli_generate_and_stream_give_the_same_bytes(
