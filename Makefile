@@ -63,7 +63,8 @@ bench: install
 	$(PY) bench/runtime.py --sentiment artifacts/sentiment --sentiment artifacts/sentiment-ensemble --update-readme
 	$(PY) bench/serve.py --sentiment artifacts/sentiment --other "the ensemble preset=artifacts/sentiment-ensemble" \
 		--update-readme
-	$(PY) bench/soak.py --minutes 6 --update-readme
+	$(PY) bench/overload.py --bursts 8 --update-readme
+	$(PY) bench/soak.py --minutes 60 --update-readme
 
 # four BiLSTMs and the n-gram bag served whole, for those who want them (four forwards a sentence):
 # RNN_SENTIMENT_ARTIFACT=artifacts/sentiment-ensemble make serve

@@ -7,10 +7,15 @@
 #   3. downloads the wheelhouse on the host (pip inside a container has no network) and builds the image
 #      offline (`--network none`, WHEELHOUSE=/wheels);
 #   4. runs docker/compose.yaml with docker/compose.ci.yaml (host networking on 127.0.0.1, the quick preset, data
-#      mounted from the mirror) until the api is healthy, then checks /ready, /sentiment and /generate on
-#      127.0.0.1 (/tag and the TGI, OpenAI and Inference API routes included), the non-root user and the
-#      read-only root filesystem, and that the trainer skips existing models;
-#   5. tears everything down: the stack and its volumes, the images it made, the dockerd it started, temp files.
+#      mounted from the mirror, API keys made by docker/keys.py as the secrets) until the api is healthy, then
+#      checks /ready, /sentiment and /generate on 127.0.0.1 (/tag and the TGI, OpenAI and Inference API routes
+#      included), the keys (none or a wrong one: 401; an inference key cannot reload, the admin key can), the
+#      non-root user and the read-only root filesystem, and that the trainer skips existing models;
+#   5. crashes the api under load (SIGKILL to its process, as an OOM kill does): the restart policy brings it back
+#      ready, with the same answers. (`docker kill` itself counts as a manual stop, which the restart policy
+#      leaves alone.) Then `docker stop` (SIGTERM) under streaming load: every stream already under way finishes,
+#      and the api exits 0;
+#   6. tears everything down: the stack and its volumes, the images it made, the dockerd it started, temp files.
 # Nothing here talks to anything but 127.0.0.1 and the Debian and PyPI mirrors that apt and pip use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +38,18 @@ log() { echo "[docker-ci $(date +%H:%M:%S)] $*"; }
 docker() { DOCKER_BUILDKIT=0 "$DOCKER_BIN" "$@"; }
 compose() {
   RNN_IMAGE="$IMAGE" RNN_TRAIN_PRESET=quick RNN_DATA_HOST_DIR="$DATA_DIR" RNN_CI_PORT="$PORT" \
+    RNN_API_KEYS_FILE="$WORK/secrets/api_keys" RNN_ADMIN_API_KEYS_FILE="$WORK/secrets/admin_api_keys" \
+    RNN_METRICS_KEY_FILE="$WORK/secrets/metrics_key" \
     "$COMPOSE_BIN" -p "$PROJECT" -f docker/compose.yaml -f docker/compose.ci.yaml "$@"
+}
+checks() { "$PY" docker/ci_checks.py "$1" "$PORT" "$WORK/secrets" "${@:2}"; }
+wait_ready() {  # until /ready answers 200 on 127.0.0.1:$PORT, up to $1 seconds
+  for _ in $(seq "$1"); do
+    "$PY" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+      "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
 }
 
 cleanup() {
@@ -104,6 +120,7 @@ log "building $IMAGE offline"
 docker build --quiet --network none --build-arg WHEELHOUSE=/wheels -t "$IMAGE" . >/dev/null
 
 # ---------------------------------------------------------------- 4. the stack
+"$PY" docker/keys.py "$WORK/secrets" >/dev/null
 log "compose up: the trainer (quick preset) first, then the api on 127.0.0.1:$PORT"
 compose up --detach --no-build --pull never
 API="$(compose ps --all --quiet api)"
@@ -115,14 +132,15 @@ for _ in $(seq 120); do
 done
 [ "$status" = healthy ] || { log "api not healthy: $status"; exit 1; }
 log "api healthy; checking it on 127.0.0.1:$PORT"
-"$PY" - "$PORT" <<'PYTHON'
+"$PY" - "$PORT" "$(tail -1 "$WORK/secrets/api_keys")" <<'PYTHON'
 import json, sys, urllib.request
 
 base = f"http://127.0.0.1:{sys.argv[1]}"
+headers = {"content-type": "application/json", "authorization": f"Bearer {sys.argv[2]}"}
 
 def call(path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, headers={"content-type": "application/json"})
+    request = urllib.request.Request(base + path, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200, (path, response.status)
         return json.load(response)
@@ -154,4 +172,26 @@ if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root f
 log "non-root and read-only: checked"
 compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx 3
 log "the trainer leaves trained models alone: checked"
+checks answers "$WORK/answers.json"
+
+# ---------------------------------------------------------------- 5. a crash, then a stop, under load
+restarts="$(docker inspect --format '{{.RestartCount}}' "$API")"
+checks load 6 &
+LOAD=$!
+sleep 2
+log "SIGKILL to the api's process under load"
+kill -KILL "$(docker inspect --format '{{.State.Pid}}' "$API")"
+wait "$LOAD"
+wait_ready 120 || { log "the api did not come back"; exit 1; }
+[ "$(docker inspect --format '{{.RestartCount}}' "$API")" -gt "$restarts" ] || { log "not restarted by policy"; exit 1; }
+log "restarted by its policy and ready again"
+checks answers "$WORK/answers.json" --compare
+checks streams &
+STREAMS=$!
+sleep 3
+log "docker stop (SIGTERM) under streaming load"
+docker stop --time 40 "$API" >/dev/null
+wait "$STREAMS" || { log "a stream under way was cut by the stop"; exit 1; }
+[ "$(docker inspect --format '{{.State.ExitCode}}' "$API")" = 0 ] || { log "the api did not exit 0"; exit 1; }
+log "the streams under way finished and the api exited 0"
 log "passed"

@@ -1,0 +1,159 @@
+"""The checks docker/ci.sh runs against the api container on 127.0.0.1 (standard library only).
+
+    python docker/ci_checks.py answers PORT KEYS_DIR FILE [--compare]   the service's answers, saved or compared
+    python docker/ci_checks.py load PORT KEYS_DIR SECONDS               steady requests; prints what they got
+    python docker/ci_checks.py streams PORT KEYS_DIR                    streams in flight must finish (docker stop)
+
+KEYS_DIR holds the Docker secrets the api reads (docker/keys.py): the client key is the last line of api_keys,
+the admin key the last line of admin_api_keys.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def keys(directory: str) -> tuple[str, str]:
+    def last(name: str) -> str:
+        return (Path(directory) / name).read_text(encoding="utf-8").split()[-1]
+
+    return last("api_keys"), last("admin_api_keys")
+
+
+def call(port: int, path: str, body: Any = None, key: str | None = None, timeout: float = 30) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def answers(port: int, key: str) -> dict[str, Any]:
+    """What must be the same after a restart: labels and scores, seeded text, tags."""
+    out: dict[str, Any] = {}
+    for text in ("a moving, beautifully acted and wonderful film", "a dull, tedious and painfully boring mess"):
+        status, body = call(port, "/sentiment", {"text": text}, key)
+        assert status == 200, (status, body)
+        out[f"sentiment {text}"] = [body["label"], round(body["score"], 4)]
+    status, body = call(port, "/generate", {"prompt": "ROMEO:", "max_new_tokens": 60, "seed": 7}, key)
+    assert status == 200, (status, body)
+    out["generate"] = body["generated_text"]
+    status, body = call(port, "/tag", {"text": "I saw the saw."}, key)
+    assert status == 200, (status, body)
+    out["tag"] = [t["tag"] for t in body["tokens"]]
+    return out
+
+
+def check_answers(port: int, directory: str, file: str, compare: bool) -> None:
+    key, admin = keys(directory)
+    got = answers(port, key)
+    if compare:
+        want = json.loads(Path(file).read_text(encoding="utf-8"))
+        assert got == want, f"answers changed:\n{got}\n{want}"
+        print("the same answers as before:", json.dumps(got)[:160])
+        return
+    Path(file).write_text(json.dumps(got), encoding="utf-8")
+    # the keys: none or a wrong one is refused, an inference key cannot reload, the admin key can
+    assert call(port, "/sentiment", {"text": "fine"})[0] == 401
+    assert call(port, "/sentiment", {"text": "fine"}, "wrong")[0] == 401
+    assert call(port, "/admin/reload", {}, key)[0] == 401
+    status, body = call(port, "/admin/reload", {}, admin, timeout=120)
+    assert status == 200 and body["reloaded"], (status, body)
+    assert answers(port, key) == got
+    print("keys from the secrets: 401 without one or with a wrong one, the admin key reloads:", json.dumps(got)[:120])
+
+
+def load(port: int, directory: str, seconds: float) -> None:
+    """Four clients sending /sentiment and short /generate requests for `seconds`; prints the outcomes."""
+    key, _ = keys(directory)
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        while time.monotonic() < deadline:
+            path, body = (("/sentiment", {"text": "fine"}) if n % 2 else
+                          ("/generate", {"prompt": "a", "max_new_tokens": 50, "seed": n}))  # fmt: skip
+            try:
+                outcome = str(call(port, path, body, key, timeout=10)[0])
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+                time.sleep(0.2)
+            with lock:
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("load:", json.dumps(outcomes))
+
+
+def streams(port: int, directory: str) -> None:
+    """8 clients keep /generate/stream requests going until the server stops taking them. Every stream whose
+    response began must end with its final event; a connection refused (the server has stopped listening) ends
+    that client. Exits 1 if a started stream was cut."""
+    key, _ = keys(directory)
+    results = {"finished": 0, "cut": 0, "refused": 0}
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        seed = n
+        while True:
+            body = json.dumps({"prompt": "ROMEO:", "max_new_tokens": 1000, "seed": seed}).encode()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                connection.request("POST", "/generate/stream", body,
+                                   {"content-type": "application/json", "authorization": f"Bearer {key}"})  # fmt: skip
+                response = connection.getresponse()
+            except OSError:
+                with lock:
+                    results["refused"] += 1
+                return
+            if response.status != 200:  # 503 while shutting down: refused, not cut
+                with lock:
+                    results["refused"] += 1
+                return
+            try:
+                raw = response.read()
+                complete = b'"finish_reason"' in raw.rstrip().rsplit(b"\n\n", 1)[-1]
+            except (OSError, http.client.HTTPException):
+                complete = False
+            with lock:
+                results["finished" if complete else "cut"] += 1
+            connection.close()
+            seed += 8
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("streams through docker stop:", json.dumps(results))
+    sys.exit(1 if results["cut"] or not results["finished"] else 0)
+
+
+if __name__ == "__main__":
+    command, port, directory, *rest = sys.argv[1:]
+    if command == "answers":
+        check_answers(int(port), directory, rest[0], "--compare" in rest)
+    elif command == "load":
+        load(int(port), directory, float(rest[0]))
+    elif command == "streams":
+        streams(int(port), directory)
+    else:
+        raise SystemExit(f"unknown command {command!r}")
