@@ -368,7 +368,7 @@ def test_the_generator_gives_a_busy_loop_more_turns() -> None:
 
     found, turns = asyncio.run(busy())
     assert found and turns >= 5  # one turn a slice would have let 1 or 2 of them run
-    assert sum(asyncio.run(idle())) <= 5  # idle: not busy (a few may be, if this machine preempts a turn)
+    assert sum(asyncio.run(idle())) <= 10  # idle: mostly not busy (a turn this machine preempts may look busy)
 
 
 def test_one_decoding_path_cli_generate_and_stream_give_the_same_bytes(
