@@ -63,6 +63,7 @@ class LimitsMiddleware:
         too_large = f"request body exceeds {self.max_body} bytes (RNN_MAX_BODY_BYTES)"
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await _send_json(scope, send, 413, too_large)
+            self.metrics.requests.labels("unmatched", "413").inc()  # counted, as the metrics layer would
             return
         path = scope["path"]
         limited = path.startswith(self.limited) or (

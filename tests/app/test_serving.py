@@ -337,6 +337,9 @@ def test_the_limit_refuses_before_any_other_layer(make_client: ClientFactory) ->
     assert plain.status_code == oai.status_code == 503
     assert "RNN_MAX_CONCURRENT_REQUESTS" in plain.json()["detail"]
     assert oai.json()["error"]["type"] and "RNN_MAX_CONCURRENT_REQUESTS" in oai.json()["error"]["message"]
+    big = c.post("/sentiment", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    assert big.status_code == 413  # refused from its content-length, before any other layer, and still counted
+    assert metric(c.get("/metrics").text, "rnn_requests_total", route="unmatched", status="413") == 1
 
 
 def _spin(seconds: float) -> None:
