@@ -13,11 +13,12 @@ from app.routes.errors import error_content, protocol_of
 from app.serving.metrics import Metrics
 
 
-async def _send_json(
-    scope: Scope, send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """An error answer, in the shape of the request's protocol (app/routes/errors.py)."""
-    body = json.dumps(error_content(protocol_of(scope), status, detail)).encode()
+def _error_body(scope: Scope, status: int, detail: str) -> bytes:
+    """An error answer's body, in the shape of the request's protocol (app/routes/errors.py)."""
+    return json.dumps(error_content(protocol_of(scope), status, detail)).encode()
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
     await send({"type": "http.response.body", "body": body})
@@ -52,7 +53,9 @@ class LimitsMiddleware:
         self.limited, self.limited_posts = limited, limited_posts
         self.in_flight = 0
         self.busy: dict[str | None, bytes] = {}  # a refusal's body by protocol: it is always the same
-        self.refused = (metrics.requests.labels("unmatched", "503"), metrics.duration.labels("unmatched"))
+        # what this layer refuses never reaches the metrics layer: it counts those itself, as that layer would
+        self.refused = {code: metrics.requests.labels("unmatched", code) for code in ("413", "503")}
+        self.refused_duration = metrics.duration.labels("unmatched")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,8 +65,9 @@ class LimitsMiddleware:
         length = headers.get(b"content-length")
         too_large = f"request body exceeds {self.max_body} bytes (RNN_MAX_BODY_BYTES)"
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _send_json(scope, send, 413, too_large)
-            self.metrics.requests.labels("unmatched", "413").inc()  # counted, as the metrics layer would
+            started = time.perf_counter()
+            await _send_json(send, 413, _error_body(scope, 413, too_large))
+            self._count("413", started)
             return
         path = scope["path"]
         limited = path.startswith(self.limited) or (
@@ -97,7 +101,7 @@ class LimitsMiddleware:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
             if not started:
-                await _send_json(scope, send, 413, too_large)
+                await _send_json(send, 413, _error_body(scope, 413, too_large))
         finally:
             if limited:
                 self.in_flight -= 1
@@ -110,14 +114,14 @@ class LimitsMiddleware:
         body = self.busy.get(protocol)
         if body is None:
             detail = f"server busy: {self.max_in_flight} requests in flight (RNN_MAX_CONCURRENT_REQUESTS)"
-            body = self.busy[protocol] = json.dumps(error_content(protocol, 503, detail)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"retry-after", b"1")]  # fmt: skip
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            body = self.busy[protocol] = _error_body(scope, 503, detail)
+        await _send_json(send, 503, body, [(b"retry-after", b"1")])
         self.metrics.rejected.inc()
-        self.refused[0].inc()
-        self.refused[1].observe(time.perf_counter() - started)
+        self._count("503", started)
+
+    def _count(self, code: str, started: float) -> None:
+        self.refused[code].inc()
+        self.refused_duration.observe(time.perf_counter() - started)
 
 
 class MetricsMiddleware:

@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from bench.serve import base_env, start  # noqa: E402
+from bench.serve import base_env, post, start  # noqa: E402
 from bench.service_accuracy import free_port, stop  # noqa: E402
 from model.data import load_sst2  # noqa: E402
 
@@ -63,12 +63,6 @@ async def request(port: int, raw: bytes) -> tuple[bytes, asyncio.StreamReader, a
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
     return await reader.readline(), reader, writer
-
-
-def post(path: str, body: dict[str, Any], port: int) -> bytes:
-    data = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data  # fmt: skip
 
 
 class Load:

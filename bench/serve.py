@@ -93,6 +93,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def post(path: str, body: dict[str, Any], port: int) -> bytes:
+    """A whole HTTP/1.1 POST of `body` as JSON to 127.0.0.1:`port`, for a client writing straight to a socket."""
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data  # fmt: skip
+
+
 async def one_stream(port: int, tokens: int, seed: int) -> tuple[float, int, float, float]:
     """(time to first token s, characters, s to the last byte, perf_counter() at the last byte) of one
     POST /generate/stream, read straight off a socket. The body is parsed after its last byte is timed: the
@@ -101,13 +108,12 @@ async def one_stream(port: int, tokens: int, seed: int) -> tuple[float, int, flo
     A plain asyncio reader, like wrk for the classifier: it looks for the first event and, at the end, de-chunks
     the body once and parses the last event. (An httpx client parses every chunk in Python; at 32 streams it
     took most of a core of this 2-core machine from the server it was measuring.)"""
-    body = json.dumps({"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed}).encode()
-    head = (f"POST /generate/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+    raw = post("/generate/stream", {"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed},
+               port)  # fmt: skip
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(head + body)
+        writer.write(raw)
         status = await reader.readline()
         if b" 200 " not in status:
             raise RuntimeError(f"/generate/stream answered {status!r}")

@@ -11,12 +11,16 @@ the admin key the last line of admin_api_keys.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +80,37 @@ def check_answers(port: int, directory: str, file: str, compare: bool) -> None:
     print("keys from the secrets: 401 without one or with a wrong one, the admin key reloads:", json.dumps(got)[:120])
 
 
+def run_clients(count: int, client: Callable[[int, Callable[[str], None]], None]) -> Counter[str]:
+    """`client(n, tally)` for n in range(count), all at once on threads; what they tallied. A client's exception
+    is raised here."""
+    tallied: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def tally(outcome: str) -> None:
+        with lock:
+            tallied[outcome] += 1
+
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(lambda n: client(n, tally), range(count)))
+    return tallied
+
+
 def load(port: int, directory: str, seconds: float) -> None:
     """Four clients sending /sentiment and short /generate requests for `seconds`; prints the outcomes."""
     key, _ = keys(directory)
-    outcomes: dict[str, int] = {}
-    lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def client(n: int) -> None:
+    def client(n: int, tally: Callable[[str], None]) -> None:
         while time.monotonic() < deadline:
             path, body = (("/sentiment", {"text": "fine"}) if n % 2 else
                           ("/generate", {"prompt": "a", "max_new_tokens": 50, "seed": n}))  # fmt: skip
             try:
-                outcome = str(call(port, path, body, key, timeout=10)[0])
+                tally(str(call(port, path, body, key, timeout=10)[0]))
             except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
+                tally(type(exc).__name__)
                 time.sleep(0.2)
-            with lock:
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print("load:", json.dumps(outcomes))
+    print("load:", json.dumps(run_clients(4, client)))
 
 
 def streams(port: int, directory: str) -> None:
@@ -108,41 +118,30 @@ def streams(port: int, directory: str) -> None:
     response began must end with its final event; a connection refused (the server has stopped listening) ends
     that client. Exits 1 if a started stream was cut."""
     key, _ = keys(directory)
-    results = {"finished": 0, "cut": 0, "refused": 0}
-    lock = threading.Lock()
 
-    def client(n: int) -> None:
-        seed = n
-        while True:
+    def client(n: int, tally: Callable[[str], None]) -> None:
+        for seed in itertools.count(n, 8):
             body = json.dumps({"prompt": "ROMEO:", "max_new_tokens": 1000, "seed": seed}).encode()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             try:
                 connection.request("POST", "/generate/stream", body,
                                    {"content-type": "application/json", "authorization": f"Bearer {key}"})  # fmt: skip
-                response = connection.getresponse()
+                response: http.client.HTTPResponse | None = connection.getresponse()
             except OSError:
-                with lock:
-                    results["refused"] += 1
-                return
-            if response.status != 200:  # 503 while shutting down: refused, not cut
-                with lock:
-                    results["refused"] += 1
+                response = None
+            if response is None or response.status != 200:  # 503 while shutting down: refused, not cut
+                tally("refused")
                 return
             try:
                 raw = response.read()
                 complete = b'"finish_reason"' in raw.rstrip().rsplit(b"\n\n", 1)[-1]
             except (OSError, http.client.HTTPException):
                 complete = False
-            with lock:
-                results["finished" if complete else "cut"] += 1
+            tally("finished" if complete else "cut")
             connection.close()
-            seed += 8
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_clients(8, client)
+    results.update({k: 0 for k in ("finished", "cut", "refused") if k not in results})
     print("streams through docker stop:", json.dumps(results))
     sys.exit(1 if results["cut"] or not results["finished"] else 0)
 
