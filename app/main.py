@@ -112,11 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page (POST / is TGI's generation route)."""
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-        )  # fmt: skip
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     _limit_outermost(app, settings)
     _document_limits(app, settings)
@@ -125,13 +120,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _limit_outermost(app: FastAPI, settings: Settings) -> None:
     """LimitsMiddleware around the whole stack, Starlette's own error layer included: a refusal under a burst
-    costs the event loop as little as it can (app/middleware.py)."""
+    costs the event loop as little as it can (app/middleware.py). With RNN_CORS_ORIGINS, CORS wraps even that, so
+    a browser on an allowed origin reads a 503 or 413 (and its Retry-After) instead of an opaque network error;
+    a request without an Origin header passes CORS after one header lookup."""
     build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
-        return LimitsMiddleware(build(), max_body=settings.max_body_bytes,
-                                max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
-                                limited=LIMITED, limited_posts=LIMITED_POSTS)  # fmt: skip
+        limited = LimitsMiddleware(build(), max_body=settings.max_body_bytes,
+                                   max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
+                                   limited=LIMITED, limited_posts=LIMITED_POSTS)  # fmt: skip
+        if not settings.cors_origins:
+            return limited
+        return CORSMiddleware(
+            limited, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"],
+        )  # fmt: skip
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 

@@ -325,7 +325,7 @@ def test_requests_beyond_the_concurrency_limit_get_503(make_client: ClientFactor
 
 
 def test_the_limit_refuses_before_any_other_layer(make_client: ClientFactory) -> None:
-    """The in-flight limit wraps the whole stack (Starlette's error layer, metrics, CORS, routing): a refusal
+    """The in-flight limit wraps the whole stack (Starlette's error layer, metrics, routing): a refusal
     is the cheapest answer. Its body is in the request's protocol's shape all the same."""
     c: TestClient = make_client(max_concurrent_requests=1)
     assert isinstance(c.app.middleware_stack, LimitsMiddleware)  # type: ignore[attr-defined]
@@ -340,6 +340,24 @@ def test_the_limit_refuses_before_any_other_layer(make_client: ClientFactory) ->
     big = c.post("/sentiment", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
     assert big.status_code == 413  # refused from its content-length, before any other layer, and still counted
     assert metric(c.get("/metrics").text, "rnn_requests_total", route="unmatched", status="413") == 1
+
+
+def test_a_browser_on_an_allowed_origin_reads_the_refusal(make_client: ClientFactory) -> None:
+    """With RNN_CORS_ORIGINS, CORS wraps the limit layer: a refused request's answer carries the CORS headers (a
+    browser would otherwise see an opaque network error), Retry-After readable by the page."""
+    c: TestClient = make_client(max_concurrent_requests=1, cors_origins=["https://a.example"])
+    origin = {"Origin": "https://a.example"}
+    with c.stream("POST", "/generate/stream", json={"max_new_tokens": 500, "seed": 1}) as held:
+        lines = held.iter_lines()
+        assert next(lines).startswith("data: ")
+        refused = c.post("/generate", json={"max_new_tokens": 5}, headers=origin)
+        other = c.post("/generate", json={"max_new_tokens": 5}, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.headers["access-control-allow-origin"] == "https://a.example"
+    assert "retry-after" in refused.headers["access-control-expose-headers"].lower()
+    assert other.status_code == 503 and "access-control-allow-origin" not in other.headers
+    big = c.post("/sentiment", content=b"x" * 2_000_000, headers={"content-type": "application/json", **origin})
+    assert big.status_code == 413 and big.headers["access-control-allow-origin"] == "https://a.example"
 
 
 def _spin(seconds: float) -> None:
