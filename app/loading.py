@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import signal
@@ -81,7 +82,9 @@ def settle_heap(collect: bool = True) -> None:
     gc.freeze()
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """glibc, opened once (each load and reload asks for it three times)."""
     try:
         return ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: its allocator has other habits, and these calls do not exist
