@@ -132,41 +132,7 @@ for _ in $(seq 120); do
 done
 [ "$status" = healthy ] || { log "api not healthy: $status"; exit 1; }
 log "api healthy; checking it on 127.0.0.1:$PORT"
-"$PY" - "$PORT" "$(tail -1 "$WORK/secrets/api_keys")" <<'PYTHON'
-import json, sys, urllib.request
-
-base = f"http://127.0.0.1:{sys.argv[1]}"
-headers = {"content-type": "application/json", "authorization": f"Bearer {sys.argv[2]}"}
-
-def call(path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200, (path, response.status)
-        return json.load(response)
-
-assert call("/ready")["status"] == "ready"
-good = call("/sentiment", {"text": "a moving, beautifully acted and wonderful film"})
-bad = call("/sentiment", {"text": "a dull, tedious and painfully boring mess"})
-print("sentiment:", good["label"], round(good["score"], 3), "/", bad["label"], round(bad["score"], 3))
-assert {good["label"], bad["label"]} <= {"negative", "positive"}
-out = call("/generate", {"prompt": "ROMEO:", "max_new_tokens": 40, "seed": 1})
-print("generate:", repr(out["generated_text"]))
-assert out["generated_tokens"] == 40 and out["seed"] == 1
-tagged = call("/tag", {"text": "I saw the saw."})
-print("tag:", [(t["text"], t["tag"]) for t in tagged["tokens"]])
-assert [t["text"] for t in tagged["tokens"]] == ["I", "saw", "the", "saw", "."]
-assert tagged["tokens"][0]["tag"] == "PRON" and tagged["tokens"][2]["tag"] == "DET"
-tgi = call("/", {"inputs": "ROMEO:", "parameters": {"max_new_tokens": 40, "do_sample": True, "seed": 1}})
-oai = call("/v1/completions", {"model": "generator", "prompt": "ROMEO:", "max_tokens": 40, "seed": 1})
-assert tgi[0]["generated_text"] == oai["choices"][0]["text"] == out["generated_text"], (tgi, oai)
-assert call("/models/sentiment", {"inputs": "a moving film"})[0][0]["label"] in {"negative", "positive"}
-print("protocols: TGI, OpenAI and the Inference API answer")
-cards = {card["name"]: card for card in call("/models")}
-assert list(cards) == ["sentiment", "generator", "tagger"], list(cards)
-print("serving:", {name: card["serving"] for name, card in cards.items()})
-assert cards["sentiment"]["serving"]["runtime"] == "onnx"  # the image carries ONNX Runtime, and it loads
-PYTHON
+checks routes
 [ "$(docker inspect --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$API")" = "10001:10001 true" ]
 if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root filesystem is writable"; exit 1; fi
 log "non-root and read-only: checked"

@@ -1,5 +1,6 @@
 """The checks docker/ci.sh runs against the api container on 127.0.0.1 (standard library only).
 
+    python docker/ci_checks.py routes PORT KEYS_DIR                     every model route and protocol answers
     python docker/ci_checks.py answers PORT KEYS_DIR FILE [--compare]   the service's answers, saved or compared
     python docker/ci_checks.py load PORT KEYS_DIR SECONDS               steady requests; prints what they got
     python docker/ci_checks.py streams PORT KEYS_DIR                    streams in flight must finish (docker stop)
@@ -43,6 +44,38 @@ def call(port: int, path: str, body: Any = None, key: str | None = None, timeout
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def routes(port: int, directory: str) -> None:
+    """/ready, the model routes, the TGI, OpenAI and Inference API protocols, and the model cards."""
+    key, _ = keys(directory)
+
+    def ok(path: str, body: Any = None) -> Any:
+        status, answer = call(port, path, body, key)
+        assert status == 200, (path, status, answer)
+        return answer
+
+    assert ok("/ready")["status"] == "ready"
+    good = ok("/sentiment", {"text": "a moving, beautifully acted and wonderful film"})
+    bad = ok("/sentiment", {"text": "a dull, tedious and painfully boring mess"})
+    print("sentiment:", good["label"], round(good["score"], 3), "/", bad["label"], round(bad["score"], 3))
+    assert {good["label"], bad["label"]} <= {"negative", "positive"}
+    out = ok("/generate", {"prompt": "ROMEO:", "max_new_tokens": 40, "seed": 1})
+    print("generate:", repr(out["generated_text"]))
+    assert out["generated_tokens"] == 40 and out["seed"] == 1
+    tagged = ok("/tag", {"text": "I saw the saw."})
+    print("tag:", [(t["text"], t["tag"]) for t in tagged["tokens"]])
+    assert [t["text"] for t in tagged["tokens"]] == ["I", "saw", "the", "saw", "."]
+    assert tagged["tokens"][0]["tag"] == "PRON" and tagged["tokens"][2]["tag"] == "DET"
+    tgi = ok("/", {"inputs": "ROMEO:", "parameters": {"max_new_tokens": 40, "do_sample": True, "seed": 1}})
+    oai = ok("/v1/completions", {"model": "generator", "prompt": "ROMEO:", "max_tokens": 40, "seed": 1})
+    assert tgi[0]["generated_text"] == oai["choices"][0]["text"] == out["generated_text"], (tgi, oai)
+    assert ok("/models/sentiment", {"inputs": "a moving film"})[0][0]["label"] in {"negative", "positive"}
+    print("protocols: TGI, OpenAI and the Inference API answer")
+    cards = {card["name"]: card for card in ok("/models")}
+    assert list(cards) == ["sentiment", "generator", "tagger"], list(cards)
+    print("serving:", {name: card["serving"] for name, card in cards.items()})
+    assert cards["sentiment"]["serving"]["runtime"] == "onnx"  # the image carries ONNX Runtime, and it loads
 
 
 def answers(port: int, key: str) -> dict[str, Any]:
@@ -148,7 +181,9 @@ def streams(port: int, directory: str) -> None:
 
 if __name__ == "__main__":
     command, port, directory, *rest = sys.argv[1:]
-    if command == "answers":
+    if command == "routes":
+        routes(int(port), directory)
+    elif command == "answers":
         check_answers(int(port), directory, rest[0], "--compare" in rest)
     elif command == "load":
         load(int(port), directory, float(rest[0]))
