@@ -61,6 +61,7 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: P
         "grad_norm_max": max(h["grad_norm_max"] for h in history),
         "clipped_fraction": sum(h["clipped_fraction"] for h in history) / len(history),
         "teacher": metrics.get("teacher"),  # a distilled run: the ensemble it learned from
+        "refit": metrics.get("refit"),  # dev carved out of train: the fit chosen on dev, before the refit on all
     }
 
 
@@ -139,15 +140,19 @@ def section_small(data_dir: Path, workdir: Path) -> dict[str, Any]:
     for name, r in results.items():
         ours = r["default"]["test_accuracy"]
         rows.append([name.upper(), f"{r['reference']:.4f}", r["tfidf"]["test_accuracy"],
-                     r["no_bag"]["test_accuracy"], ours, f"{ours - r['reference']:+.4f}", met(ours >= r["reference"]),
-                     f"{r['default']['wall_s']:.0f}"])  # fmt: skip
+                     r["no_bag"]["test_accuracy"], r["default"]["refit"]["first_fit"]["test_accuracy"], ours,
+                     f"{ours - r['reference']:+.4f}", met(ours >= r["reference"]), f"{r['default']['wall_s']:.0f}",
+                     ])  # fmt: skip
     md = table(["data set", "TF-IDF + LR (its README)", "TF-IDF + LR (this run)", "default preset without the bag",
-                "default preset", "against the README", "target", "wall s"], rows)  # fmt: skip
+                "default preset, fit on 90 % (before the refit)", "default preset", "against the README", "target",
+                "wall s"], rows)  # fmt: skip
     md += (
         "\n\nTest accuracy; each trained as `python -m model train sentiment --train train.csv --test test.csv` "
-        "(a stratified 10 % of train as dev). TF-IDF: word 1-2 grams and character 2-5 grams, C chosen by 3-fold "
-        "cross-validation on train, as the data's README describes it; this run's own fit of that recipe is beside "
-        "the README's figure. Target: the default preset at or above the README's figure."
+        "(a stratified 10 % of train as dev; the default preset then refits on all of train, repeating the epochs, "
+        "mixture and temperature dev chose, and its wall time covers both fits). TF-IDF: word 1-2 grams and "
+        "character 2-5 grams, C chosen by 3-fold cross-validation on train, as the data's README describes it; this "
+        "run's own fit of that recipe is beside the README's figure. Target: the default preset at or above the "
+        "README's figure."
     )
     return {"runs": results, "markdown": md}
 

@@ -49,13 +49,14 @@ def add_train(sub: Any) -> None:
     g.add_argument("--augment", type=int, help="variants of each training text in the distillation transfer set (4)")
     g.add_argument("--distill-epochs", type=int, help="epochs over the transfer set fitting the single encoder (1)")
     g.add_argument("--distill-temperature", type=float, help="softmax temperature of the distillation targets (1)")
+    bool_flag(g, "refit", "without --dev: after choosing on the held-out dev split, train again on all of --train (on)")
     p.set_defaults(func=train)
 
 
 TRAIN_KEYS = (
     "epochs seed max_minutes threads cell bidirectional embedding_dim hidden_size num_layers dropout pooling ensemble "
     "bag weighted tokenizer vocab_size pieces char_ngrams embedding_std batch_size lr weight_decay clip_norm "
-    "word_dropout patience min_steps dev_fraction distill augment distill_epochs distill_temperature"
+    "word_dropout patience min_steps dev_fraction distill augment distill_epochs distill_temperature refit"
 ).split()
 
 

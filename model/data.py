@@ -11,6 +11,7 @@ Your own labelled data: .csv, .tsv or .jsonl with a text and a label column (UTF
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -183,6 +184,14 @@ class SentimentData:
     label_names: list[str]
     name: str
     sha256: dict[str, str] = field(default_factory=dict)
+    dev_from_train: bool = False  # dev is a held-out part of the training file (not a file of its own)
+
+    def dev_in_train(self) -> SentimentData:
+        """The same data with dev added to train: what a refit after choosing on dev trains on."""
+        train = LabelledData(
+            self.train.texts + self.dev.texts, self.train.labels + self.dev.labels, self.train.source + "+dev"
+        )
+        return dataclasses.replace(self, train=train)
 
 
 def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, src: str) -> str:
@@ -397,7 +406,7 @@ def load_user_data(
         unseen = sorted(set(part.labels) - set(names))
         if unseen:
             raise DataError(f"{part.source}: label(s) {unseen} do not occur in the training data {train_data.source}")
-    return SentimentData(train_data, dev_data, test_data, names, Path(train).stem, sums)
+    return SentimentData(train_data, dev_data, test_data, names, Path(train).stem, sums, dev_from_train=dev is None)
 
 
 # --------------------------------------------------------------------------- text corpora

@@ -11,7 +11,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,19 +118,29 @@ def _keep_parts(best: dict[str, torch.Tensor], module: SentimentClassifier, part
             best[name] = value.detach().cpu().clone()
 
 
+@dataclass
+class Fixed:
+    """A refit's plan, chosen on dev by the first fit: the learning-rate schedule spans `planned` epochs, and part
+    k keeps its weights after epoch `epochs[k]` (no dev to choose on: the dev texts are training data now)."""
+
+    planned: int
+    epochs: list[int]
+
+
 class SentimentTrainee:
     """The classifier's part of the shared fit loop. The parts (the members and the bag) learn on their own
     losses, so each keeps the epoch where its own dev accuracy was best, and training stops once no part has
-    improved for `patience` epochs."""
+    improved for `patience` epochs; under `fixed` (a refit), each keeps the epoch given there."""
 
     def __init__(
         self, net: nn.Module, opt: torch.optim.Optimizer, cfg: SentimentTrainConfig, train: Encoded, dev: Encoded,
-        rt: Runtime,
+        rt: Runtime, fixed: Fixed | None = None,
     ) -> None:  # fmt: skip
-        self.net, self.module, self.opt, self.cfg, self.data, self.dev, self.rt = (
-            net, unwrap(net), opt, cfg, train, dev, rt
+        self.net, self.module, self.opt, self.cfg, self.data, self.dev, self.rt, self.fixed = (
+            net, unwrap(net), opt, cfg, train, dev, rt, fixed
         )  # fmt: skip
-        self.total_steps = steps_per_epoch(cfg, len(train.ids), rt) * planned_epochs(cfg, len(train.ids), rt)
+        self.planned = fixed.planned if fixed is not None else planned_epochs(cfg, len(train.ids), rt)
+        self.total_steps = steps_per_epoch(cfg, len(train.ids), rt) * self.planned
 
     def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
         net, module, opt, cfg, data, rt = self.net, self.module, self.opt, self.cfg, self.data, self.rt
@@ -141,7 +151,7 @@ class SentimentTrainee:
         loss_sum = correct = seen = clipped = 0.0
         norms: list[float] = []
         start = time.monotonic()
-        desc = f"epoch {state.epoch + 1}/{planned_epochs(cfg, len(data.ids), rt)}"
+        desc = f"epoch {state.epoch + 1}/{self.planned}"
         bar = progress(batches, desc, rt)
         for idx in bar:
             ids, lengths, targets = data.batch(idx)
@@ -195,9 +205,16 @@ class SentimentTrainee:
         }
 
     def validate(self) -> dict[str, Any]:
-        return _dev_metrics(self.module, self.dev, self.rt)
+        return {} if self.fixed is not None else _dev_metrics(self.module, self.dev, self.rt)
 
     def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
+        if self.fixed is not None:  # a refit: each part's epoch is given; Plan.epochs ends the run
+            due = [k for k, epoch in enumerate(self.fixed.epochs) if epoch == state.epoch]
+            for k in due:
+                state.part_epoch[k] = state.epoch
+            _keep_parts(best, self.module, due)
+            state.best_epoch = max(self.fixed.epochs)
+            return True
         improved = [k for k, acc in enumerate(stats["dev_part_accuracy"]) if acc > state.part_best[k]]
         for k in improved:
             state.part_best[k], state.part_epoch[k] = stats["dev_part_accuracy"][k], state.epoch
@@ -206,6 +223,11 @@ class SentimentTrainee:
         return bool(improved)
 
     def describe(self, stats: dict[str, Any], epochs: int) -> str:
+        if "dev_accuracy" not in stats:
+            return (
+                f"loss {stats['train_loss']:.4f}  train acc {stats['train_accuracy']:.4f} (refit: no dev)  grad norm"
+                f" mean {stats['grad_norm_mean']:.2f}  {stats['sentences_per_s']:.0f} sent/s  {stats['epoch_s']:.1f}s"
+            )
         parts = " ".join(f"{a:.4f}" for a in stats["dev_part_accuracy"])
         return (
             f"loss {stats['train_loss']:.4f}  train acc {stats['train_accuracy']:.4f}  dev acc"
@@ -224,14 +246,15 @@ def fit(
     checkpoint: Path | None,
     fingerprint: str,
     resume: bool,
+    fixed: Fixed | None = None,
 ) -> TrainState:
     """The shared epoch loop (model/train.py) over SentimentTrainee. Leaves the best weights loaded."""
     module = unwrap(net)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     parts = len(module.parts)
     state = TrainState(part_best=[-math.inf] * parts, part_epoch=[0] * parts)
-    plan = Plan(planned_epochs(cfg, len(train.ids), rt), cfg.patience, cfg.max_minutes)
-    trainee = SentimentTrainee(net, opt, cfg, train, dev, rt)
+    trainee = SentimentTrainee(net, opt, cfg, train, dev, rt, fixed)
+    plan = Plan(trainee.planned if fixed is None else max(fixed.epochs), cfg.patience, cfg.max_minutes)
     return shared_fit(
         trainee, module, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume, state=state
     )
@@ -270,11 +293,15 @@ def fold(net: SentimentClassifier) -> SentimentClassifier:
     return net
 
 
-def fit_mixture(net: SentimentClassifier, dev: Encoded, rt: Runtime) -> list[float]:
-    """With `weighted`, set how much each part counts: the weights minimising dev NLL (model/evaluate.py)."""
+def fit_mixture(net: SentimentClassifier, dev: Encoded, rt: Runtime, given: list[float] | None = None) -> list[float]:
+    """With `weighted`, set how much each part counts: the weights minimising dev NLL (model/evaluate.py), or
+    `given` ones (a refit's, chosen on dev by the first fit)."""
     if not net.config.weighted:
         return []
-    weights = ev.fit_mixture(predict_logits(net, dev, rt.device, per_member=True), dev.targets)
+    if given is not None:
+        weights = torch.tensor(given)
+    else:
+        weights = ev.fit_mixture(predict_logits(net, dev, rt.device, per_member=True), dev.targets)
     net.mixture.copy_(weights.to(net.mixture.device))
     return [float(w) for w in weights]
 
@@ -289,12 +316,15 @@ def distill(
     resume: bool,
     tok: Tokenizer,
     seen: set[int],
-) -> tuple[SentimentClassifier, TrainState, dict[str, Any]]:
+    start: int | None = None,
+    fixed: Fixed | None = None,
+) -> tuple[SentimentClassifier, TrainState, dict[str, Any], Fixed]:
     """Fit one encoder to the trained ensemble (`teacher`): started from the teacher's member with the best dev
-    accuracy, trained on the teacher's probabilities (at `distill_temperature`) over the transfer set (the
-    training texts and `augment` variants of each: model/augment.py), for `distill_epochs` at `distill_lr`, the
-    best dev epoch kept, checkpointed and resumable like the teacher. The teacher's bag joins the student as it
-    is. Returns the student, its TrainState and the teacher's own scores."""
+    accuracy (or member `start`), trained on the teacher's probabilities (at `distill_temperature`) over the
+    transfer set (the training texts and `augment` variants of each: model/augment.py), for `distill_epochs` at
+    `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher. The teacher's bag joins the
+    student as it is; a refit repeats the first fit's epochs (`fixed`). Returns the student, its TrainState, the
+    teacher's own scores and the student's schedule."""
     train = enc["train"]
     variants, sources = augmented(train.ids, cfg.augment, cfg.augment_mask, cfg.augment_ngram, cfg.seed)
     transfer = Encoded(train.ids + variants, torch.cat([train.targets, train.targets[sources]]))
@@ -306,7 +336,7 @@ def distill(
                  if name != "train"}  # fmt: skip
     members = len(teacher.members)
     member_acc = (per_split["dev"][:members].argmax(-1) == enc["dev"].targets).float().mean(1).tolist()
-    best = max(range(members), key=member_acc.__getitem__)
+    best = start if start is not None else max(range(members), key=member_acc.__getitem__)
     scores: dict[str, Any] = {"ensemble": members, "member_dev_accuracy": member_acc, "start": best}
     if teacher.bag is not None:
         scores["bag_dev_accuracy"] = (per_split["dev"][-1].argmax(-1) == enc["dev"].targets).float().mean().item()
@@ -327,35 +357,145 @@ def distill(
             " texts (%d variants)",
             members, scores["dev_accuracy"], best, member_acc[best], len(transfer.ids), len(variants),
         )  # fmt: skip
-    state = fit(student_cfg, net, transfer, enc["dev"], rt, checkpoint, fingerprint, resume)
+    state = fit(student_cfg, net, transfer, enc["dev"], rt, checkpoint, fingerprint, resume, fixed)
     student.requires_grad_(True)
-    return student, state, scores
+    planned = fixed.planned if fixed is not None else planned_epochs(student_cfg, len(transfer.ids), rt)
+    return student, state, scores, Fixed(planned, list(state.part_epoch))
+
+
+@dataclass
+class Schedule:
+    """What dev chose in the first fit, which a refit (no dev left to choose on) repeats."""
+
+    teacher: Fixed
+    mixture: list[float]
+    start: int | None = None  # the teacher member the student started from
+    student: Fixed | None = None
+    student_mixture: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Fitted:
+    """One fit of the whole recipe: the network as the artifact stores it, its tokenizer and encoded splits."""
+
+    net: SentimentClassifier
+    tok: Tokenizer
+    enc: dict[str, Encoded]
+    state: TrainState
+    schedule: Schedule
+    teacher_scores: dict[str, Any] | None = None
+    teacher_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """A run's checkpoint directories beside `out`: the teacher's and the student's, of the fit and the refit."""
+    return [out.parent / f"{out.name}{stage}{kind}.ckpt" for stage in ("", ".refit") for kind in ("", ".distill")]
+
+
+def fit_recipe(
+    cfg: SentimentTrainConfig, data: SentimentData, rt: Runtime, out: Path, resume: bool,
+    schedule: Schedule | None = None,
+) -> Fitted:  # fmt: skip
+    """Tokenizer, the parts (stopped early on dev), the mixture, and with `distill` the student; given a
+    `schedule` (a refit on data whose train holds the first fit's dev), what it says instead of dev's choices."""
+    stage = "" if schedule is None else ".refit"
+    checkpoint, student_checkpoint = checkpoints(out)[2:] if schedule is not None else checkpoints(out)[:2]
+    key: dict[str, Any] = {"world": rt.world} if schedule is None else {"world": rt.world, "refit": asdict(schedule)}
+    torch.manual_seed(cfg.seed)
+    tok = build_word_tokenizer(
+        data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase, cfg.word_pieces
+    )
+    if rt.distributed:  # every rank must use rank 0's token ids
+        payload: list[Any] = [tok.to_str() if rt.is_main else None]
+        torch.distributed.broadcast_object_list(payload, src=0)
+        tok = Tokenizer.from_str(payload[0])
+    names = data.label_names
+    enc = {"train": _encode(tok, data.train.texts, data.train.labels, names, cfg.max_length)}
+    enc["dev"] = _encode(tok, data.dev.texts, data.dev.labels, names, cfg.max_length)
+    if data.test is not None:
+        enc["test"] = _encode(tok, data.test.texts, data.test.labels, names, cfg.max_length)
+    seen = {t for ids in enc["train"].ids for t in ids}
+    model_net = build_network(cfg, tok, len(names), seen, rt.device)
+    if rt.is_main:
+        log.info(
+            "%s %s on %s: %d train / %d dev sentences, %d labels, vocabulary %d, %d parameters, world %d",
+            "training" if schedule is None else "refitting (dev in train, dev's choices repeated)",
+            model_net.config.cell, data.name, len(data.train), len(data.dev), len(names), tok.get_vocab_size(),
+            count_parameters(model_net), rt.world,
+        )  # fmt: skip
+    net: nn.Module = DistributedDataParallel(model_net) if rt.distributed else model_net
+    fixed = schedule.teacher if schedule is not None else None
+    state = fit(
+        cfg, net, enc["train"], enc["dev"], rt, checkpoint, fingerprint(cfg, data.sha256, data.name, **key), resume,
+        fixed,
+    )  # fmt: skip
+    planned = fixed.planned if fixed is not None else planned_epochs(cfg, len(enc["train"].ids), rt)
+    mixture = fit_mixture(model_net, enc["dev"], rt, schedule.mixture if schedule is not None else None)
+    chosen = Schedule(Fixed(planned, list(state.part_epoch)), mixture)
+    fitted = Fitted(model_net, tok, enc, state, chosen)
+    if cfg.distill:  # the ensemble becomes the teacher; the artifact gets the student
+        stage_key = fingerprint(cfg, data.sha256, data.name, stage="distill" + stage, **key)
+        student, student_state, fitted.teacher_scores, chosen.student = distill(
+            cfg, model_net, enc, rt, student_checkpoint, stage_key, resume, tok, seen,
+            schedule.start if schedule is not None else None, schedule.student if schedule is not None else None,
+        )  # fmt: skip
+        chosen.start = fitted.teacher_scores["start"]
+        chosen.student_mixture = fit_mixture(
+            student, enc["dev"], rt, schedule.student_mixture if schedule is not None else None
+        )
+        fitted.net, fitted.teacher_history = student, state.history
+        fitted.state = dataclasses.replace(student_state, elapsed_s=state.elapsed_s + student_state.elapsed_s)
+    fold(fitted.net)
+    return fitted
+
+
+def followed(fitted: Fitted, schedule: Schedule) -> bool:
+    """Whether a refit ran every epoch its schedule asked for (a --max-minutes budget may have cut it short)."""
+    runs = [(fitted.teacher_history or fitted.state.history, schedule.teacher)]
+    if schedule.student is not None:
+        runs.append((fitted.state.history, schedule.student))
+    return all(len(history) >= max(plan.epochs) and all(h["complete"] for h in history) for history, plan in runs)
 
 
 def _report(
-    net: nn.Module, data: SentimentData, enc: dict[str, Encoded], state: TrainState, rt: Runtime
+    first: Fitted, final: Fitted, data: SentimentData, rt: Runtime
 ) -> tuple[dict[str, Any], float, dict[str, bytes]]:
-    """Calibrate on dev, score dev (and test), draw the plots."""
-    dev_logits = predict_logits(net, enc["dev"], rt.device)
-    eval_split = "test" if "test" in enc else "dev"
-    eval_logits = dev_logits if eval_split == "dev" else predict_logits(net, enc["test"], rt.device)
+    """Calibrate on dev, score dev (and test), draw the plots. Dev scores and the temperature come from the
+    `first` fit (chosen on dev, dev unseen); test scores from the `final` network, the one the artifact holds (the
+    refit, when there was one)."""
+    dev_logits = predict_logits(first.net, first.enc["dev"], rt.device)
+    eval_split = "test" if "test" in final.enc else "dev"
+    eval_logits = dev_logits if eval_split == "dev" else predict_logits(final.net, final.enc["test"], rt.device)
     temperature, calib, reliability_png = ev.calibration_report(
-        dev_logits, enc["dev"].targets, eval_logits, enc[eval_split].targets
+        dev_logits, first.enc["dev"].targets, eval_logits, final.enc[eval_split].targets
     )
     metrics: dict[str, Any] = {"calibration": {**calib, "split": eval_split}}
-    for split in enc:
+    for split in first.enc:
         if split == "train":
             continue
         logits = dev_logits if split == "dev" else eval_logits
         metrics[split] = ev.classification_metrics(
-            torch.softmax(logits / temperature, -1), enc[split].targets, data.label_names
+            torch.softmax(logits / temperature, -1), final.enc[split].targets, data.label_names
         )
-    metrics["best_epoch"] = state.best_epoch
-    metrics["epochs_run"] = state.epoch
-    metrics["train_seconds"] = state.elapsed_s
+    metrics["best_epoch"] = first.state.best_epoch
+    metrics["epochs_run"] = first.state.epoch
+    metrics["train_seconds"] = first.state.elapsed_s + (final.state.elapsed_s if final is not first else 0.0)
+    if final is not first:
+        first_scores: dict[str, Any] = {"train_sentences": len(first.enc["train"].ids)}
+        if "test" in first.enc:
+            logits = predict_logits(first.net, first.enc["test"], rt.device)
+            first_scores["test_accuracy"] = (logits.argmax(-1) == first.enc["test"].targets).float().mean().item()
+        metrics["refit"] = {
+            "train_sentences": len(final.enc["train"].ids),
+            "seconds": final.state.elapsed_s,
+            "schedule": asdict(first.schedule),
+            "first_fit": first_scores,
+        }
+    if first.teacher_scores is not None:
+        metrics["teacher"] = first.teacher_scores
     files = {
         "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
-        "learning_curves.png": ev.plot_learning_curves(state.history),
+        "learning_curves.png": ev.plot_learning_curves(first.state.history),
         "confusion_matrix.png": ev.plot_confusion(metrics[eval_split]["confusion_matrix"], data.label_names),
         "reliability.png": reliability_png,
     }
@@ -370,71 +510,38 @@ def train_sentiment(
     resume: bool = False,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Train on `data` and write the artifact to `out` (rank 0 only). Returns the metrics."""
+    """Train on `data` and write the artifact to `out` (rank 0 only). Returns the metrics. With `refit` and a dev
+    split carved out of the training file, the artifact holds a second fit on train + dev that repeats what dev
+    chose in the first (its scores on dev and the temperature stay the first fit's)."""
     rt = setup_runtime(device, cfg.threads)
     out = Path(out)
-    checkpoint = out.parent / f"{out.name}.ckpt"
-    student_checkpoint = out.parent / f"{out.name}.distill.ckpt"
     try:
-        torch.manual_seed(cfg.seed)
-        tok = build_word_tokenizer(
-            data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase, cfg.word_pieces
-        )
-        if rt.distributed:  # every rank must use rank 0's token ids
-            payload: list[Any] = [tok.to_str() if rt.is_main else None]
-            torch.distributed.broadcast_object_list(payload, src=0)
-            tok = Tokenizer.from_str(payload[0])
-        names = data.label_names
-        enc = {"train": _encode(tok, data.train.texts, data.train.labels, names, cfg.max_length)}
-        enc["dev"] = _encode(tok, data.dev.texts, data.dev.labels, names, cfg.max_length)
-        if data.test is not None:
-            enc["test"] = _encode(tok, data.test.texts, data.test.labels, names, cfg.max_length)
-        seen = {t for ids in enc["train"].ids for t in ids}
-        model_net = build_network(cfg, tok, len(names), seen, rt.device)
-        if rt.is_main:
-            log.info(
-                "training %s on %s: %d train / %d dev sentences, %d labels, vocabulary %d, %d parameters, world %d",
-                model_net.config.cell, data.name, len(data.train), len(data.dev), len(names), tok.get_vocab_size(),
-                count_parameters(model_net), rt.world,
-            )  # fmt: skip
-        net: nn.Module = DistributedDataParallel(model_net) if rt.distributed else model_net
-        state = fit(
-            cfg,
-            net,
-            enc["train"],
-            enc["dev"],
-            rt,
-            checkpoint,
-            fingerprint(cfg, data.sha256, data.name, world=rt.world),
-            resume,
-        )
-        fit_mixture(model_net, enc["dev"], rt)
-        teacher_scores: dict[str, Any] | None = None
-        teacher_history: list[dict[str, float]] = []
-        if cfg.distill:  # the ensemble becomes the teacher; the artifact gets the student
-            stage = fingerprint(cfg, data.sha256, data.name, world=rt.world, stage="distill")
-            student, student_state, teacher_scores = distill(
-                cfg, model_net, enc, rt, student_checkpoint, stage, resume, tok, seen
-            )
-            fit_mixture(student, enc["dev"], rt)
-            model_net, teacher_history = student, state.history
-            state = dataclasses.replace(student_state, elapsed_s=state.elapsed_s + student_state.elapsed_s)
-        fold(model_net)
+        first = final = fit_recipe(cfg, data, rt, out, resume)
+        if cfg.refit and data.dev_from_train:
+            left = None if cfg.max_minutes is None else cfg.max_minutes - first.state.elapsed_s / 60
+            if left is not None and left <= 0:
+                log.warning("no refit on train + dev: the --max-minutes budget is spent")
+            else:
+                refit_cfg = dataclasses.replace(cfg, max_minutes=left)
+                refit = fit_recipe(refit_cfg, data.dev_in_train(), rt, out, resume, first.schedule)
+                if followed(refit, first.schedule):
+                    final = refit
+                else:
+                    log.warning("the refit on train + dev ran out of --max-minutes: the artifact keeps the first fit")
         if not rt.is_main:
             return {}
-        metrics, temperature, files = _report(model_net, data, enc, state, rt)
-        if teacher_scores is not None:
-            metrics["teacher"] = teacher_scores
-            files["metrics.json"] = (json.dumps(metrics, indent=2) + "\n").encode()
-        training: dict[str, Any] = {**asdict(cfg), "history": state.history, "world_size": rt.world}
-        if teacher_scores is not None:
-            training["teacher_history"] = teacher_history
+        metrics, temperature, files = _report(first, final, data, rt)
+        training: dict[str, Any] = {**asdict(cfg), "history": first.state.history, "world_size": rt.world}
+        if first.teacher_scores is not None:
+            training["teacher_history"] = first.teacher_history
+        if final is not first:
+            training["refit_history"] = final.state.history
         config = ArtifactConfig(
             task="sentiment",
-            network=asdict(model_net.config),
-            labels=names,
+            network=asdict(final.net.config),
+            labels=data.label_names,
             tokenizer={
-                "kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": tok.get_vocab_size(),
+                "kind": cfg.tokenizer, "lowercase": cfg.lowercase, "vocab_size": final.tok.get_vocab_size(),
                 "pieces": cfg.word_pieces,
             },
             calibration={"temperature": temperature},
@@ -443,8 +550,10 @@ def train_sentiment(
             data=DataInfo(data.name, data.sha256),
             metrics=metrics,
         )  # fmt: skip
-        publish(out, checkpoint, config, model_net.state_dict(), tok, files)
-        shutil.rmtree(student_checkpoint, ignore_errors=True)
+        first_checkpoint, *others = checkpoints(out)
+        publish(out, first_checkpoint, config, final.net.state_dict(), final.tok, files)
+        for path in others:
+            shutil.rmtree(path, ignore_errors=True)
         return metrics
     finally:
         teardown_runtime(rt)

@@ -106,6 +106,7 @@ def small_config(**overrides: Any) -> SentimentTrainConfig:
         "ensemble": 1,
         "min_steps": 0,
         "distill": False,
+        "refit": False,  # the tests of the refit turn it on
         "bag_buckets": 256,
         "pieces": 50,
     }

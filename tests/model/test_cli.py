@@ -62,6 +62,16 @@ def test_train_writes_an_artifact(
     assert expected != asdict(sentiment_preset("default"))
     assert model.labels == ["neg", "pos"]
     assert printed["accuracy"] == model.artifact.config.metrics["dev"]["accuracy"]
+    assert "refit" not in model.artifact.config.metrics  # the quick preset does not refit
+
+
+def test_refit_from_the_command_line(tiny_csv: Path, tmp_path: Path, fast_plots: None) -> None:
+    out = tmp_path / "refit"
+    argv = ["train", "sentiment", "--train", str(tiny_csv), "--out", str(out), "--preset", "quick", "--refit"]
+    argv += ["--embedding-dim", "8", "--hidden-size", "8", "--batch-size", "16", "--threads", "1"]
+    assert main(argv) == 0
+    metrics = load_sentiment(out).artifact.config.metrics
+    assert metrics["refit"]["train_sentences"] == 48  # every row of tiny_csv, its dev split included
 
 
 def test_predict_prints_one_json_object_per_text(capsys: pytest.CaptureFixture[str], trained: Trained) -> None:

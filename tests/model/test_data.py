@@ -260,6 +260,19 @@ def test_multi_class_data_keeps_every_class(tmp_path: Path, labels: list[str], n
 # --------------------------------------------------------------------------- splits
 
 
+def test_a_dev_split_carved_from_train_can_go_back_into_it(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", sentences(20, ["a", "b"]))
+    carved = load_user_data(path, dev_fraction=0.2)
+    assert carved.dev_from_train
+    whole = carved.dev_in_train()
+    assert whole.train.texts == carved.train.texts + carved.dev.texts
+    assert whole.train.labels == carved.train.labels + carved.dev.labels
+    assert whole.dev == carved.dev and whole.label_names == carved.label_names and whole.sha256 == carved.sha256
+    assert sorted(whole.train.texts) == sorted(text for text, _ in sentences(20, ["a", "b"]))
+    own = load_user_data(path, dev=write_csv(tmp_path / "dev.csv", sentences(4, ["a", "b"])))
+    assert not own.dev_from_train
+
+
 def _labelled(counts: dict[str, int]) -> LabelledData:
     texts, labels = [], []
     for label, n in counts.items():
@@ -442,3 +455,4 @@ def test_load_sst2_reads_a_mirror_and_names_the_labels(monkeypatch: pytest.Monke
     assert got.dev.labels == ["negative", "positive"]
     assert got.test is not None and got.test.texts == ["joyous", "lifeless"]
     assert got.sha256 == {f"sst2/{split}.tsv": files[split].sha256 for split in files}
+    assert not got.dev_from_train  # its own dev split: nothing to refit on

@@ -4,6 +4,7 @@ artifact records. Every run here is a tiny classifier on a few dozen sentences, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 import safetensors.torch
 import torch
+from tokenizers import Tokenizer
 
 from model import train_sentiment as ts
-from model.data import SentimentData, load_user_data
+from model.data import LabelledData, SentimentData, load_user_data
 from model.predictors import load_sentiment
 from model.train_sentiment import train_sentiment
 from tests.conftest import Trained
@@ -45,7 +47,10 @@ def history(out: Path) -> list[dict[str, Any]]:
 
 
 def untimed(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k != "train_seconds"}
+    kept = {k: v for k, v in metrics.items() if k != "train_seconds"}
+    if "refit" in kept:
+        kept["refit"] = {k: v for k, v in kept["refit"].items() if k != "seconds"}
+    return kept
 
 
 def checkpoint_of(out: Path) -> Path:
@@ -376,3 +381,151 @@ def test_distillation_resumes_after_a_kill(
     assert_same_weights(weights(out), weights(tmp_path / "reference"))
     assert untimed(resumed) == untimed(reference)
     assert not checkpoint_of(out).exists() and not distill_checkpoint_of(out).exists()
+
+
+# --------------------------------------------------------------------------- the refit on train + dev
+
+
+def _with_a_dev_only_word(data: SentimentData) -> SentimentData:
+    """tiny_data with a word that occurs in dev and nowhere in train."""
+    texts = [*data.dev.texts[:-1], data.dev.texts[-1] + " zyzzyva"]
+    return dataclasses.replace(data, dev=LabelledData(texts, data.dev.labels, data.dev.source))
+
+
+def _record_refit_epochs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
+    """The network's weights after each epoch of a refit."""
+    seen: list[dict[str, torch.Tensor]] = []
+    real = ts.SentimentTrainee.train_epoch
+
+    def recording(self: Any, state: Any, budget: Any) -> Any:
+        stats = real(self, state, budget)
+        if self.fixed is not None:
+            seen.append({k: v.detach().clone() for k, v in self.module.state_dict().items()})
+        return stats
+
+    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", recording)
+    return seen
+
+
+def test_the_refit_trains_on_train_and_dev_repeating_what_dev_chose(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a dev file of its own, the artifact is a second fit on train + dev (its vocabulary too) that keeps
+    each part at the epoch dev chose in the first fit and uses the first fit's mixture; its dev scores and its
+    temperature are the first fit's, on dev it had not seen."""
+    data = _with_a_dev_only_word(tiny_data)
+    script = [[0.8, 0.5], [0.7, 0.6], [0.6, 0.7], [0.6, 0.6], [0.6, 0.6]]  # the member peaks at 1, the bag at 3
+    cfg = small_config(epochs=5, patience=2, char_ngrams=False)
+    with monkeypatch.context() as patch:
+        _scripted_dev(patch, script)
+        first = train_sentiment(cfg, data, tmp_path / "first")
+    with monkeypatch.context() as patch:
+        _scripted_dev(patch, script)
+        seen = _record_refit_epochs(patch)
+        refit = train_sentiment(dataclasses.replace(cfg, refit=True), data, tmp_path / "refit")
+    assert "refit" not in first
+    assert refit["refit"]["train_sentences"] == len(data.train) + len(data.dev)
+    assert refit["refit"]["first_fit"] == {"train_sentences": len(data.train)}  # no test split to score
+    assert refit["refit"]["schedule"]["teacher"] == {"planned": 5, "epochs": [1, 3]}
+    assert len(seen) == 3, "the refit runs to the last part's epoch, not to the first fit's early stop"
+    stored = weights(tmp_path / "refit")
+    member = {k: v for k, v in stored.items() if k.startswith("members.0.")}
+    bag = {k: v for k, v in stored.items() if k.startswith("bag.")}
+    assert_same_weights(member, {k: seen[0][k] for k in member})
+    assert_same_weights(bag, {k: seen[2][k] for k in bag})
+    assert not same_weights(member, {k: v for k, v in weights(tmp_path / "first").items() if k in member})
+    assert torch.equal(stored["mixture"], weights(tmp_path / "first")["mixture"])
+    assert refit["dev"] == first["dev"] and refit["calibration"] == first["calibration"]
+    vocab = {name: Tokenizer.from_file(str(tmp_path / name / "tokenizer.json")) for name in ("first", "refit")}
+    assert vocab["first"].token_to_id("zyzzyva") is None and vocab["refit"].token_to_id("zyzzyva") is not None
+    config = json.loads((tmp_path / "refit" / "config.json").read_text())
+    assert [row["dev_accuracy"] for row in config["training"]["history"]] == [0.8, 0.7, 0.7, 0.6, 0.6]
+    assert len(config["training"]["refit_history"]) == 3
+    assert not any(row.get("dev_accuracy") for row in config["training"]["refit_history"])
+    assert not any(path.exists() for path in ts.checkpoints(tmp_path / "refit"))
+    assert load_sentiment(tmp_path / "refit").predict(["zyzzyva"])[0]["label"] in data.label_names
+
+
+def test_no_refit_with_a_dev_file_of_ones_own(tiny_data: SentimentData, tmp_path: Path) -> None:
+    own_dev = dataclasses.replace(tiny_data, dev_from_train=False)
+    plain = train_sentiment(small_config(), own_dev, tmp_path / "plain")
+    asked = train_sentiment(small_config(refit=True), own_dev, tmp_path / "asked")
+    assert "refit" not in asked and untimed(asked) == untimed(plain)
+    assert_same_weights(weights(tmp_path / "asked"), weights(tmp_path / "plain"))
+
+
+def test_the_refit_repeats_the_distillation_on_train_and_dev(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The teacher, then the student from the member the first fit started from, each for the first fit's
+    epochs, on train + dev and its augmented variants; the first fit's test accuracy is kept beside the refit's."""
+    data = dataclasses.replace(tiny_data, test=tiny_data.dev)
+    fits: list[tuple[int, bool]] = []
+    real_fit = ts.fit
+
+    def recording(cfg: Any, net: Any, train: Any, *args: Any) -> Any:
+        fits.append((len(train.ids), train.soft is not None))
+        return real_fit(cfg, net, train, *args)
+
+    monkeypatch.setattr(ts, "fit", recording)
+    seen = _record_refit_epochs(monkeypatch)
+    cfg = small_config(ensemble=2, distill=True, distill_epochs=2, augment=1, refit=True)
+    metrics = train_sentiment(cfg, data, tmp_path / "one")
+    n, whole = len(data.train), len(data.train) + len(data.dev)
+    assert fits == [(n, False), (2 * n, True), (whole, False), (2 * whole, True)]
+    schedule = metrics["refit"]["schedule"]
+    assert schedule["start"] == metrics["teacher"]["start"] and len(schedule["teacher"]["epochs"]) == 3
+    assert len(seen) == max(schedule["teacher"]["epochs"]) + max(schedule["student"]["epochs"])
+    assert 0 <= metrics["refit"]["first_fit"]["test_accuracy"] <= 1
+    config = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert config["network"]["ensemble"] == 1 and len(config["training"]["refit_history"]) == len(seen) - max(
+        schedule["teacher"]["epochs"]
+    )
+    assert not any(path.exists() for path in ts.checkpoints(tmp_path / "one"))
+
+
+def test_a_refit_cut_short_by_the_budget_leaves_the_first_fit(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = train_sentiment(small_config(), tiny_data, tmp_path / "first")
+    real = ts.SentimentTrainee.train_epoch
+
+    def out_of_time(self: Any, state: Any, budget: Any) -> Any:
+        stats = real(self, state, budget)
+        return {**stats, "complete": 0.0} if self.fixed is not None else stats
+
+    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", out_of_time)
+    cut = train_sentiment(small_config(refit=True), tiny_data, tmp_path / "cut")
+    assert "refit" not in cut and untimed(cut) == untimed(first)
+    assert_same_weights(weights(tmp_path / "cut"), weights(tmp_path / "first"))
+    assert "the artifact keeps the first fit" in caplog.text
+
+
+def test_a_refit_resumes_after_a_kill(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small_config(epochs=2, refit=True)
+    script = [[0.5, 0.5], [0.6, 0.6]]  # both parts peak at epoch 2: the refit trains two epochs
+    with monkeypatch.context() as patch:
+        _scripted_dev(patch, script)
+        reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
+    out = tmp_path / "resumed"
+    real = ts.SentimentTrainee.train_epoch
+
+    def killed_in_the_refit(self: Any, state: Any, budget: Any) -> Any:
+        if self.fixed is not None and state.epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, state, budget)
+
+    with monkeypatch.context() as patch:
+        _scripted_dev(patch, script)
+        patch.setattr(ts.SentimentTrainee, "train_epoch", killed_in_the_refit)
+        with pytest.raises(KeyboardInterrupt):
+            train_sentiment(cfg, tiny_data, out)
+    assert not out.exists() and checkpoint_of(out).exists() and ts.checkpoints(out)[2].exists()
+    started = _record_epochs(monkeypatch)
+    resumed = train_sentiment(cfg, tiny_data, out, resume=True)
+    assert started == [1], "only the refit's second epoch is left"
+    assert_same_weights(weights(out), weights(tmp_path / "reference"))
+    assert untimed(resumed) == untimed(reference)
+    assert not any(path.exists() for path in ts.checkpoints(out))
