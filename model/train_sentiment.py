@@ -247,17 +247,19 @@ def fit(
     fingerprint: str,
     resume: bool,
     fixed: Fixed | None = None,
-) -> TrainState:
-    """The shared epoch loop (model/train.py) over SentimentTrainee. Leaves the best weights loaded."""
+) -> tuple[TrainState, Fixed]:
+    """The shared epoch loop (model/train.py) over SentimentTrainee. Leaves the best weights loaded. Returns the
+    state and the schedule the fit followed: what a refit repeats."""
     module = unwrap(net)
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     parts = len(module.parts)
     state = TrainState(part_best=[-math.inf] * parts, part_epoch=[0] * parts)
     trainee = SentimentTrainee(net, opt, cfg, train, dev, rt, fixed)
     plan = Plan(trainee.planned if fixed is None else max(fixed.epochs), cfg.patience, cfg.max_minutes)
-    return shared_fit(
+    state = shared_fit(
         trainee, module, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume, state=state
     )
+    return state, Fixed(trainee.planned, list(state.part_epoch))
 
 
 def build_network(
@@ -357,10 +359,9 @@ def distill(
             " texts (%d variants)",
             members, scores["dev_accuracy"], best, member_acc[best], len(transfer.ids), len(variants),
         )  # fmt: skip
-    state = fit(student_cfg, net, transfer, enc["dev"], rt, checkpoint, fingerprint, resume, fixed)
+    state, schedule = fit(student_cfg, net, transfer, enc["dev"], rt, checkpoint, fingerprint, resume, fixed)
     student.requires_grad_(True)
-    planned = fixed.planned if fixed is not None else planned_epochs(student_cfg, len(transfer.ids), rt)
-    return student, state, scores, Fixed(planned, list(state.part_epoch))
+    return student, state, scores, schedule
 
 
 @dataclass
@@ -424,14 +425,12 @@ def fit_recipe(
             count_parameters(model_net), rt.world,
         )  # fmt: skip
     net: nn.Module = DistributedDataParallel(model_net) if rt.distributed else model_net
-    fixed = schedule.teacher if schedule is not None else None
-    state = fit(
+    state, teacher = fit(
         cfg, net, enc["train"], enc["dev"], rt, checkpoint, fingerprint(cfg, data.sha256, data.name, **key), resume,
-        fixed,
+        schedule.teacher if schedule is not None else None,
     )  # fmt: skip
-    planned = fixed.planned if fixed is not None else planned_epochs(cfg, len(enc["train"].ids), rt)
     mixture = fit_mixture(model_net, enc["dev"], rt, schedule.mixture if schedule is not None else None)
-    chosen = Schedule(Fixed(planned, list(state.part_epoch)), mixture)
+    chosen = Schedule(teacher, mixture)
     fitted = Fitted(model_net, tok, enc, state, chosen)
     if cfg.distill:  # the ensemble becomes the teacher; the artifact gets the student
         stage_key = fingerprint(cfg, data.sha256, data.name, stage="distill" + stage, **key)

@@ -330,9 +330,9 @@ def test_distillation_learns_from_the_augmented_transfer_set(
 
     def recording(cfg: Any, net: Any, train: Any, *args: Any) -> Any:
         sizes.append((len(train.ids), train.soft is not None))
-        state = real_fit(cfg, net, train, *args)
+        result = real_fit(cfg, net, train, *args)
         bags.append({k: v.clone() for k, v in ts.unwrap(net).bag.state_dict().items()})
-        return state
+        return result
 
     monkeypatch.setattr(ts, "fit", recording)
     cfg = small_config(ensemble=2, distill=True, distill_epochs=1, augment=3)
