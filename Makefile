@@ -51,7 +51,8 @@ train: artifacts/sentiment/config.json artifacts/generator/config.json artifacts
 serve: train
 	$(PY) -m app
 
-# about three hours on 2 cores; rewrites the README's tables and keeps the default (and ensemble) artifacts
+# several hours on 2 cores (the sentiment tables about two, the soak one); rewrites the README's tables and keeps
+# the default (and ensemble) artifacts
 bench: install
 	$(PY) bench/sentiment_quality.py --update-readme --keep artifacts/sentiment --keep-ensemble artifacts/sentiment-ensemble
 	$(PY) bench/generator_quality.py --update-readme --keep artifacts/generator
