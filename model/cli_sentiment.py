@@ -42,7 +42,11 @@ def add_train(sub: Any) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this (0 turns clipping off)")
-    g.add_argument("--word-dropout", type=float)
+    g.add_argument(
+        "--word-dropout", type=float,
+        help="probability a word is read as [UNK] while training (default: 0.1 on data small enough that --min-steps"
+        " adds epochs, else 0)",
+    )  # fmt: skip
     g.add_argument("--patience", type=int, help="epochs without dev improvement before stopping early")
     g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on small data (1500)")
     bool_flag(g, "distill", "distill the trained ensemble into one encoder and ship that (on by default)")

@@ -17,8 +17,11 @@ import torch
 from tokenizers import Tokenizer
 
 from model import train_sentiment as ts
+from model.config import SMALL_DATA_WORD_DROPOUT
 from model.data import LabelledData, SentimentData, load_user_data
+from model.networks import SentimentClassifier
 from model.predictors import load_sentiment
+from model.tokenization import PAD_ID, UNK_ID
 from model.train_sentiment import train_sentiment
 from tests.conftest import Trained
 from tests.helpers import TIMING_KEYS, sentences, small_config, write_csv
@@ -204,6 +207,34 @@ def test_small_data_trains_more_epochs_up_to_min_steps(tiny_data: SentimentData,
     metrics = train_sentiment(cfg, tiny_data, tmp_path / "m")
     assert metrics["epochs_run"] == 3
     assert history(tmp_path / "m")[-1]["epoch"] == 3
+
+
+@pytest.mark.parametrize(("min_steps", "given", "expected"), [(60, None, SMALL_DATA_WORD_DROPOUT), (0, None, 0.0),
+                                                               (60, 0.0, 0.0)])  # fmt: skip
+def test_word_dropout_follows_the_data_size(
+    tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, min_steps: int, given: float | None,
+    expected: float,
+) -> None:  # fmt: skip
+    """Data small enough that min_steps adds epochs is trained with words read as [UNK]; larger data, or an
+    explicit --word-dropout 0, without. The artifact records the value used."""
+    fed: list[torch.Tensor] = []
+    forward = SentimentClassifier.forward
+
+    def recording(self: SentimentClassifier, ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.training:
+            fed.append(ids.clone())
+        return forward(self, ids, *args, **kwargs)
+
+    monkeypatch.setattr(SentimentClassifier, "forward", recording)
+    out = tmp_path / "m"
+    train_sentiment(small_config(epochs=1, min_steps=min_steps, patience=9, word_dropout=given), tiny_data, out)
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["word_dropout"] == expected
+    unknown = sum(int((ids == UNK_ID).sum()) for ids in fed) / sum(int((ids != PAD_ID).sum()) for ids in fed)
+    if expected:
+        assert 0.5 * expected < unknown < 2 * expected
+    else:
+        assert unknown < 0.02  # only words the tokenizer itself could not spell
 
 
 def test_the_artifact_holds_plain_tables_not_ngrams(trained: Trained) -> None:
