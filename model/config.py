@@ -100,11 +100,6 @@ def _check_training(cfg: Any) -> None:
         raise ValueError(f"max_minutes must be > 0, got {cfg.max_minutes}")
 
 
-# the word dropout small data gets (SentimentTrainConfig.word_dropout), chosen on a fifth of each small set's train
-# split held out over six seeds (the closing notes of issue 14; README, "Other people's data")
-SMALL_DATA_WORD_DROPOUT = 0.1
-
-
 @dataclass
 class SentimentTrainConfig:
     """How to train the classifier. Presets below; every field can be overridden from the CLI."""
@@ -140,10 +135,7 @@ class SentimentTrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     clip_norm: float = 1.0
-    # a word read as [UNK] with this probability while training. None: SMALL_DATA_WORD_DROPOUT on data small enough
-    # that min_steps adds epochs (fewer than min_steps / epochs batches: 64,000 sentences at the defaults), where
-    # each sentence is seen many times over, and 0 on larger data (SST-2's 67,349 phrases)
-    word_dropout: float | None = None
+    word_dropout: float = 0.0
     label_smoothing: float = 0.0
     patience: int = 3
     # distillation: after the ensemble (the teacher) is trained, fit ONE encoder, started from the teacher's best
@@ -185,22 +177,11 @@ class SentimentTrainConfig:
         if self.vocab_size < 3:
             raise ValueError(f"vocab_size must be >= 3 (two specials and a word), got {self.vocab_size}")
         for name in ("word_dropout", "label_smoothing", "dev_fraction", "augment_mask", "augment_ngram"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def network(self, vocab_size: int, num_classes: int) -> ClassifierConfig:
         return _network(ClassifierConfig, self, vocab_size=vocab_size, num_classes=num_classes)
-
-    def small_data(self, sentences: int) -> bool:
-        """Whether `min_steps` adds epochs on this many training sentences (on one process)."""
-        return self.min_steps > self.epochs * math.ceil(sentences / self.batch_size)
-
-    def for_data(self, sentences: int) -> SentimentTrainConfig:
-        """This config with the settings that follow the data's size resolved: `word_dropout`."""
-        if self.word_dropout is not None:
-            return self
-        return dataclasses.replace(self, word_dropout=SMALL_DATA_WORD_DROPOUT if self.small_data(sentences) else 0.0)
 
     @property
     def word_pieces(self) -> int:
@@ -388,7 +369,6 @@ __all__ = [
     "ClassifierConfig",
     "SentimentTrainConfig",
     "SENTIMENT_PRESETS",
-    "SMALL_DATA_WORD_DROPOUT",
     "merge",
     "sentiment_preset",
     "TaggerConfig",

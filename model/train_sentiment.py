@@ -155,7 +155,7 @@ class SentimentTrainee:
         bar = progress(batches, desc, rt)
         for idx in bar:
             ids, lengths, targets = data.batch(idx)
-            if cfg.word_dropout:
+            if cfg.word_dropout > 0:
                 drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
                 ids = ids.masked_fill(drop, UNK_ID)
             ids, targets = ids.to(rt.device), targets.to(rt.device)
@@ -399,7 +399,6 @@ def fit_recipe(
 ) -> Fitted:  # fmt: skip
     """Tokenizer, the parts (stopped early on dev), the mixture, and with `distill` the student; given a
     `schedule` (a refit on data whose train holds the first fit's dev), what it says instead of dev's choices."""
-    cfg = cfg.for_data(len(data.train))  # as train_sentiment resolved it: a refit keeps the first fit's value
     stage = "" if schedule is None else ".refit"
     checkpoint, student_checkpoint = checkpoints(out)[2:] if schedule is not None else checkpoints(out)[:2]
     key: dict[str, Any] = {"world": rt.world} if schedule is None else {"world": rt.world, "refit": asdict(schedule)}
@@ -420,11 +419,10 @@ def fit_recipe(
     model_net = build_network(cfg, tok, len(names), seen, rt.device)
     if rt.is_main:
         log.info(
-            "%s %s on %s: %d train / %d dev sentences, %d labels, vocabulary %d, %d parameters, word dropout %g,"
-            " world %d",
+            "%s %s on %s: %d train / %d dev sentences, %d labels, vocabulary %d, %d parameters, world %d",
             "training" if schedule is None else "refitting (dev in train, dev's choices repeated)",
             model_net.config.cell, data.name, len(data.train), len(data.dev), len(names), tok.get_vocab_size(),
-            count_parameters(model_net), cfg.word_dropout, rt.world,
+            count_parameters(model_net), rt.world,
         )  # fmt: skip
     net: nn.Module = DistributedDataParallel(model_net) if rt.distributed else model_net
     state, teacher = fit(
@@ -516,7 +514,6 @@ def train_sentiment(
     chose in the first (its scores on dev and the temperature stay the first fit's)."""
     rt = setup_runtime(device, cfg.threads)
     out = Path(out)
-    cfg = cfg.for_data(len(data.train))  # settings that follow the data's size, fixed before the first fit
     try:
         first = final = fit_recipe(cfg, data, rt, out, resume)
         if cfg.refit and data.dev_from_train:
