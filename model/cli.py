@@ -1,4 +1,5 @@
-"""What the task CLIs share: the data and run options, --if-missing, and the errors that are the user's."""
+"""What the task CLIs share: the data and run options (device and precision among them), --if-missing, and the
+errors that are the user's."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def add_data_args(p: argparse.ArgumentParser, builtin: str) -> None:
 
 
 def add_run_args(g: Any, out: str, presets: list[str], preset_help: str = "settings preset (default)") -> None:
-    """The run options every trainer takes: preset, output, --if-missing, epochs, seed, resume, budget, threads."""
+    """The run options every trainer takes: preset, output, --if-missing, epochs, seed, resume, budget, threads,
+    device and precision."""
     g.add_argument("--preset", default="default", choices=presets, help=preset_help)
     g.add_argument("--out", type=Path, default=Path(out), help="artifact directory")
     g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
@@ -41,6 +43,20 @@ def add_run_args(g: Any, out: str, presets: list[str], preset_help: str = "setti
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
     g.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     g.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    add_device_args(g)
+
+
+def add_device_args(g: Any) -> None:
+    """--device and --precision, with one default for every kind: the CPU in fp32, the tested path."""
+    g.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda", "auto"],
+        help="where to train: cpu (default), cuda, or auto (cuda when torch sees a GPU)",
+    )  # fmt: skip
+    g.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+        help="the training forward pass: fp32 (default), or bf16/fp16 autocast over fp32 weights (fp16 needs"
+        " cuda); the artifact's weights are fp32 either way",
+    )  # fmt: skip
 
 
 def read_texts(args: argparse.Namespace, what: str) -> list[str]:

@@ -22,7 +22,6 @@ def add_train(sub: Any) -> None:
     g.add_argument("--val-fraction", type=float, help="the last fraction of the text held out for validation (0.1)")
     g = p.add_argument_group("run")
     add_run_args(g, "artifacts/generator", ["quick", "default"])
-    g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     g = p.add_argument_group("model and optimisation (override the preset)")
     g.add_argument("--cell", choices=CELLS)
     g.add_argument("--embedding-dim", type=int)
@@ -47,14 +46,16 @@ GENERATOR_KEYS = (
 
 def train(args: argparse.Namespace) -> int:
     from model.data import load_corpus
+    from model.train import check_device
     from model.train_generator import train_generator
 
     if already_trained(args, "generation"):
         return 0
+    check_device(args.device, args.precision)  # before the data loads: a wrong --device fails at once
 
     cfg = merge(generator_preset(args.preset), {k: getattr(args, k, None) for k in GENERATOR_KEYS})
     corpus = load_corpus(args.train, data=args.data, data_dir=args.data_dir, val_fraction=cfg.val_fraction)
-    metrics = train_generator(cfg, corpus, args.out, resume=args.resume, device=args.device)
+    metrics = train_generator(cfg, corpus, args.out, resume=args.resume, device=args.device, precision=args.precision)
     if metrics:  # rank 0 under torchrun (the other ranks write and report nothing)
         print(json.dumps({"artifact": str(args.out), "val_loss": metrics["val_loss"], "val_bpc": metrics["val_bpc"]}))
     return 0

@@ -21,7 +21,6 @@ def add_train(sub: Any) -> None:
         "settings preset: default (one BiLSTM and an n-gram bag, distilled from three), ensemble (four BiLSTMs and a "
         "bag, served whole) or quick",
     )  # fmt: skip
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g = p.add_argument_group("model and optimisation (override the preset)")
     g.add_argument("--cell", choices=CELLS)
     bool_flag(g, "bidirectional", "bidirectional encoder (on by default)")
@@ -81,14 +80,16 @@ def load_sentiment_data(args: argparse.Namespace, seed: int, dev_fraction: float
 
 
 def train(args: argparse.Namespace) -> int:
+    from model.train import check_device
     from model.train_sentiment import train_sentiment
 
     if already_trained(args, "sentiment"):
         return 0
+    check_device(args.device, args.precision)  # before the data loads: a wrong --device fails at once
 
     cfg = merge(sentiment_preset(args.preset), {k: getattr(args, k, None) for k in TRAIN_KEYS})
     data = load_sentiment_data(args, cfg.seed, cfg.dev_fraction)
-    metrics = train_sentiment(cfg, data, args.out, resume=args.resume, device=args.device)
+    metrics = train_sentiment(cfg, data, args.out, resume=args.resume, device=args.device, precision=args.precision)
     if metrics:
         split = "test" if "test" in metrics else "dev"
         print(json.dumps({"artifact": str(args.out), "split": split, "accuracy": metrics[split]["accuracy"]}))

@@ -87,13 +87,15 @@ def load_data(args: argparse.Namespace, seed: int, dev_fraction: float) -> Any:
 
 
 def train(args: argparse.Namespace) -> int:
+    from model.train import check_device
     from model.train_tagger import train_tagger
 
     if already_trained(args, "tagging"):
         return 0
+    check_device(args.device, args.precision)  # before the data loads: a wrong --device fails at once
     cfg = merge(tagger_preset(args.preset), {k: getattr(args, k, None) for k in TRAIN_KEYS})
     corpus = load_data(args, cfg.seed, cfg.dev_fraction)
-    metrics = train_tagger(cfg, corpus, args.out, resume=args.resume)
+    metrics = train_tagger(cfg, corpus, args.out, resume=args.resume, device=args.device, precision=args.precision)
     split = "test" if "test" in metrics else "dev"
     summary = {"artifact": str(args.out), "split": split, "accuracy": metrics[split]["accuracy"]}
     if "entity_f1" in metrics[split]:

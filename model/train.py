@@ -1,5 +1,6 @@
 """Training loops: AdamW, warm-up + cosine schedule, gradient clipping, early stopping with best weights,
-per-epoch checkpoints with `--resume`, a `--max-minutes` budget, seeded runs and PyTorch DDP (torchrun).
+per-epoch checkpoints with `--resume`, a `--max-minutes` budget, seeded runs, PyTorch DDP (torchrun), and the
+device (`--device cpu|cuda|auto`) and mixed precision (`--precision fp32|bf16|fp16`) every trainer runs under.
 
 Run through the CLI: `python -m model train sentiment --preset quick`, or under
 `torchrun --standalone --nproc_per_node 2 -m model train sentiment …` for data-parallel training.
@@ -7,6 +8,7 @@ Run through the CLI: `python -m model train sentiment --preset quick`, or under
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -35,13 +38,20 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- distributed
 
 
+DEVICES = ("cpu", "cuda", "auto")
+# the autocast dtype of each --precision (fp32: none); the weights, the optimizer state and the artifact stay fp32
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class Runtime:
-    """Where this process trains: device, rank and world size (1 without torchrun)."""
+    """Where this process trains: device, rank, world size (1 without torchrun) and the precision of its forward
+    passes (fp32, or bf16/fp16 autocast over fp32 weights)."""
 
     device: torch.device
     rank: int = 0
     world: int = 1
+    precision: str = "fp32"
 
     @property
     def is_main(self) -> bool:
@@ -51,24 +61,78 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world > 1
 
+    def describe(self) -> dict[str, str]:
+        """What an artifact's `training` records of where it was trained: the precision and the device type."""
+        return {"precision": self.precision, "device": self.device.type}
 
-def setup_runtime(device: str = "auto", threads: int = 0) -> Runtime:
-    """Pick the device and, under torchrun (WORLD_SIZE > 1), join the process group: nccl on GPU, gloo on CPU."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The context for a training forward pass and its loss: autocast to bf16/fp16, nothing under fp32."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16's loss scaling (its gradients would underflow unscaled); a pass-through under bf16 and fp32."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+def check_device(device: str, precision: str) -> str:
+    """The device to train on for `--device` (auto: cuda when torch sees one) and `--precision`; a ValueError,
+    which the CLI prints as one line, for a combination this machine cannot run."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":", 1)[0]
+    if kind not in DEVICES[:2]:
+        raise ValueError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise ValueError(f"--device cuda: no CUDA device here (torch {torch.__version__}, {build}); use --device cpu")
+    if precision == "fp16" and kind != "cuda":
+        raise ValueError("--precision fp16 needs CUDA (--device cuda); on the CPU use --precision bf16 or fp32")
+    if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--precision bf16: this GPU has no bfloat16; use --precision fp16 or fp32")
+    return device
+
+
+def setup_runtime(device: str = "cpu", threads: int = 0, precision: str = "fp32") -> Runtime:
+    """Check the device and precision, and under torchrun (WORLD_SIZE > 1) join the process group: nccl on GPU,
+    gloo on CPU."""
+    device = check_device(device, precision)
+    if threads > 0:
+        torch.set_num_threads(threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
-        backend = "nccl" if device == "cuda" else "gloo"
+        backend = "nccl" if device.startswith("cuda") else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
         if device == "cuda":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
-    return Runtime(torch.device(device), rank, world)
+    return Runtime(torch.device(device), rank, world, precision)
+
+
+def optimizer_step(
+    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    groups: Sequence[Iterable[torch.Tensor]], clip: float,
+) -> list[float]:  # fmt: skip
+    """Backward, clip, step: the gradients of `loss` (scaled by `scaler` under fp16 and unscaled before clipping),
+    each group of parameters' gradient norm clipped to `clip` on its own, then the optimizer's step. Returns each
+    group's norm before clipping; none for a step that the scaler skipped because an fp16 gradient overflowed (it
+    lowers the scale and tries again on the next batch: the first few steps of an fp16 run do so)."""
+    opt.zero_grad(set_to_none=True)
+    torch.autograd.backward(scaler.scale(loss))
+    scaler.unscale_(opt)
+    norms = [float(nn.utils.clip_grad_norm_(params, clip)) for params in groups]
+    scaler.step(opt)
+    scaler.update()
+    if scaler.is_enabled() and not all(math.isfinite(n) for n in norms):
+        return []
+    return norms
 
 
 def teardown_runtime(rt: Runtime) -> None:

@@ -47,6 +47,7 @@ from model.train import (
     fingerprint,
     keep_if_higher,
     lr_at,
+    optimizer_step,
     progress,
     publish,
     setup_runtime,
@@ -93,6 +94,7 @@ def evaluate_loss(net: CharRNN, ids: torch.Tensor, streams: int = 16, chunk: int
     the hidden state carried across chunks; the few leftover characters at the end are scored as one row."""
     was_training = net.training
     net.eval()
+    ids = ids.to(next(net.parameters()).device)
     total, count = 0.0, 0
     per_row = (len(ids) - 1) // streams
     parts = [(ids[: per_row * streams].view(streams, per_row), ids[1 : per_row * streams + 1].view(streams, per_row))]
@@ -153,6 +155,7 @@ class GeneratorTrainee:
         self.net, self.module, self.opt, self.cfg, self.val_ids, self.rt = net, unwrap(net), opt, cfg, val_ids, rt
         self.train_ids = rank_share(train_ids, rt.rank, rt.world)
         self.steps_per_epoch = len(stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len))
+        self.scaler = rt.grad_scaler()
 
     def batches(self, epoch: int) -> Any:
         cfg = self.cfg
@@ -178,14 +181,13 @@ class GeneratorTrainee:
                 at = agreed(at, self.rt)
             for group in opt.param_groups:
                 group["lr"] = lr_at(at, total_steps, cfg.lr, cfg.warmup_fraction)
-            logits, hidden = net(x, hidden if cfg.batching == "stateful" else None)
-            hidden = detach(hidden)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
+            x, y = x.to(self.rt.device), y.to(self.rt.device)
+            with self.rt.autocast():
+                logits, hidden = net(x, hidden if cfg.batching == "stateful" else None)
+                hidden = detach(hidden)
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
             clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-            norms.append(float(nn.utils.clip_grad_norm_(net.parameters(), clip)))
-            opt.step()
+            norms += optimizer_step(loss, opt, self.scaler, [net.parameters()], clip)
             state.step += 1
             done += 1
             loss_sum += loss.item() * y.numel()
@@ -253,10 +255,11 @@ def sample_texts(
 
 
 def train_generator(
-    cfg: GeneratorTrainConfig, corpus: TextCorpus, out: str | Path, *, resume: bool = False, device: str = "cpu"
-) -> dict[str, Any]:
+    cfg: GeneratorTrainConfig, corpus: TextCorpus, out: str | Path, *, resume: bool = False, device: str = "cpu",
+    precision: str = "fp32",
+) -> dict[str, Any]:  # fmt: skip
     """Train on `corpus` and write the artifact to `out` (rank 0 only). Returns the metrics ({} on other ranks)."""
-    rt = setup_runtime(device, cfg.threads)
+    rt = setup_runtime(device, cfg.threads, precision)
     out = Path(out)
     checkpoint = out.parent / f"{out.name}.ckpt"
     try:
@@ -272,20 +275,20 @@ def train_generator(
                 f" x seq_len {cfg.seq_len}{ranks}; use a longer corpus or smaller --batch-size/--seq-len"
             )
         network_cfg = cfg.network(tok.get_vocab_size())
-        net = CharRNN(network_cfg)
+        net = CharRNN(network_cfg).to(rt.device)
         if rt.is_main:
             log.info(
                 "training %s on %s: %d train / %d val characters, vocabulary %d, %d parameters, world %d",
                 network_cfg.cell, corpus.name, len(train_ids), len(val_ids), tok.get_vocab_size(),
                 count_parameters(net), rt.world,
             )  # fmt: skip
-        key = fingerprint(cfg, corpus.sha256, corpus.name, world=rt.world)
+        key = fingerprint(cfg, corpus.sha256, corpus.name, world=rt.world, precision=rt.precision)
         state = fit(cfg, net, train_ids, val_ids, rt, checkpoint, key, resume)
         if not rt.is_main:
             leave_together(rt)
             return {}
         val_loss = evaluate_loss(net, val_ids)
-        samples = sample_texts(net, tok)
+        samples = sample_texts(net.cpu(), tok)  # the sampler steps in NumPy
         metrics: dict[str, Any] = {
             "val_loss": val_loss,
             "val_bpc": val_loss * NATS_TO_BITS,
@@ -305,7 +308,7 @@ def train_generator(
             task="generation",
             network=asdict(network_cfg),
             tokenizer={"kind": "char", "vocab_size": tok.get_vocab_size()},
-            training={**asdict(cfg), "history": state.history, "world_size": rt.world},
+            training={**asdict(cfg), "history": state.history, "world_size": rt.world, **rt.describe()},
             data=DataInfo(corpus.name, corpus.sha256),
             metrics=metrics,
         )

@@ -39,6 +39,7 @@ from model.train import (
     epoch_seed,
     fingerprint,
     lr_at,
+    optimizer_step,
     progress,
     publish,
     setup_runtime,
@@ -100,9 +101,15 @@ def planned_epochs(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int
     return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch(cfg, examples, rt), 1)))
 
 
+def combined(net: SentimentClassifier, parts: torch.Tensor) -> torch.Tensor:
+    """combine() of the parts' logits (K, N, C) that predict_logits returns on the CPU, with the network wherever
+    it is (its mixture weights live beside its parameters): the combination (N, C), on the CPU."""
+    return net.combine(parts.to(next(net.parameters()).device)).cpu()
+
+
 def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, Any]:
     parts = predict_logits(net, dev, rt.device, per_member=True)  # (K, N, C)
-    logits = unwrap(net).combine(parts)
+    logits = combined(unwrap(net), parts)
     return {
         "dev_loss": F.cross_entropy(logits, dev.targets).item(),
         "dev_accuracy": (logits.argmax(1) == dev.targets).float().mean().item(),
@@ -141,6 +148,7 @@ class SentimentTrainee:
         )  # fmt: skip
         self.planned = fixed.planned if fixed is not None else planned_epochs(cfg, len(train.ids), rt)
         self.total_steps = steps_per_epoch(cfg, len(train.ids), rt) * self.planned
+        self.scaler = rt.grad_scaler()
 
     def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
         net, module, opt, cfg, data, rt = self.net, self.module, self.opt, self.cfg, self.data, self.rt
@@ -161,24 +169,24 @@ class SentimentTrainee:
             ids, targets = ids.to(rt.device), targets.to(rt.device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-            part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
-            parts = part_logits.shape[0]
-            flat = part_logits.reshape(-1, part_logits.shape[-1])
-            if data.soft is None:
-                loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
-            else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
-                t = cfg.distill_temperature
-                soft = data.soft[idx].to(rt.device).repeat(parts, 1)
-                loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
+            with rt.autocast():
+                part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
+                parts = part_logits.shape[0]
+                flat = part_logits.float().reshape(-1, part_logits.shape[-1])
+                if data.soft is None:
+                    loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
+                else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
+                    t = cfg.distill_temperature
+                    soft = data.soft[idx].to(rt.device).repeat(parts, 1)
+                    loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
             logits = part_logits.mean(0)
-            opt.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss * parts)  # the sum of part losses: each part's gradient as if alone
             clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
             trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]  # not a frozen bag
-            part_norms = [float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for m in trained]
-            norms.append(sum(part_norms) / len(trained))
-            clipped += sum(n > clip for n in part_norms) / len(trained)
-            opt.step()
+            # the sum of part losses: each part's gradient as if alone, and each part's norm clipped on its own
+            part_norms = optimizer_step(loss * parts, opt, self.scaler, [m.parameters() for m in trained], clip)
+            if part_norms:  # none for an fp16 step skipped on overflow
+                norms.append(sum(part_norms) / len(trained))
+                clipped += sum(n > clip for n in part_norms) / len(trained)
             state.step += 1
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == targets).sum().item()
@@ -331,7 +339,7 @@ def distill(
     variants, sources = augmented(train.ids, cfg.augment, cfg.augment_mask, cfg.augment_ngram, cfg.seed)
     transfer = Encoded(train.ids + variants, torch.cat([train.targets, train.targets[sources]]))
     t = cfg.distill_temperature
-    taught = teacher.combine(predict_logits(teacher, transfer, rt.device, per_member=True))  # (N, C)
+    taught = combined(teacher, predict_logits(teacher, transfer, rt.device, per_member=True))  # (N, C)
     transfer.soft = torch.softmax(taught / t, -1)
     # one forward per split: the teacher's answer is combine() of its parts' (as in its own forward)
     per_split = {name: predict_logits(teacher, data, rt.device, per_member=True) for name, data in enc.items()
@@ -345,7 +353,7 @@ def distill(
     if teacher.config.weighted:
         scores["mixture"] = teacher.mixture.tolist()
     for name, parts in per_split.items():
-        scores[f"{name}_accuracy"] = (teacher.combine(parts).argmax(-1) == enc[name].targets).float().mean().item()
+        scores[f"{name}_accuracy"] = (combined(teacher, parts).argmax(-1) == enc[name].targets).float().mean().item()
     student_cfg = dataclasses.replace(cfg, ensemble=1, epochs=cfg.distill_epochs, lr=cfg.distill_lr)
     student = build_network(student_cfg, tok, teacher.config.num_classes, seen, rt.device)
     student.members[0].load_state_dict(teacher.members[best].state_dict())
@@ -401,7 +409,9 @@ def fit_recipe(
     `schedule` (a refit on data whose train holds the first fit's dev), what it says instead of dev's choices."""
     stage = "" if schedule is None else ".refit"
     checkpoint, student_checkpoint = checkpoints(out)[2:] if schedule is not None else checkpoints(out)[:2]
-    key: dict[str, Any] = {"world": rt.world} if schedule is None else {"world": rt.world, "refit": asdict(schedule)}
+    key: dict[str, Any] = {"world": rt.world, "precision": rt.precision}
+    if schedule is not None:
+        key["refit"] = asdict(schedule)
     torch.manual_seed(cfg.seed)
     tok = build_word_tokenizer(
         data.train.texts, cfg.tokenizer, cfg.vocab_size, cfg.min_frequency, cfg.lowercase, cfg.word_pieces
@@ -507,12 +517,13 @@ def train_sentiment(
     out: str | Path,
     *,
     resume: bool = False,
-    device: str = "auto",
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Train on `data` and write the artifact to `out` (rank 0 only). Returns the metrics. With `refit` and a dev
     split carved out of the training file, the artifact holds a second fit on train + dev that repeats what dev
     chose in the first (its scores on dev and the temperature stay the first fit's)."""
-    rt = setup_runtime(device, cfg.threads)
+    rt = setup_runtime(device, cfg.threads, precision)
     out = Path(out)
     try:
         first = final = fit_recipe(cfg, data, rt, out, resume)
@@ -530,7 +541,9 @@ def train_sentiment(
         if not rt.is_main:
             return {}
         metrics, temperature, files = _report(first, final, data, rt)
-        training: dict[str, Any] = {**asdict(cfg), "history": first.state.history, "world_size": rt.world}
+        training: dict[str, Any] = {
+            **asdict(cfg), "history": first.state.history, "world_size": rt.world, **rt.describe()
+        }  # fmt: skip
         if first.teacher_scores is not None:
             training["teacher_history"] = first.teacher_history
         if final is not first:

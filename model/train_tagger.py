@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
@@ -37,6 +36,7 @@ from model.train import (
     fingerprint,
     keep_if_higher,
     lr_at,
+    optimizer_step,
     progress,
     publish,
     setup_runtime,
@@ -58,11 +58,18 @@ class Split:
         return len(self.tokens)
 
     def batch(self, enc: TagEncoder, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """words (B, T), chars (B, T, L), lengths (B,) and tags (B, T), on the CPU."""
         words, chars, lengths = enc.encode([self.tokens[i] for i in idx])
         tags = torch.full(words.shape, -100, dtype=torch.long)
         for row, i in enumerate(idx):
             tags[row, : len(self.tags[i])] = torch.tensor(self.tags[i])
         return words, chars, lengths, tags
+
+
+def to_device(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A batch's words, characters and tags on the network's device; lengths stay on the CPU, where packing
+    reads them."""
+    return tuple(t.to(device) for t in tensors)
 
 
 @torch.inference_mode()
@@ -73,17 +80,19 @@ def predict(
     log-softmax (N, K) and the gold ids (N,), for calibration."""
     was = net.training
     net.eval()
+    device = net.head.weight.device
     order = sorted(range(len(split)), key=lambda i: len(split.tokens[i]))
     best: dict[int, list[int]] = {}
     scores: dict[int, torch.Tensor] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         words, chars, lengths, _ = split.batch(enc, idx)
+        words, chars = to_device(device, words, chars)
         emissions = net(words, chars if net.config.char_vocab_size else None, lengths)
         tags, _ = net.decode(emissions, lengths)
         for row, i in enumerate(idx):
             best[i] = tags[row]
-            scores[i] = emissions[row, : len(split.tokens[i])].float()
+            scores[i] = emissions[row, : len(split.tokens[i])].float().cpu()
     net.train(was)
     flat = torch.cat([scores[i] for i in range(len(split))])
     gold = torch.tensor([t for tags in split.tags for t in tags])
@@ -101,6 +110,7 @@ class TaggerTrainee:
         self.net, self.opt, self.cfg, self.enc, self.train, self.dev, self.rt = net, opt, cfg, enc, train, dev, rt
         self.singletons = singletons  # (V,) bool: word ids seen once in training, the ones word dropout hides
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.scaler = rt.grad_scaler()
 
     def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
         net, opt, cfg = self.net, self.opt, self.cfg
@@ -115,14 +125,13 @@ class TaggerTrainee:
             if cfg.word_dropout > 0:
                 hide = self.singletons[words] & (torch.rand(words.shape) < cfg.word_dropout)
                 words = words.masked_fill(hide, UNK_ID)
+            words, chars, tags = to_device(self.rt.device, words, chars, tags)
             for group in opt.param_groups:
                 group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-            emissions = net(words, chars if net.config.char_vocab_size else None, lengths)
-            loss = net.loss(emissions, tags, lengths)
-            opt.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
-            norms.append(float(nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm or math.inf)))
-            opt.step()
+            with self.rt.autocast():
+                emissions = net(words, chars if net.config.char_vocab_size else None, lengths)
+                loss = net.loss(emissions.float(), tags, lengths)
+            norms += optimizer_step(loss, opt, self.scaler, [net.parameters()], cfg.clip_norm or math.inf)
             state.step += 1
             done += 1
             n = int(lengths.sum())
@@ -174,6 +183,7 @@ def _marginal_nll(net: SequenceTagger, enc: TagEncoder, dev: Split, temperature:
     for start in range(0, len(dev), 256):
         idx = list(range(start, min(len(dev), start + 256)))
         words, chars, lengths, tags = dev.batch(enc, idx)
+        words, chars, tags = to_device(net.head.weight.device, words, chars, tags)
         probs = net.probabilities(net(words, chars if net.config.char_vocab_size else None, lengths), lengths,
                                   temperature)  # fmt: skip
         keep = tags >= 0
@@ -268,10 +278,11 @@ def score_tags(
 
 
 def train_tagger(
-    cfg: TaggerTrainConfig, corpus: TaggedCorpus, out: str | Path, *, resume: bool = False, device: str = "cpu"
-) -> dict[str, Any]:
+    cfg: TaggerTrainConfig, corpus: TaggedCorpus, out: str | Path, *, resume: bool = False, device: str = "cpu",
+    precision: str = "fp32",
+) -> dict[str, Any]:  # fmt: skip
     """Train on `corpus` and write the artifact to `out`. Returns the metrics."""
-    rt = setup_runtime(device, cfg.threads)
+    rt = setup_runtime(device, cfg.threads, precision)
     if rt.distributed:
         raise ValueError("the tagger trains in one process; run it without torchrun")
     out = Path(out)
@@ -288,7 +299,7 @@ def train_tagger(
         singletons = torch.zeros(enc.vocab_size, dtype=torch.bool)
         for word, wid in enc.tokenizer.get_vocab().items():
             singletons[wid] = counts.get(word, 0) == 1
-        net = SequenceTagger(cfg.network(enc.vocab_size, len(labels), enc.char_vocab_size))
+        net = SequenceTagger(cfg.network(enc.vocab_size, len(labels), enc.char_vocab_size)).to(rt.device)
         log.info(
             "training %s tagger on %s: %d train / %d dev sentences, %d tags, vocabulary %d, %d characters, %d"
             " parameters", net.config.cell, corpus.name, len(corpus.train), len(corpus.dev), len(labels),
@@ -296,7 +307,7 @@ def train_tagger(
         )  # fmt: skip
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         trainee = TaggerTrainee(net, opt, cfg, enc, splits["train"], splits["dev"], singletons, rt)
-        key = fingerprint(cfg, corpus.sha256, corpus.name)
+        key = fingerprint(cfg, corpus.sha256, corpus.name, precision=rt.precision)
         plan = Plan(cfg.epochs, cfg.patience, cfg.max_minutes)
         state = shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=key, resume=resume)
         temperature = fit_temperature(net, enc, splits["dev"])
@@ -308,7 +319,7 @@ def train_tagger(
                        "max_chars_per_word": cfg.max_chars_per_word, "normalize": "lowercase, digits as 0"},
             labels=labels,
             calibration={"temperature": temperature},
-            training={**asdict(cfg), "history": state.history, "skipped_rows": corpus.skipped},
+            training={**asdict(cfg), "history": state.history, "skipped_rows": corpus.skipped, **rt.describe()},
             data=DataInfo(corpus.name, corpus.sha256),
             metrics=metrics,
         )  # fmt: skip

@@ -112,3 +112,21 @@ def small_config(**overrides: Any) -> SentimentTrainConfig:
     }
     settings.update(overrides)
     return SentimentTrainConfig(**settings)
+
+
+def tiny_train_argv(kind: str, folder: Path) -> list[str]:
+    """`python -m model train KIND` arguments that train a tiny model of any kind in about a second, on data
+    written into `folder`; the artifact goes to `folder / KIND`."""
+    common = ["--out", str(folder / kind), "--preset", "quick", "--epochs", "1", "--threads", "1"]
+    if kind == "sentiment":
+        data = write_csv(folder / "tiny.csv", sentences(48, ["neg", "pos"]))
+        sizes = ["--embedding-dim", "8", "--hidden-size", "8", "--batch-size", "16"]
+    elif kind == "generator":
+        data = write_bytes(folder / "tiny.txt", "First Citizen:\nSpeak, speak.\n\nAll:\nResolved. resolved.\n\n" * 30)
+        sizes = ["--embedding-dim", "8", "--hidden-size", "16", "--seq-len", "16", "--batch-size", "4"]
+    elif kind == "tagger":
+        data = write_conllu(folder / "tiny.conllu", tagged_sentences(40))
+        sizes = ["--embedding-dim", "8", "--hidden-size", "8", "--char-dim", "4", "--char-hidden", "4"]
+    else:
+        raise ValueError(f"no tiny training data for {kind!r}")
+    return ["train", kind, "--train", str(data), *common, *sizes]

@@ -1,5 +1,6 @@
 """model/__main__.py: `python -m model train sentiment | evaluate | predict`, in process (fast) and once as a real
-process. A user's mistake exits with status 2 and a single `error: …` line, never a traceback.
+process, and the run options every kind's `train` shares (model/cli.py: --device, --precision). A user's mistake
+exits with status 2 and a single `error: …` line, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import torch
 
-from model.__main__ import main
+from model.__main__ import build_parser, main
+from model.artifacts import read_config
 from model.config import sentiment_preset
 from model.predictors import load_sentiment
+from model.tasks import TASKS, load_model
 from tests.conftest import Trained
-from tests.helpers import sentences, write_bytes, write_csv
+from tests.helpers import sentences, tiny_train_argv, write_bytes, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -272,3 +277,77 @@ def test_if_missing_refuses_an_artifact_of_the_other_task(
     argv = ["train", "generator", "--train", str(trained.train_csv), "--out", str(trained.path), "--if-missing"]
     assert main(argv) == 2
     assert "holds a 'sentiment' artifact, not 'generation'" in capsys.readouterr().err
+
+
+KINDS = sorted(TASKS)
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+
+
+def test_every_kind_defaults_to_the_cpu_in_fp32() -> None:
+    for kind in KINDS:
+        args = build_parser().parse_args(["train", kind])
+        assert (args.device, args.precision) == ("cpu", "fp32"), kind
+
+
+def _trained_on(out: Path) -> tuple[set[torch.dtype], dict[str, object]]:
+    """The artifact's weight dtypes, and what its config says of where and in what precision it was trained."""
+    dtypes = {t.dtype for t in safetensors.torch.load_file(str(out / "model.safetensors")).values()}
+    training = read_config(out).training
+    return dtypes, {"device": training["device"], "precision": training["precision"]}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_trains_on_the_cpu_in_the_precision_given(
+    tmp_path: Path, fast_plots: None, kind: str, precision: str
+) -> None:
+    """bf16 autocasts the training forward passes; the weights, and so the artifact, stay float32."""
+    assert main([*tiny_train_argv(kind, tmp_path), "--device", "cpu", "--precision", precision]) == 0
+    assert _trained_on(tmp_path / kind) == ({torch.float32}, {"device": "cpu", "precision": precision})
+    load_model(tmp_path / kind, kind)
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        pytest.param(["--device", "cuda"], "--device cuda: no CUDA device here", marks=no_cuda, id="cuda"),
+        pytest.param(["--precision", "fp16"], "--precision fp16 needs CUDA", id="fp16-on-cpu"),
+        pytest.param(["--device", "auto", "--precision", "fp16"], "--precision fp16 needs CUDA", marks=no_cuda,
+                     id="fp16-on-auto"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_device_or_precision_this_machine_lacks_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str, option: list[str], needle: str
+) -> None:
+    """Refused before any data is read: the training file does not even exist."""
+    argv = ["train", kind, "--train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "never"), *option]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [captured.err.strip()] and captured.err.startswith(f"error: {needle}")
+    assert "Traceback" not in captured.err + captured.out and not (tmp_path / "never").exists()
+
+
+@no_cuda
+def test_real_process_refuses_cuda_without_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNN_")}
+    env["PYTHONPATH"] = str(REPO)
+    argv = [sys.executable, "-m", "model", *tiny_train_argv("generator", tmp_path), "--device", "cuda"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("error: --device cuda: no CUDA device here") and "--device cpu" in line
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_trains_on_cuda_and_loads_on_the_cpu(
+    tmp_path: Path, fast_plots: None, kind: str, precision: str
+) -> None:
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    assert main([*tiny_train_argv(kind, tmp_path), "--device", "cuda", "--precision", precision]) == 0
+    assert _trained_on(tmp_path / kind) == ({torch.float32}, {"device": "cuda", "precision": precision})
+    network = load_model(tmp_path / kind, kind).network
+    assert {p.device.type for p in network.parameters()} == {"cpu"}

@@ -1,4 +1,4 @@
-"""The character generator: data errors, BOM, step API, artifact round trip, resume, CLI."""
+"""The character generator: data errors, BOM, step API, artifact round trip, resume, CLI, precision and device."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from model.__main__ import main
@@ -230,3 +231,60 @@ def test_the_budget_says_how_much_of_it_is_spent() -> None:
     total = 1000
     at = max(10, int(total * Budget(1.0, 60.0, cpu).used()))  # few steps taken, all the time spent
     assert lr_at(at, total, 3e-3, 0.02) == pytest.approx(0.05 * 3e-3)
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(out / "model.safetensors"))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_bf16_on_the_cpu_trains_each_cell_into_fp32_weights(tmp_path: Path, corpus_file: Path, cell: str) -> None:
+    """bf16 autocast changes the arithmetic (other weights than fp32's), not the artifact: fp32 weights that load
+    and sample on the CPU."""
+    corpus = load_corpus(corpus_file)
+    train_generator(tiny(cell=cell, epochs=1), corpus, tmp_path / "fp32")
+    metrics = train_generator(tiny(cell=cell, epochs=1), corpus, tmp_path / "bf16", precision="bf16")
+    fp32, bf16 = _weights(tmp_path / "fp32"), _weights(tmp_path / "bf16")
+    assert {t.dtype for t in bf16.values()} == {torch.float32}
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)
+    training = json.loads((tmp_path / "bf16" / "config.json").read_text())["training"]
+    assert training["precision"] == "bf16" and 0 < metrics["val_loss"] < 4.0
+    gen = load_generator(tmp_path / "bf16")
+    assert generate(gen.network, gen.tokenizer, "All:", SamplingParams(max_new_tokens=5, seed=1)).text
+
+
+def test_resume_with_another_precision_is_refused(
+    tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import model.train_generator as tg
+
+    corpus = load_corpus(corpus_file)
+    real = tg.GeneratorTrainee.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_generator(tiny(epochs=2), corpus, tmp_path / "run")
+    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", real)
+    with pytest.raises(ValueError, match="made with other settings or data"):
+        train_generator(tiny(epochs=2), corpus, tmp_path / "run", resume=True, precision="bf16")
+    assert train_generator(tiny(epochs=2), corpus, tmp_path / "run", resume=True)["val_loss"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_runs_with_one_seed_agree_and_load_on_the_cpu(tmp_path: Path, corpus_file: Path) -> None:
+    corpus = load_corpus(corpus_file)
+    cfg = tiny(epochs=2, dropout=0.1, batching="random")  # dropout draws from the CUDA generator
+    first = train_generator(cfg, corpus, tmp_path / "a", device="cuda")
+    second = train_generator(cfg, corpus, tmp_path / "b", device="cuda")
+    assert first["val_loss"] == second["val_loss"]
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["training"]["device"] == "cuda"
+    gen = load_generator(tmp_path / "a")  # on the CPU, as serving loads it
+    ids = torch.tensor(gen.tokenizer.encode(corpus.val).ids)
+    assert evaluate_loss(gen.network, ids) == pytest.approx(first["val_loss"], rel=1e-4)
