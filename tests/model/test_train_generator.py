@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import safetensors.torch
@@ -137,18 +138,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, corpus_file: Path, mon
     corpus = load_corpus(corpus_file)
     reference = train_generator(tiny(epochs=3), corpus, tmp_path / "ref")
 
-    real = tg.GeneratorTrainee.train_epoch
-    calls = {"n": 0}
-
-    def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        train_generator(tiny(epochs=3), corpus, tmp_path / "run")
+    real = crash_in_second_epoch(monkeypatch, lambda: train_generator(tiny(epochs=3), corpus, tmp_path / "run"))
     assert (tmp_path / "run.ckpt" / "state.json").exists() and not (tmp_path / "run").exists()
     monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", real)
     resumed = train_generator(tiny(epochs=3), corpus, tmp_path / "run", resume=True)
@@ -259,18 +249,7 @@ def test_resume_with_another_precision_is_refused(
     import model.train_generator as tg
 
     corpus = load_corpus(corpus_file)
-    real = tg.GeneratorTrainee.train_epoch
-    calls = {"n": 0}
-
-    def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        train_generator(tiny(epochs=2), corpus, tmp_path / "run")
+    real = crash_in_second_epoch(monkeypatch, lambda: train_generator(tiny(epochs=2), corpus, tmp_path / "run"))
     monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", real)
     with pytest.raises(ValueError, match="made with other settings or data"):
         train_generator(tiny(epochs=2), corpus, tmp_path / "run", resume=True, precision="bf16")
@@ -288,3 +267,23 @@ def test_cuda_runs_with_one_seed_agree_and_load_on_the_cpu(tmp_path: Path, corpu
     gen = load_generator(tmp_path / "a")  # on the CPU, as serving loads it
     ids = torch.tensor(gen.tokenizer.encode(corpus.val).ids)
     assert evaluate_loss(gen.network, ids) == pytest.approx(first["val_loss"], rel=1e-4)
+
+
+def crash_in_second_epoch(monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
+    """Run `run` with the generator's second training epoch interrupted (a kill after the first checkpoint);
+    returns the real train_epoch, for the caller to put back before resuming."""
+    import model.train_generator as tg
+
+    real = tg.GeneratorTrainee.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    return real
