@@ -75,8 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="rnn-nlp-service",
         version="0.1.0",
-        summary="Sentiment classification (BiLSTM), text generation (character LSTM) and sequence tagging (BiLSTM) "
-        "over HTTP.",
+        summary="Sentiment classification (BiLSTM), text generation (a character-level GRU by default) and sequence "
+        "tagging (BiLSTM) over HTTP.",
         lifespan=lifespan,
         docs_url=None if keyed else "/docs",
         openapi_url=None if keyed else "/openapi.json",

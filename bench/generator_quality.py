@@ -4,8 +4,10 @@ the quick preset. Prints JSON; `--update-readme` rewrites the README tables.
 
     python bench/generator_quality.py [--sections ablation,default,speed,cells,batching] [--update-readme] [--keep DIR]
 
-`ablation` trains each step from the previous default to today's (about ten minutes each) and times sampling with
-each; `default` then reports its last row (the default preset) beside Kneser-Ney instead of training it again.
+`ablation` trains each step from the previous GRU default to today's, and the lstm preset (up to ten minutes each),
+and times sampling with each; `default` then reports the default preset's row beside Kneser-Ney instead of training
+it again. Under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 the kernels are those of an ordinary AVX2 cloud CPU;
+the tables name the kernels they were measured with.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baselines import kneser_ney  # noqa: E402
-from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import generator_preset, merge  # noqa: E402
 from model.data import load_corpus  # noqa: E402
@@ -36,15 +38,18 @@ from model.predictors import load_generator  # noqa: E402
 from model.sampling import Sampler, SamplingParams, generate, sample_batch  # noqa: E402
 from model.train_generator import train_generator  # noqa: E402
 
-TARGET_LOSS, TARGET_ONE, TARGET_BATCH = 1.47, 5000.0, 40000.0
-# the ablation: each row adds one change to the row above; the last row is the default preset (model/config.py)
-OLD_DEFAULT: dict[str, Any] = {"cell": "gru", "batch_size": 64, "lr": 2e-3, "epochs": 6, "max_minutes": None,
-                               "dropout": 0.15}  # fmt: skip
-ABLATION: list[tuple[str, dict[str, Any]]] = [
-    ("GRU 1×512, batch 64, 6 epochs, the schedule over steps (the previous default)", OLD_DEFAULT),
-    ("+ a 9.5-minute budget, the schedule following time; LSTM cell, batch 128, lr 3e-3 (more characters a second)",
-     {**OLD_DEFAULT, "epochs": 100, "max_minutes": 9.5, "cell": "lstm", "batch_size": 128, "lr": 3e-3}),
-    ("+ dropout 0.25 (the default preset)", {}),
+TARGET_LOSS, TARGET_ONE, TARGET_BATCH, BUDGET_S = 1.46, 15000.0, 60000.0, 600.0
+# the ablation: (label, preset, overrides), each row trained from scratch in one run; the row with the default
+# preset and no overrides is the shipped default (model/config.py)
+OLD_DEFAULT: dict[str, Any] = {"cell": "gru", "batch_size": 64, "lr": 2e-3, "epochs": 6, "dropout": 0.15}
+ABLATION: list[tuple[str, str, dict[str, Any]]] = [
+    ("GRU 1×512, batch 64, lr 2e-3, dropout 0.15, 6 epochs (the previous GRU default)", "default", OLD_DEFAULT),
+    ("the same GRU on the former LSTM default's recipe: a 9.5-minute budget with the schedule following time, "
+     "batch 128, lr 3e-3, dropout 0.25", "default",
+     {**OLD_DEFAULT, "epochs": 100, "max_minutes": 9.5, "batch_size": 128, "lr": 3e-3, "dropout": 0.25}),
+    ("previous GRU default + lr 3e-3, dropout 0.2", "default", {**OLD_DEFAULT, "lr": 3e-3, "dropout": 0.2}),
+    ("+ 8 epochs (the default preset)", "default", {}),
+    ("the lstm preset: the default's recipe with an LSTM cell", "lstm", {}),
 ]  # fmt: skip
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +70,8 @@ def train(
         "wall_s": time.perf_counter() - started,
         "epochs_run": metrics["epochs_run"],
         "parameters": config.parameters,
+        "weights_sha256": load_generator(out).artifact.sha256,
+        "kernels": kernels(),
     }
     return result, out
 
@@ -100,12 +107,14 @@ def speed_batched(net: CharRNN, streams: int = 32, steps: int = 500, repeats: in
 def section_ablation(corpus: Any, workdir: Path, keep: Path | None = None) -> dict[str, Any]:
     """Each row trained from scratch on these 2 cores, then its sampling speed; the last row is the default
     preset, kept (with --keep) and reported by the default section of the same run."""
-    rows = []
-    path = workdir
-    for label, overrides in ABLATION:
-        last = label == ABLATION[-1][0]
-        result, path = train("default", overrides, corpus, workdir, keep if last else None)
-        gen = load_generator(path)
+    rows: list[dict[str, Any]] = []
+    path, default_run = workdir, -1
+    for label, preset, overrides in ABLATION:
+        default = preset == "default" and not overrides
+        result, out = train(preset, overrides, corpus, workdir, keep if default else None)
+        if default:
+            path, default_run = out, len(rows)
+        gen = load_generator(out)
         torch.set_num_threads(2)
         result.update(label=label, one_stream=speed_one_stream(gen.network, gen.tokenizer),
                       streams_32=speed_batched(gen.network), cell=gen.config.cell,
@@ -118,9 +127,10 @@ def section_ablation(corpus: Any, workdir: Path, keep: Path | None = None) -> di
     )  # fmt: skip
     md += (
         "\n\ntiny-shakespeare, validation loss over the whole validation split; each row trained from scratch in "
-        "this run, seed 0, 2 threads; sampling at temperature 0.8 (medians of 5), 32 streams stepped as one batch."
+        f"this run, seed 0, 2 threads ({kernels_note(kernels())}); sampling at temperature 0.8 (medians of 5), 32 "
+        "streams stepped as one batch."
     )
-    return {"runs": rows, "default_artifact": str(path), "markdown": md}
+    return {"runs": rows, "default_run": default_run, "default_artifact": str(path), "markdown": md}
 
 
 def section_default(
@@ -128,7 +138,7 @@ def section_default(
 ) -> dict[str, Any]:
     """The default preset (trained here, or the ablation's last row of the same run) beside Kneser-Ney."""
     if trained is not None:
-        ours, path = dict(trained["runs"][-1]), Path(trained["default_artifact"])
+        ours, path = dict(trained["runs"][trained["default_run"]]), Path(trained["default_artifact"])
     else:
         ours, path = train("default", {}, corpus, workdir, keep)
     gen = load_generator(path)
@@ -151,14 +161,15 @@ def render_default(report: dict[str, Any]) -> str:
          f"{ours['wall_s']:.0f}", f"{ours['parameters']:,}"],
         [baseline["model"], baseline["val_loss"], baseline["val_loss"] / math.log(2), f"{baseline['wall_s']:.0f}", "–"],
     ]  # fmt: skip
-    met = ours["val_loss"] <= TARGET_LOSS and ours["wall_s"] <= 600
+    # the target must hold on an ordinary AVX2 cloud CPU with a fifth of the time to spare
+    met = ours["val_loss"] <= TARGET_LOSS and ours["wall_s"] * 1.2 <= BUDGET_S
     md = table(["model", "val loss (nats/char)", "bits/char", "wall s", "params"], rows)
     sample: str = ours["sample"]
     return md + (
-        f"\n\nTarget: val loss ≤ {TARGET_LOSS} nats/char within 600 s ({'met' if met else 'NOT met'}), over the "
-        "whole validation split (the last 10 % of the text).\n\nSample at temperature 0.8 (seed 7):\n\n```\n"
-        + sample
-        + "\n```"
+        f"\n\nTarget: val loss ≤ {TARGET_LOSS} nats/char within {BUDGET_S:.0f} s with 20 % to spare (wall s ≤ "
+        f"{BUDGET_S / 1.2:.0f}; {'met' if met else 'NOT met'}), over the whole validation split (the last 10 % of the "
+        f"text); 2 threads, {kernels_note(ours.get('kernels', {'aten': '?', 'onednn': 'any'}))}."
+        "\n\nSample at temperature 0.8 (seed 7):\n\n```\n" + sample + "\n```"
     )
 
 

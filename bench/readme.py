@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ def update_section(name: str, markdown: str, readme: Path = README) -> None:
         raise SystemExit(f"README.md has no section {start} … {end}")
     block = f"{start}\n{markdown.strip()}\n{end}"
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def kernels() -> dict[str, str]:
+    """The instruction set PyTorch's own kernels run with (ATEN_CPU_CAPABILITY=avx2 holds them to that of an
+    ordinary cloud CPU) and the ceiling set for oneDNN's (ONEDNN_MAX_CPU_ISA): what a timing was measured under."""
+    import torch  # only the training benchmarks ask, and this module stays importable without torch
+
+    return {"aten": torch.backends.cpu.get_cpu_capability(), "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA", "any")}
+
+
+def kernels_note(k: dict[str, str]) -> str:
+    onednn = "any ISA" if k["onednn"] == "any" else f"up to {k['onednn']}"
+    return f"CPU kernels: PyTorch {k['aten']}, oneDNN {onednn}"
 
 
 def save_json(name: str, payload: dict[str, Any]) -> Path:

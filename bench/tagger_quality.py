@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baselines import most_frequent_tag  # noqa: E402
-from bench.readme import save_json, table, update_section  # noqa: E402
+from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import merge, tagger_preset  # noqa: E402
 from model.conll import TaggedCorpus, load_tagged_builtin, split_dev  # noqa: E402
@@ -54,6 +54,7 @@ def train(
         "epochs_run": metrics["epochs_run"],
         "wall_s": wall,
         "parameters": read_config(out).parameters,
+        "kernels": kernels(),
     }, out
 
 
@@ -75,11 +76,14 @@ def render_default(report: dict[str, Any]) -> str:
             [b["model"], b["test_accuracy"], "–", b["unseen_accuracy"], "–", f"{b['wall_s']:.1f}", "–"]]  # fmt: skip
     md = table(["UD English EWT, UPOS", "test acc", "dev acc", "test acc, unseen words", "test ECE", "wall s",
                 "params"], rows)  # fmt: skip
-    met_d = d["test_accuracy"] >= TARGET_DEFAULT and d["wall_s"] <= BUDGET_DEFAULT
-    met_q = q["test_accuracy"] >= TARGET_QUICK and q["wall_s"] <= BUDGET_QUICK
+    # the time targets must hold on an ordinary AVX2 cloud CPU with a fifth of the time to spare
+    met_d = d["test_accuracy"] >= TARGET_DEFAULT and d["wall_s"] * 1.2 <= BUDGET_DEFAULT
+    met_q = q["test_accuracy"] >= TARGET_QUICK and q["wall_s"] * 1.2 <= BUDGET_QUICK
     return md + (
         f"\n\nTargets: default ≥ {TARGET_DEFAULT:.1%} within {BUDGET_DEFAULT:.0f} s ({'met' if met_d else 'NOT met'});"
-        f" quick ≥ {TARGET_QUICK:.0%} within {BUDGET_QUICK:.0f} s ({'met' if met_q else 'NOT met'}). Unseen words:"
+        f" quick ≥ {TARGET_QUICK:.0%} within {BUDGET_QUICK:.0f} s ({'met' if met_q else 'NOT met'}); each with 20 % of"
+        f" the time to spare, 2 threads, {kernels_note(d.get('kernels', {'aten': '?', 'onednn': 'any'}))}."
+        " Unseen words:"
         f" {d['unseen_tokens']:,} of the test split's tokens whose form (lower-cased, digits as 0) never occurs in"
         " training."
     )
@@ -108,19 +112,22 @@ def section_small(corpus: TaggedCorpus, workdir: Path, sentences: int = 3000) ->
     """As a user with a few thousand annotated sentences would: the default preset on the first `sentences` of
     the training split (its own 10 % dev), scored on the test split, beside the baseline from the same data."""
     runs = []
-    for column in ("upos", "xpos"):
+    # the default preset, and on UPOS the same without min_steps (its 12 epochs alone), to show what the extra
+    # steps give small data
+    for column, overrides in (("upos", {}), ("upos", {"min_steps": 0}), ("xpos", {})):
         full = corpus if column == "upos" else load_tagged_builtin(corpus.name, tag_column="xpos")
         train_part, dev_part = split_dev(full.train[:sentences], 0.1, seed=0)
         small = TaggedCorpus(f"{full.name}-{sentences}-{column}", train_part, dev_part, full.test, full.sha256)
-        result, _ = train("default", {}, small, workdir)
+        result, _ = train("default", overrides, small, workdir)
         baseline = most_frequent_tag(small.train, small.test or [])
         runs.append({"tags": column, "tag_count": len(small.tags), "sentences": len(train_part), **result,
                      "baseline_test_accuracy": baseline["test_accuracy"]})  # fmt: skip
-    rows = [[f"{r['tags'].upper()} ({r['tag_count']} tags)", r["sentences"], r["test_accuracy"],
-             r["baseline_test_accuracy"], f"{(r['test_accuracy'] - r['baseline_test_accuracy']) * 100:+.1f}",
+    rows = [[f"{r['tags'].upper()} ({r['tag_count']} tags)" + (", 12 epochs only (--min-steps 0)"
+             if r.get("min_steps") == 0 else ""), r["sentences"], r["test_accuracy"], r["baseline_test_accuracy"],
+             f"{(r['test_accuracy'] - r['baseline_test_accuracy']) * 100:+.1f}", r["epochs_run"],
              f"{r['wall_s']:.0f}"] for r in runs]  # fmt: skip
     md = table(["your own data: EWT's first 3,000 training sentences", "train sentences", "default preset test acc",
-                "most-frequent-tag test acc", "points", "wall s"], rows)  # fmt: skip
+                "most-frequent-tag test acc", "points", "epochs", "wall s"], rows)  # fmt: skip
     return {"runs": runs, "markdown": md}
 
 

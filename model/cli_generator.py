@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from model.cli import add_run_args, already_trained
-from model.config import CELLS, generator_preset, merge
+from model.config import CELLS, GENERATOR_PRESETS, generator_preset, merge
 from model.data import DataError
 
 
@@ -21,7 +21,10 @@ def add_train(sub: Any) -> None:
     g.add_argument("--train", type=Path, help="your own UTF-8 text file")
     g.add_argument("--val-fraction", type=float, help="the last fraction of the text held out for validation (0.1)")
     g = p.add_argument_group("run")
-    add_run_args(g, "artifacts/generator", ["quick", "default"])
+    add_run_args(
+        g, "artifacts/generator", list(GENERATOR_PRESETS),
+        "settings preset: default (a 1x512 GRU, eight epochs), lstm (the same with an LSTM cell) or quick",
+    )  # fmt: skip
     g = p.add_argument_group("model and optimisation (override the preset)")
     g.add_argument("--cell", choices=CELLS)
     g.add_argument("--embedding-dim", type=int)

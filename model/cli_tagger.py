@@ -20,6 +20,7 @@ FORMATS_HELP = "conllu, conll (token<TAB>tag, blank line between sentences), jso
 TRAIN_KEYS = (
     "epochs seed max_minutes threads cell bidirectional embedding_dim chars char_dim char_hidden hidden_size "
     "num_layers dropout crf min_frequency word_dropout batch_size lr weight_decay clip_norm patience dev_fraction"
+    " min_steps"
 ).split()
 
 
@@ -55,6 +56,7 @@ def add_train(sub: Any) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this (0 turns clipping off)")
     g.add_argument("--patience", type=int, help="epochs without dev improvement before stopping early")
+    g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on small data (3000)")
     p.set_defaults(func=train)
 
 

@@ -398,7 +398,7 @@ def fit(
         stats.update(trainee.validate())
         state.epoch += 1
         state.elapsed_s += time.monotonic() - started
-        stats.update(epoch=state.epoch, lr=opt.param_groups[0]["lr"], elapsed_s=state.elapsed_s)
+        stats.update(epoch=state.epoch, step=state.step, lr=opt.param_groups[0]["lr"], elapsed_s=state.elapsed_s)
         state.history.append(stats)
         state.bad_epochs = 0 if trainee.keep_best(stats, state, best) else state.bad_epochs + 1
         if rt.is_main:

@@ -99,6 +99,11 @@ def predict(
     return [best[i] for i in range(len(split))], flat, gold
 
 
+def planned_epochs(cfg: TaggerTrainConfig, sentences: int) -> int:
+    """`epochs`, or more on small data: enough for `min_steps` optimizer steps (the schedule spans them all)."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(math.ceil(sentences / cfg.batch_size), 1)))
+
+
 class TaggerTrainee:
     """The tagger's part of the shared fit loop: length-bucketed batches, token loss (or CRF likelihood), dev
     token accuracy, higher is better."""
@@ -110,6 +115,7 @@ class TaggerTrainee:
         self.net, self.opt, self.cfg, self.enc, self.train, self.dev, self.rt = net, opt, cfg, enc, train, dev, rt
         self.singletons = singletons  # (V,) bool: word ids seen once in training, the ones word dropout hides
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.epochs = planned_epochs(cfg, len(train))
         self.scaler = rt.grad_scaler()
 
     def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
@@ -117,9 +123,9 @@ class TaggerTrainee:
         net.train()
         torch.manual_seed(epoch_seed(cfg.seed, state.epoch, self.rt.rank))
         batches = bucketed_batches([len(t) for t in self.train.tokens], cfg.batch_size, cfg.seed, state.epoch)
-        total_steps = self.steps_per_epoch * cfg.epochs
+        total_steps = self.steps_per_epoch * self.epochs
         loss_sum, tokens, done, start, norms = 0.0, 0, 0, time.monotonic(), []
-        bar = progress(batches, f"epoch {state.epoch + 1}/{cfg.epochs}", self.rt)
+        bar = progress(batches, f"epoch {state.epoch + 1}/{self.epochs}", self.rt)
         for idx in bar:
             words, chars, lengths, tags = self.train.batch(self.enc, idx)
             if cfg.word_dropout > 0:
@@ -308,7 +314,7 @@ def train_tagger(
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         trainee = TaggerTrainee(net, opt, cfg, enc, splits["train"], splits["dev"], singletons, rt)
         key = fingerprint(cfg, corpus.sha256, corpus.name, precision=rt.precision)
-        plan = Plan(cfg.epochs, cfg.patience, cfg.max_minutes)
+        plan = Plan(trainee.epochs, cfg.patience, cfg.max_minutes)
         state = shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=key, resume=resume)
         temperature = fit_temperature(net, enc, splits["dev"])
         metrics, files = _report(net, enc, corpus, splits, labels, temperature, state)

@@ -83,7 +83,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
         tagged = TaggedCorpus("tiny-pos", rows * 4, rows, None)
         tagger_cfg = TaggerTrainConfig(epochs=12, batch_size=4, embedding_dim=16, char_dim=8, char_hidden=8,
                                        hidden_size=16, num_layers=1, dropout=0.0, word_dropout=0.0, lr=2e-2,
-                                       patience=100, threads=1)  # fmt: skip
+                                       patience=100, threads=1, min_steps=0)  # fmt: skip
         train_tagger(tagger_cfg, tagged, root / "tagger")
     return Artifacts(root / "sentiment", root / "generator", root / "tagger")
 

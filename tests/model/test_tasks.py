@@ -36,7 +36,9 @@ def test_load_model_builds_the_artifacts_predictor(tmp_path: Path, trained: Trai
     from model.train_tagger import train_tagger
 
     rows = [TaggedSentence(t, g) for t, g in tagged_sentences(24)]
-    cfg = TaggerTrainConfig(epochs=1, batch_size=8, embedding_dim=8, char_hidden=4, hidden_size=8, threads=1)
+    cfg = TaggerTrainConfig(
+        epochs=1, min_steps=0, batch_size=8, embedding_dim=8, char_hidden=4, hidden_size=8, threads=1
+    )
     train_tagger(cfg, TaggedCorpus("tiny", rows[:16], rows[16:], None, {}), tmp_path / "tagger")
     assert isinstance(load_model(tmp_path / "tagger"), TaggerModel)
     assert isinstance(load_model(tmp_path / "tagger", "tagger"), TaggerModel)

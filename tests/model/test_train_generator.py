@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 
 from model.__main__ import main
+from model.artifacts import read_config
 from model.config import CharLMConfig, GeneratorTrainConfig
 from model.data import DataError, load_corpus
 from model.networks import CharRNN
@@ -165,6 +166,22 @@ def test_cli_train_evaluate_sample(tmp_path: Path, corpus_file: Path, capsys: py
     assert capsys.readouterr().out == first.out
 
 
+@pytest.mark.parametrize(("preset", "cell"), [("default", "gru"), ("lstm", "lstm")])
+def test_cli_presets_name_the_cell_they_train(
+    tmp_path: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str], preset: str, cell: str
+) -> None:
+    """The default preset trains a GRU, the lstm preset an LSTM; the artifact and its loaded network say so."""
+    out = tmp_path / preset
+    args = ["train", "generator", "--train", str(corpus_file), "--preset", preset, "--epochs", "1",
+            "--hidden-size", "16", "--embedding-dim", "8", "--seq-len", "16", "--batch-size", "4", "--threads", "1",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    training = read_config(out).training
+    assert (read_config(out).network["cell"], training["cell"], training["max_minutes"]) == (cell, cell, None)
+    assert load_generator(out).config.cell == cell
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
@@ -207,6 +224,19 @@ def test_evaluate_loss_scores_every_character() -> None:
         reference = torch.nn.functional.cross_entropy(logits[0], ids[1:]).item()
     assert evaluate_loss(net, ids, streams=1, chunk=7) == pytest.approx(reference, rel=1e-5)
     assert evaluate_loss(net, ids) == pytest.approx(reference, rel=0.05)  # 16 rows restart their hidden state
+
+
+def test_a_max_minutes_cap_ends_a_long_corpus_mid_epoch_with_an_artifact_that_samples(
+    tmp_path: Path, corpus_file: Path
+) -> None:
+    """The cap for a corpus far larger than the preset was sized on: the run stops inside its first epoch and
+    still writes a whole artifact; the preset alone would have run all its epochs."""
+    out = tmp_path / "capped"
+    metrics = train_generator(tiny(epochs=3, max_minutes=1e-9), load_corpus(corpus_file), out)
+    history = read_config(out).training["history"]
+    assert metrics["epochs_run"] == len(history) == 1 and history[0]["complete"] == 0.0
+    gen = load_generator(out)
+    assert len(generate(gen.network, gen.tokenizer, "All:", SamplingParams(max_new_tokens=8, seed=0)).text) > 0
 
 
 def test_the_budget_says_how_much_of_it_is_spent() -> None:

@@ -22,6 +22,7 @@ def tiny(**overrides: Any) -> TaggerTrainConfig:
     settings: dict[str, Any] = {
         "epochs": 12, "batch_size": 8, "embedding_dim": 16, "char_dim": 8, "char_hidden": 8, "hidden_size": 16,
         "num_layers": 1, "lr": 1e-2, "dropout": 0.0, "word_dropout": 0.0, "threads": 1, "patience": 12,
+        "min_steps": 0,
     }  # fmt: skip
     return TaggerTrainConfig(**{**settings, **overrides})
 
@@ -88,6 +89,17 @@ def test_variants_train_and_load(tmp_path: Path, overrides: dict[str, Any]) -> N
     assert metrics["test"]["accuracy"] > 0.8
 
 
+def test_small_data_trains_for_its_minimum_steps_and_large_data_for_its_epochs(tmp_path: Path) -> None:
+    cfg = tiny(epochs=1, min_steps=30)  # 90 training sentences in batches of 8: 12 steps an epoch
+    assert tt.planned_epochs(cfg, 90) == 3
+    metrics = tt.train_tagger(cfg, corpus(), tmp_path / "t")
+    history = read_config(tmp_path / "t").training["history"]
+    assert metrics["epochs_run"] == len(history) == 3
+    # UD English EWT's 12,543 sentences: the default's 12 epochs already hold more steps than the minimum
+    assert tt.planned_epochs(TaggerTrainConfig(), 12543) == TaggerTrainConfig().epochs
+    assert tt.planned_epochs(TaggerTrainConfig(), 1100) > TaggerTrainConfig().epochs
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny(epochs=3)
     reference = tt.train_tagger(cfg, corpus(), tmp_path / "ref")
@@ -130,7 +142,7 @@ def test_cli_trains_evaluates_and_predicts_on_your_own_files(
     out = tmp_path / "tagger"
     argv = ["train", "tagger", "--train", str(train), "--test", str(test), "--out", str(out), "--epochs", "12",
             "--hidden-size", "16", "--embedding-dim", "16", "--char-hidden", "8", "--batch-size", "8", "--lr", "1e-2",
-            "--layers", "1", "--threads", "1"]  # fmt: skip
+            "--layers", "1", "--threads", "1", "--min-steps", "0"]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["split"] == "test" and summary["accuracy"] > 0.95
@@ -167,7 +179,7 @@ def test_cli_bio_data_reports_entity_scores(
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     argv = ["train", "tagger", "--train", str(data), "--test", str(data), "--out", str(tmp_path / "ner"), "--crf",
             "--epochs", "10", "--hidden-size", "16", "--embedding-dim", "16", "--char-hidden", "8", "--lr", "1e-2",
-            "--batch-size", "8", "--layers", "1", "--threads", "1"]  # fmt: skip
+            "--batch-size", "8", "--layers", "1", "--threads", "1", "--min-steps", "0"]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["entity_f1"] > 0.9
