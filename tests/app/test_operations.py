@@ -82,7 +82,7 @@ def test_model_cards_match_the_artifacts(client: TestClient, artifacts: Artifact
     assert cards["generator"]["task"] == "generation" and cards["generator"]["labels"] is None
     assert cards["tagger"]["task"] == "tagging" and cards["tagger"]["labels"] == TAGS
     assert cards["sentiment"]["architecture"]["cell"] == "lstm" and cards["sentiment"]["architecture"]["bidirectional"]
-    assert cards["generator"]["architecture"]["cell"] == "lstm"  # the default preset's cell
+    assert cards["generator"]["architecture"]["cell"] == "gru"  # the default preset's cell
 
 
 def test_metrics_count_requests_tokens_and_batches(make_client: ClientFactory) -> None:
