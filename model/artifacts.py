@@ -184,6 +184,21 @@ def save_artifact(
     return out
 
 
+def copy_artifact(src: str | Path, out: str | Path) -> Path:
+    """Copy a verified artifact to `out` the way `save_artifact` writes one: into a sibling, then swapped in."""
+    verify(src)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700, as save_artifact does
+        _swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def _swap_into_place(tmp: Path, out: Path) -> None:
     """Put `tmp` at `out`. Over an existing artifact, Linux swaps the two directories in one atomic step
     (renameat2 RENAME_EXCHANGE), so `out` is always a whole artifact, old or new; elsewhere the old one is moved

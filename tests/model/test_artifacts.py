@@ -20,6 +20,7 @@ from model.artifacts import (
     ArtifactConfig,
     ArtifactError,
     DataInfo,
+    copy_artifact,
     load_artifact,
     save_artifact,
     verify,
@@ -198,6 +199,26 @@ def test_saving_over_an_existing_artifact_replaces_it(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded.logits(TEXTS), expected, atol=1e-6, rtol=0)
     # no temporary or moved-aside directories are left beside it
     assert [p.name for p in out.parent.iterdir()] == ["sentiment"]
+
+
+def test_copying_an_artifact_over_another_replaces_it_whole(tmp_path: Path) -> None:
+    src, out = tmp_path / "trained" / "sentiment", tmp_path / "artifacts" / "sentiment"
+    _save(src, seed=1, run="new")
+    _save(out, seed=0, run="old")
+    (out / "stale.txt").write_text("left over from the older artifact")
+    copy_artifact(src, out)
+    assert verify(out) == verify(src)
+    assert load_sentiment(out).artifact.config.training["run"] == "new"
+    assert [p.name for p in out.parent.iterdir()] == ["sentiment"]
+    assert stat.S_IMODE(out.stat().st_mode) & 0o055 == 0o055  # readable by others, as save_artifact leaves it
+
+
+def test_a_corrupt_artifact_is_not_copied(saved: tuple[Path, SentimentClassifier, Any], tmp_path: Path) -> None:
+    src = saved[0]
+    _flip_middle_byte(src / "model.safetensors")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        copy_artifact(src, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux-only")
