@@ -2,7 +2,8 @@
 the same run, sampling speed for one stream and for 32 streams stepped as one batch, and the cell variants with
 the quick preset. Prints JSON; `--update-readme` rewrites the README tables.
 
-    python bench/generator_quality.py [--sections ablation,default,speed,cells,batching] [--update-readme] [--keep DIR]
+    python bench/generator_quality.py [--sections ablation,default,speed,small,cells,batching] [--update-readme]
+        [--keep DIR]
 
 `ablation` trains each step from the previous GRU default to today's, and the lstm preset (up to ten minutes each),
 and times sampling with each; `default` then reports the default preset's row beside Kneser-Ney instead of training
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from bench.baselines import kneser_ney  # noqa: E402
 from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import generator_preset, merge  # noqa: E402
-from model.data import load_corpus  # noqa: E402
+from model.data import load_corpus, split_corpus  # noqa: E402
 from model.networks import CharRNN, Stepper  # noqa: E402
 from model.predictors import load_generator  # noqa: E402
 from model.sampling import Sampler, SamplingParams, generate, sample_batch  # noqa: E402
@@ -187,6 +189,34 @@ def section_speed(corpus: Any, workdir: Path, artifact: Path | None = None) -> d
     return {"one_stream": one, "streams_32": batched, "markdown": md}
 
 
+def section_small(corpus: Any, workdir: Path, sizes: tuple[int, ...] = (5_000, 50_000)) -> dict[str, Any]:
+    """As a user with a short text would: the default preset on the first `sizes` characters of tiny-shakespeare
+    (the usual 90/10 split of them), with and without its minimum steps, beside Kneser-Ney on the same text."""
+    text = corpus.train + corpus.val
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        small = split_corpus(text[:size], 0.1, f"{corpus.name}[:{size}]", min_chars=1000)
+        baseline = kneser_ney(small.train, small.val, order=5)
+        for overrides in ({}, {"min_steps": 0}):
+            result, out = train("default", overrides, small, workdir, workdir / f"small-{size}-{len(runs)}")
+            history = read_config(out).training["history"]
+            runs.append(
+                {
+                    "chars": size,
+                    **result,
+                    "steps": history[-1]["step"],
+                    "min_steps": overrides.get("min_steps", generator_preset("default").min_steps),
+                    "kneser_ney_val_loss": baseline["val_loss"],
+                }
+            )
+    rows = [[f"{r['chars']:,}", f"default preset{', eight epochs only (--min-steps 0)' if not r['min_steps'] else ''}",
+             r["val_loss"], r["kneser_ney_val_loss"], r["epochs_run"], r["steps"], f"{r['wall_s']:.0f}"]
+            for r in runs]  # fmt: skip
+    md = table(["your own short text: tiny-shakespeare's first characters", "preset", "val loss (nats/char)",
+                "Kneser-Ney 5-gram", "epochs", "steps", "wall s"], rows)  # fmt: skip
+    return {"runs": runs, "markdown": md}
+
+
 def section_cells(corpus: Any, workdir: Path) -> dict[str, Any]:
     results = [train("quick", {"cell": cell}, corpus, workdir)[0] for cell in ("rnn", "gru", "lstm")]
     rows = [[r["cell"], r["val_loss"], r["val_bpc"], f"{r['parameters']:,}", f"{r['wall_s']:.0f}"] for r in results]
@@ -203,12 +233,19 @@ def section_batching(corpus: Any, workdir: Path) -> dict[str, Any]:
     return {"runs": results, "markdown": md}
 
 
-SECTIONS = {"ablation": section_ablation, "default": section_default, "speed": section_speed,
-            "cells": section_cells, "batching": section_batching}  # fmt: skip
+SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ablation": section_ablation,
+    "default": section_default,
+    "speed": section_speed,
+    "small": section_small,
+    "cells": section_cells,
+    "batching": section_batching,
+}
 README_NAMES = {
     "ablation": "generator_ablation",
     "default": "generator_quality",
     "speed": "generator_speed",
+    "small": "generator_small",
     "cells": "generator_cells",
     "batching": "generator_batching",
 }
@@ -216,7 +253,7 @@ README_NAMES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="ablation,default,speed,cells,batching")
+    parser.add_argument("--sections", default="ablation,default,speed,small,cells,batching")
     parser.add_argument("--artifact", type=Path, help="speed: the artifact to time (default artifacts/generator)")
     parser.add_argument("--data-dir", help="tiny-shakespeare mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")

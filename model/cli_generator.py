@@ -38,12 +38,13 @@ def add_train(sub: Any) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this (0 turns clipping off)")
     g.add_argument("--patience", type=int, help="epochs without validation improvement before stopping early")
+    g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on a short text (1500)")
     p.set_defaults(func=train)
 
 
 GENERATOR_KEYS = (
     "epochs seed max_minutes threads cell embedding_dim hidden_size num_layers dropout batching batch_size seq_len "
-    "lr weight_decay clip_norm patience val_fraction"
+    "lr weight_decay clip_norm patience min_steps val_fraction"
 ).split()
 
 

@@ -56,7 +56,7 @@ def add_train(sub: Any) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this (0 turns clipping off)")
     g.add_argument("--patience", type=int, help="epochs without dev improvement before stopping early")
-    g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on small data (3000)")
+    g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on small data (1500)")
     p.set_defaults(func=train)
 
 

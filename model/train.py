@@ -369,6 +369,12 @@ def keep_if_higher(module: nn.Module, score: float, state: TrainState, best: dic
     return True
 
 
+def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """`epochs`, or more on small data: enough for `min_steps` optimizer steps (the schedule spans them all, and
+    early stopping still ends them)."""
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
+
+
 @dataclass
 class Plan:
     """How long `fit` may run: epochs, patience (epochs without improvement) and the wall-clock budget."""

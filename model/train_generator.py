@@ -44,6 +44,7 @@ from model.train import (
     Runtime,
     TrainState,
     epoch_seed,
+    epochs_for,
     fingerprint,
     keep_if_higher,
     lr_at,
@@ -144,6 +145,11 @@ def leave_together(rt: Runtime) -> None:
         time.sleep(0.001)
 
 
+def planned_epochs(cfg: GeneratorTrainConfig, steps_per_epoch: int) -> int:
+    """`epochs`, or more on a short text: enough for `min_steps` optimizer steps (the schedule spans them all)."""
+    return epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch)
+
+
 class GeneratorTrainee:
     """The generator's part of the shared fit loop: truncated-BPTT (or random-window) epochs over this rank's
     share of the stream, validation loss over the whole validation split, lower is better."""
@@ -155,6 +161,7 @@ class GeneratorTrainee:
         self.net, self.module, self.opt, self.cfg, self.val_ids, self.rt = net, unwrap(net), opt, cfg, val_ids, rt
         self.train_ids = rank_share(train_ids, rt.rank, rt.world)
         self.steps_per_epoch = len(stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len))
+        self.epochs = planned_epochs(cfg, self.steps_per_epoch)
         self.scaler = rt.grad_scaler()
 
     def batches(self, epoch: int) -> Any:
@@ -168,10 +175,10 @@ class GeneratorTrainee:
         net, opt, cfg = self.net, self.opt, self.cfg
         net.train()
         torch.manual_seed(epoch_seed(cfg.seed, state.epoch, self.rt.rank))
-        total_steps = self.steps_per_epoch * cfg.epochs
+        total_steps = self.steps_per_epoch * self.epochs
         hidden: Hidden | None = None
         loss_sum, seen, norms, start, done = 0.0, 0, [], time.monotonic(), 0
-        desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+        desc = f"epoch {state.epoch + 1}/{self.epochs}"
         bar = progress(self.batches(state.epoch), desc, self.rt, total=self.steps_per_epoch)
         for x, y in bar:
             # the schedule follows steps or, under a time budget, time, whichever is further along: a run that
@@ -243,7 +250,7 @@ def fit(
     replicated: nn.Module = DistributedDataParallel(net) if rt.distributed else net
     opt = torch.optim.AdamW(replicated.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     trainee = GeneratorTrainee(replicated, opt, cfg, train_ids, val_ids, rt)
-    plan = Plan(cfg.epochs, cfg.patience, cfg.max_minutes)
+    plan = Plan(trainee.epochs, cfg.patience, cfg.max_minutes)
     return shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume)
 
 

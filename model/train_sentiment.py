@@ -37,6 +37,7 @@ from model.train import (
     TrainState,
     bucketed_batches,
     epoch_seed,
+    epochs_for,
     fingerprint,
     lr_at,
     optimizer_step,
@@ -98,7 +99,7 @@ def steps_per_epoch(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> in
 
 def planned_epochs(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int:
     """`epochs`, or more on small data: enough for `min_steps` optimizer steps."""
-    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch(cfg, examples, rt), 1)))
+    return epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch(cfg, examples, rt))
 
 
 def combined(net: SentimentClassifier, parts: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from model.train import (
     TrainState,
     bucketed_batches,
     epoch_seed,
+    epochs_for,
     fingerprint,
     keep_if_higher,
     lr_at,
@@ -101,7 +102,7 @@ def predict(
 
 def planned_epochs(cfg: TaggerTrainConfig, sentences: int) -> int:
     """`epochs`, or more on small data: enough for `min_steps` optimizer steps (the schedule spans them all)."""
-    return max(cfg.epochs, math.ceil(cfg.min_steps / max(math.ceil(sentences / cfg.batch_size), 1)))
+    return epochs_for(cfg.epochs, cfg.min_steps, math.ceil(sentences / cfg.batch_size))
 
 
 class TaggerTrainee:

@@ -77,7 +77,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
         train_sentiment(small_config(), load_user_data(train_csv, dev_fraction=0.25, seed=0), root / "sentiment")
         corpus = root / "corpus.txt"
         corpus.write_text(CORPUS, encoding="utf-8")
-        cfg = GeneratorTrainConfig(epochs=1, batch_size=4, seq_len=16, hidden_size=16, embedding_dim=8, threads=1)
+        cfg = GeneratorTrainConfig(epochs=1, batch_size=4, seq_len=16, hidden_size=16, embedding_dim=8, threads=1,
+                                   min_steps=0)  # fmt: skip
         train_generator(cfg, load_corpus(corpus), root / "generator")
         rows = [TaggedSentence(text.split(), tags.split()) for text, tags in TAGGED]
         tagged = TaggedCorpus("tiny-pos", rows * 4, rows, None)

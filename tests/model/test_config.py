@@ -40,6 +40,13 @@ def test_the_default_generator_is_a_gru_and_the_lstm_preset_differs_only_in_its_
     assert generator_preset("quick").cell == "gru"
 
 
+def test_the_generator_default_gives_a_short_text_its_minimum_steps_and_the_quick_preset_none() -> None:
+    assert generator_preset("default").min_steps > 0 and generator_preset("lstm").min_steps > 0
+    assert generator_preset("quick").min_steps == 0
+    with pytest.raises(ValueError, match="min_steps"):
+        GeneratorTrainConfig(min_steps=-1)
+
+
 def test_the_tagger_default_gives_small_data_its_minimum_steps_and_the_quick_preset_none() -> None:
     assert TaggerTrainConfig().min_steps > 0
     assert tagger_preset("quick").min_steps == 0

@@ -1,12 +1,14 @@
-"""model/networks.py: padding never changes a sentence's logits; the CharRNN step API matches the full forward."""
+"""model/networks.py: padding never changes a sentence's logits (packed or run dense); the CharRNN step API matches
+the full forward."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from model.config import CELLS, POOLINGS, CharLMConfig, ClassifierConfig
-from model.networks import CharRNN, SentimentClassifier, count_parameters
+from model.networks import CharRNN, SentimentClassifier, count_parameters, make_rnn, reverse_within, run_padded
 
 SENTENCE = [5, 9, 3, 12]
 OTHERS = [[2, 4, 6, 8, 10, 12, 14, 16, 3], [7, 7, 11, 13, 2, 5, 3]]
@@ -231,3 +233,30 @@ def test_configs_without_the_new_fields_build_the_networks_they_always_did() -> 
     again = SentimentClassifier(ClassifierConfig(**config))
     again.load_state_dict(old.state_dict(), strict=True)
     assert again.bag is None and len(again.parts) == 2
+
+
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["bi", "uni"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_padded_batch_run_gives_the_real_positions_what_packing_gives(cell: str, bidirectional: bool) -> None:
+    """run_padded (dense, each direction on its own, the reverse one within each row's length) against the
+    module's own packed forward: the same outputs and the same weight gradients at every real position."""
+    torch.manual_seed(0)
+    rnn = make_rnn(cell, 6, 5, num_layers=2, dropout=0.3, bidirectional=bidirectional).eval()
+    lengths, x = torch.tensor([7, 3, 1, 5]), torch.randn(4, 7, 6)
+    real = torch.arange(7)[None, :] < lengths[:, None]  # (B, T)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(rnn(packed)[0], batch_first=True)[0][real]
+    expected.sum().backward()
+    grads = {name: p.grad.clone() for name, p in rnn.named_parameters() if p.grad is not None}
+    rnn.zero_grad()
+    got = run_padded(rnn, x, lengths)[real]
+    got.sum().backward()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    for name, p in rnn.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_reverse_within_leaves_padding_in_place() -> None:
+    x = torch.arange(8.0).view(2, 4, 1)
+    flipped = reverse_within(x, torch.tensor([4, 2]))[..., 0]
+    assert flipped.tolist() == [[3.0, 2.0, 1.0, 0.0], [5.0, 4.0, 6.0, 7.0]]

@@ -19,7 +19,7 @@ from model.data import DataError, load_corpus
 from model.networks import CharRNN
 from model.predictors import load_generator
 from model.sampling import SamplingParams, generate
-from model.train_generator import evaluate_loss, rank_share, stateful_batches, train_generator
+from model.train_generator import evaluate_loss, planned_epochs, rank_share, stateful_batches, train_generator
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -29,7 +29,7 @@ TEXT = (
 
 def tiny(**overrides: object) -> GeneratorTrainConfig:
     settings: dict = {"epochs": 2, "batch_size": 4, "seq_len": 16, "hidden_size": 16, "embedding_dim": 8,
-                      "threads": 1, "patience": 5}  # fmt: skip
+                      "threads": 1, "patience": 5, "min_steps": 0}  # fmt: skip
     settings.update(overrides)
     return GeneratorTrainConfig(**settings)
 
@@ -125,6 +125,35 @@ def test_train_round_trip_and_sampling(tmp_path: Path, corpus_file: Path) -> Non
     assert {"model.safetensors", "tokenizer.json", "config.json", "manifest.json"} <= {p.name for p in out.iterdir()}
 
 
+def test_a_short_text_trains_for_its_minimum_steps_and_a_long_one_for_its_epochs(
+    tmp_path: Path, corpus_file: Path
+) -> None:
+    corpus = load_corpus(corpus_file)
+    cfg = tiny(epochs=1, min_steps=70, patience=100)
+    steps_per_epoch = len(stateful_batches(torch.arange(len(corpus.train)), cfg.batch_size, cfg.seq_len))
+    planned = planned_epochs(cfg, steps_per_epoch)
+    assert planned == -(-70 // steps_per_epoch) > 1
+    metrics = train_generator(cfg, corpus, tmp_path / "g")
+    history = read_config(tmp_path / "g").training["history"]
+    assert metrics["epochs_run"] == len(history) == planned and history[-1]["step"] >= 70
+    # tiny-shakespeare's 1,003,854 training characters: the default's eight epochs hold more steps than the minimum
+    default = GeneratorTrainConfig()
+    per_epoch = len(stateful_batches(torch.arange(1_003_854), default.batch_size, default.seq_len))
+    assert planned_epochs(default, per_epoch) == default.epochs
+    # a five-kilobyte text: epochs enough for the minimum, which early stopping ends once validation loss turns
+    assert planned_epochs(default, 2) == default.min_steps // 2
+
+
+def test_a_short_text_stops_early_once_validation_loss_turns(tmp_path: Path, corpus_file: Path) -> None:
+    corpus = load_corpus(corpus_file)
+    cfg = tiny(epochs=1, min_steps=2000, patience=1, lr=3e-2)
+    planned = planned_epochs(cfg, len(stateful_batches(torch.arange(len(corpus.train)), cfg.batch_size, cfg.seq_len)))
+    metrics = train_generator(cfg, corpus, tmp_path / "g")
+    history = read_config(tmp_path / "g").training["history"]
+    assert metrics["epochs_run"] == len(history) < planned // 2
+    assert metrics["best_epoch"] == len(history) - 1  # patience 1: the epoch after the best one ends the run
+
+
 def test_training_learns_something(tmp_path: Path, corpus_file: Path) -> None:
     corpus = load_corpus(corpus_file)
     metrics = train_generator(tiny(epochs=6, lr=1e-2, hidden_size=32), corpus, tmp_path / "g")
@@ -174,7 +203,7 @@ def test_cli_presets_name_the_cell_they_train(
     out = tmp_path / preset
     args = ["train", "generator", "--train", str(corpus_file), "--preset", preset, "--epochs", "1",
             "--hidden-size", "16", "--embedding-dim", "8", "--seq-len", "16", "--batch-size", "4", "--threads", "1",
-            "--out", str(out)]  # fmt: skip
+            "--min-steps", "0", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     capsys.readouterr()
     training = read_config(out).training
