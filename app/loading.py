@@ -12,11 +12,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.config import Settings, artifact_paths, default_names
+from app.config import Settings, artifact_paths, default_names, split_pin
 from app.serving.metrics import Metrics
 from app.serving.registry import ENGINES, Engine
 from model.artifacts import ArtifactError, load_artifact
 from model.tasks import TASKS, by_artifact_task
+from model.versions import choose, is_versioned, scan
 
 log = logging.getLogger("app")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -39,10 +40,31 @@ def load_engines(settings: Settings, metrics: Metrics) -> dict[str, Engine]:
         tune_heap(loading=False)
 
 
-def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kind: str | None = None) -> Engine:
-    """The artifact at `path` as its kind's engine, warmed up. A default model must be of `kind`; an RNN_MODELS
-    entry (`kind` None) is of whatever kind its config.json names."""
+def pick_version(name: str, path: Path, task: str | None, metrics: Metrics) -> tuple[Path, int | None]:
+    """Where the model's artifact is: `path` itself, or in a directory of versions (model/versions.py) the pinned
+    version (`path@N`) or else the newest that verifies and is of `task`. Each version that may not serve is
+    logged and counted, and skipped. Raises ArtifactError when none may."""
+    base, pin = split_pin(path)
+    if not is_versioned(base):
+        if pin is not None:
+            raise ArtifactError(f"{base} is one artifact, not a directory of versions: it has no version {pin}")
+        return base, None
+    versions = scan(base, task)
+    for bad in (v for v in versions if not v.usable):
+        log.warning("model %s: version %d skipped: %s", name, bad.number, bad.problem)
+        metrics.versions_skipped.labels(name).inc()
     try:
+        chosen = choose(versions, pin)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{base}: {exc}") from None
+    return chosen.path, chosen.number
+
+
+def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kind: str | None = None) -> Engine:
+    """The artifact at `path` (or the version of it to serve) as its kind's engine, warmed up. A default model
+    must be of `kind`; an RNN_MODELS entry (`kind` None) is of whatever kind its config.json names."""
+    try:
+        path, version = pick_version(name, path, TASKS[kind].artifact_task if kind else None, metrics)
         artifact = load_artifact(path, TASKS[kind].artifact_task if kind else None)
         task = by_artifact_task(artifact.task)
         if task.name not in ENGINES:
@@ -52,6 +74,7 @@ def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kin
             raise ArtifactError(f"RNN_MODELS entry {name!r}: {exc}") from exc
         raise
     engine = ENGINES[task.name](name, task.predictor(artifact), settings, metrics)
+    engine.version = version
     engine.warmup()
     return engine
 

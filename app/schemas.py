@@ -336,3 +336,5 @@ class ModelCard(BaseModel):
     created_at: str
     sha256: str
     serving: dict[str, object] = {}  # how this process runs it: the classifier's runtime and weights
+    version: int | None = None  # the version serving, when the model's path is a directory of versions
+    versions: list[int] = []  # the versions on that directory, complete or not

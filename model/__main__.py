@@ -10,6 +10,9 @@
     python -m model evaluate ARTIFACT [--data ud_english_ewt --split test | --test F [--tag-column C]] [--json]
     python -m model predict ARTIFACT [TEXT …] [--file F] [--pretokenized]
 
+ARTIFACT may be a directory of numbered versions (model/versions.py): its newest verified version is used.
+`train … --new-version` writes the next version of --out.
+
 The kinds of model come from model/tasks.py; each one's options live in its model/cli_<kind>.py.
 
 `python -m model COMMAND --help` lists every option. A mistake in the input exits with status 2 and one line
@@ -26,9 +29,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from model.artifacts import read_config, verify
-from model.cli import USER_ERRORS, add_data_args
+from model.cli import USER_ERRORS, add_data_args, already_trained
 from model.data import DataError
 from model.tasks import TASKS, Task, by_artifact_task
+from model.versions import new_version, release, resolve
 
 
 def task_of(artifact: Path) -> Task:
@@ -112,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_new_version(args: argparse.Namespace, func: Callable[[argparse.Namespace], int]) -> int:
+    """--new-version: train into the next numbered version of --out (reserved first, so two trainers get two
+    numbers); with --if-missing, nothing when a version that may serve is already there."""
+    if args.resume:
+        raise DataError("--resume continues the run whose checkpoint is beside --out: drop --new-version")
+    if already_trained(args, TASKS[args.task].artifact_task):
+        return 0
+    args.out, args.if_missing = new_version(args.out), False
+    try:
+        return func(args)
+    finally:
+        release(args.out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -119,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "artifact", None) is not None:
+            args.artifact = resolve(args.artifact)  # a directory of versions: its newest that may serve
+        if getattr(args, "new_version", False):
+            return train_new_version(args, func)
         return func(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from typing import Any
 
 from model.artifacts import ArtifactError, read_config, verify
 from model.data import DataError
+from model.versions import is_versioned, scan
 
 USER_ERRORS = (DataError, ArtifactError, ValueError, FileNotFoundError, IsADirectoryError, UnicodeDecodeError)
 
@@ -38,6 +39,11 @@ def add_run_args(g: Any, out: str, presets: list[str], preset_help: str = "setti
     g.add_argument("--preset", default="default", choices=presets, help=preset_help)
     g.add_argument("--out", type=Path, default=Path(out), help="artifact directory")
     g.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a verified artifact")
+    g.add_argument(
+        "--new-version", action="store_true",
+        help="treat --out as a directory of numbered versions and write the next one (--out/N), as the service"
+        " picks up",
+    )  # fmt: skip
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
@@ -71,9 +77,16 @@ def read_texts(args: argparse.Namespace, what: str) -> list[str]:
 
 
 def already_trained(args: argparse.Namespace, task: str) -> bool:
-    """--if-missing: true when --out holds an artifact of this task whose manifest verifies (then say so)."""
+    """--if-missing: true when --out holds an artifact of this task whose manifest verifies, or (a directory of
+    versions) a version that may serve (then say so)."""
     if not args.if_missing or not args.out.exists():
         return False
+    if is_versioned(args.out):
+        usable = [v for v in scan(args.out, task) if v.usable]
+        if not usable:
+            return False
+        print(json.dumps({"artifact": str(usable[-1].path), "skipped": "a verified version is already there"}))
+        return True
     try:
         verify(args.out)
         found = read_config(args.out).task

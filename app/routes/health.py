@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import require_api_key
 from app.schemas import ModelCard
-from model.artifacts import Artifact
+from app.serving.registry import Engine
+from model.versions import numbers
 
 router = APIRouter(tags=["operations"])
 
@@ -34,8 +35,9 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-def card(name: str, artifact: Artifact, serving: dict[str, Any]) -> dict[str, Any]:
-    cfg = artifact.config
+def card(name: str, engine: Engine) -> dict[str, Any]:
+    """A model's card, read from its artifact; for a directory of versions, the one serving and those on disk."""
+    artifact, cfg = engine.model.artifact, engine.model.artifact.config
     return {
         "name": name,
         "task": cfg.task,
@@ -46,7 +48,9 @@ def card(name: str, artifact: Artifact, serving: dict[str, Any]) -> dict[str, An
         "training_data": dataclasses.asdict(cfg.data),
         "created_at": cfg.created_at,
         "sha256": artifact.sha256,
-        "serving": serving,
+        "serving": engine.serving,
+        "version": engine.version,
+        "versions": numbers(artifact.path.parent) if engine.version is not None else [],
     }
 
 
@@ -55,7 +59,7 @@ async def models(request: Request) -> list[dict[str, Any]]:
     """A card per loaded model, read from its artifact: the defaults (sentiment, generator, tagger), then the
     models RNN_MODELS adds, in its order."""
     engines = getattr(request.app.state, "engines", None) or {}
-    return [card(name, engine.model.artifact, engine.serving) for name, engine in engines.items()]
+    return [card(name, engine) for name, engine in engines.items()]
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require_api_key)])

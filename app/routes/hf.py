@@ -188,7 +188,7 @@ async def tgi_info(request: Request) -> dict[str, Any]:
 async def model_card(request: Request, name: str = NAME) -> dict[str, Any]:
     """The model's card (as in GET /models)."""
     engine = model_named(request, name)
-    return card(name, engine.model.artifact, engine.serving)
+    return card(name, engine)
 
 
 @info_router.get("/models/{name}/info")

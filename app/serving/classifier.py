@@ -51,6 +51,7 @@ class ClassifierEngine(MicroBatcher[_Item]):
         super().__init__(name, max_batch, max_wait_ms, metrics, thread="classifier")  # busy: classify(), explain()
         self.model = model
         self.serving = serving or {"runtime": "torch", "quantize": "none"}  # what /models reports
+        self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
         # the ensemble's members, side by side (None: one after another in the classifier thread); only a torch
         # runner uses the pool (ONNX Runtime runs its own threads: a pool would sit idle)
         threads = min(ensemble_threads, model.config.ensemble) if isinstance(model.runner, torch.nn.Module) else 1

@@ -130,6 +130,7 @@ class GeneratorEngine:
         self.name = name
         self.model = model
         self.serving: dict[str, Any] = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
+        self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
         self.step = Stepper(model.network)
         self.table = id_to_text(model.tokenizer)
         vocab = model.tokenizer.get_vocab()

@@ -32,3 +32,7 @@ class Metrics:
         self.in_flight = Gauge("rnn_requests_in_flight", "requests being served or queued", registry=r)
         self.rejected = Counter("rnn_requests_rejected", "requests refused with 503 (overload)", registry=r)
         self.reloads = Counter("rnn_model_reloads", "hot reloads of the models by outcome", ["outcome"], registry=r)
+        self.versions_skipped = Counter(
+            "rnn_model_versions_skipped", "versions on disk not loaded (unverified, or another task) by model",
+            ["model"], registry=r,
+        )  # fmt: skip

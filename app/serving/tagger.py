@@ -39,6 +39,7 @@ class TaggerEngine(MicroBatcher[_Item]):
         super().__init__(name, max_batch, max_wait_ms, metrics, thread="tagger")  # busy: tag() calls
         self.model = model
         self.serving: dict[str, Any] = {"runtime": "torch"}  # what /models reports
+        self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
