@@ -473,7 +473,7 @@ class SequenceTagger(nn.Module):
       words (B, T), chars (B, T, L) or None, lengths (B,)
       -> word embedding                         (B, T, E)
          [+ character BiLSTM per real word      (B, T, 2*Hc)]   concatenated
-      -> dropout -> RNN over the sentence        (B, T, D*H)   dense, the reverse direction within each length
+      -> dropout -> RNN over the sentence        (B, T, D*H)   packed (in training dense: `encode`)
       -> dropout -> linear: emissions            (B, T, K)
       softmax per token, or with `config.crf` a linear-chain CRF over the emissions (model/crf.py)
 
@@ -507,9 +507,19 @@ class SequenceTagger(nn.Module):
             if chars is None:
                 raise ValueError("this tagger reads characters: pass chars (B, T, L)")
             x = torch.cat([x, self.chars(chars, self.mask(lengths.to(words.device), words.shape[1]))], dim=-1)
-        out = run_padded(self.encoder, self.dropout(x), lengths)  # (B, T, D*H)
+        out = self.encode(self.dropout(x), lengths)  # (B, T, D*H)
         emissions: torch.Tensor = self.head(self.dropout(out))  # (B, T, K)
         return emissions
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The sentence encoder over (B, T, F): dense in training, where batches are bucketed by length and the
+        fused kernels' backward pays; packed otherwise, where a batch of mixed lengths (a service's requests) would
+        run every sentence to the longest one's length. The two agree at every real position (tested)."""
+        if self.training:
+            return run_padded(self.encoder, x, lengths)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.encoder(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean loss per real token: cross-entropy, or the CRF's summed negative log-likelihood / tokens."""
