@@ -156,16 +156,6 @@ def artifact_paths(settings: Settings) -> dict[str, Path]:
     return {**defaults, **settings.models}
 
 
-_PINNED = re.compile(r"^(?P<path>.+)@(?P<version>[1-9][0-9]{0,8})$")
-
-
-def split_pin(path: Path) -> tuple[Path, int | None]:
-    """`artifacts/sentiment@3`: a directory of versions with version 3 pinned; a path without `@N`: no pin (a
-    plain artifact, or a directory of versions serving its newest)."""
-    found = _PINNED.match(str(path))
-    return (Path(found["path"]), int(found["version"])) if found else (path, None)
-
-
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment; a bad value raises SettingsError naming the variable."""
     try:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.config import Settings, artifact_paths, default_names, split_pin
+from app.config import Settings, artifact_paths, default_names
 from app.serving.metrics import Metrics
 from app.serving.registry import ENGINES, Engine
 from model.artifacts import ArtifactError, load_artifact
 from model.tasks import TASKS, by_artifact_task
-from model.versions import choose, is_versioned, scan
+from model.versions import choose, is_versioned, scan, split_pin
 
 log = logging.getLogger("app")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -63,9 +63,10 @@ def pick_version(name: str, path: Path, task: str | None, metrics: Metrics) -> t
 def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kind: str | None = None) -> Engine:
     """The artifact at `path` (or the version of it to serve) as its kind's engine, warmed up. A default model
     must be of `kind`; an RNN_MODELS entry (`kind` None) is of whatever kind its config.json names."""
+    expected = TASKS[kind].artifact_task if kind else None
     try:
-        path, version = pick_version(name, path, TASKS[kind].artifact_task if kind else None, metrics)
-        artifact = load_artifact(path, TASKS[kind].artifact_task if kind else None)
+        path, version = pick_version(name, path, expected, metrics)
+        artifact = load_artifact(path, expected)
         task = by_artifact_task(artifact.task)
         if task.name not in ENGINES:
             raise ArtifactError(f"{path} holds a {task.name} model, and this service has no engine for that kind")

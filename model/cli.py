@@ -11,7 +11,7 @@ from typing import Any
 
 from model.artifacts import ArtifactError, read_config, verify
 from model.data import DataError
-from model.versions import is_versioned, scan
+from model.versions import choose, is_versioned, scan
 
 USER_ERRORS = (DataError, ArtifactError, ValueError, FileNotFoundError, IsADirectoryError, UnicodeDecodeError)
 
@@ -82,10 +82,11 @@ def already_trained(args: argparse.Namespace, task: str) -> bool:
     if not args.if_missing or not args.out.exists():
         return False
     if is_versioned(args.out):
-        usable = [v for v in scan(args.out, task) if v.usable]
-        if not usable:
+        try:
+            newest = choose(scan(args.out, task))
+        except ArtifactError:
             return False
-        print(json.dumps({"artifact": str(usable[-1].path), "skipped": "a verified version is already there"}))
+        print(json.dumps({"artifact": str(newest.path), "skipped": "a verified version is already there"}))
         return True
     try:
         verify(args.out)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from model.artifacts import CONFIG, MANIFEST, REQUIRED, ArtifactError, read_config, verify
 
-VERSION = re.compile(r"^[1-9][0-9]{0,8}$")  # 1 … 999,999,999: a plain number, no sign, no leading zero
+NUMBER = r"[1-9][0-9]{0,8}"  # 1 … 999,999,999: a plain number, no sign, no leading zero
+VERSION = re.compile(rf"^{NUMBER}$")
+PINNED = re.compile(rf"^(?P<path>.+)@(?P<version>{NUMBER})$")
 RESERVED = ".reserved-"  # `.reserved-N`: a trainer is writing version N
 
 
@@ -34,6 +36,13 @@ class Version:
     @property
     def usable(self) -> bool:
         return self.problem is None
+
+
+def split_pin(path: Path) -> tuple[Path, int | None]:
+    """`artifacts/sentiment@3`: a directory of versions with version 3 pinned; a path without `@N`: no pin (a
+    plain artifact, or a directory of versions serving its newest)."""
+    found = PINNED.match(str(path))
+    return (Path(found["path"]), int(found["version"])) if found else (path, None)
 
 
 def is_versioned(path: str | Path) -> bool:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings, split_pin
+from app.config import Settings
 from app.main import create_app
+from model.versions import split_pin
 from tests.app.conftest import Artifacts, metric
 
 SettingsFor = Callable[..., Settings]
