@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # more models beside the defaults, by name: `name=path,name2=path2` or a JSON object; each one's kind comes
     # from its artifact, and requests choose it with `"model": "name"`
     models: Annotated[dict[str, Path], NoDecode] = {}
+    # how often a model whose path is a directory of versions is checked for a newer one (app/versions.py); 0: never
+    model_poll_seconds: float = Field(5.0, ge=0, le=86400)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # limits

@@ -22,6 +22,8 @@ from app.serving.generator import GeneratorEngine
 from app.serving.registry import Engine
 from app.serving.tagger import TaggerEngine
 
+ANSWERING = "rnn.engine"  # the ASGI scope key of the engine a request was given
+
 
 def settings_of(request: Request) -> Settings:
     found: Settings = request.app.state.settings
@@ -40,11 +42,18 @@ def model_named(request: Request, name: str, unloaded: str = "the models are not
     return engine
 
 
+def answering(request: Request, engine: Engine) -> Engine:
+    """`engine` answers this request: the metrics layer counts it and names its version in a header
+    (app/middleware.py)."""
+    request.scope[ANSWERING] = engine
+    return engine
+
+
 def engine_for(request: Request, kind: str, name: str | None = None) -> Engine:
     """The engine serving the model called `name`, which must be of `kind`; without a name, the default model of
     that kind (named after it). 503 while no model is loaded, 404 for a name no model has, 422 for a model of
     another kind."""
-    engine = model_named(request, name or kind, f"the {kind} model is not loaded")
+    engine = answering(request, model_named(request, name or kind, f"the {kind} model is not loaded"))
     if engine.kind != kind:
         raise RequestValidationError(
             [{"type": "model_kind", "loc": ("body", "model"), "input": name, "ctx": {"kind": engine.kind},

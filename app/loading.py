@@ -17,7 +17,7 @@ from app.serving.metrics import Metrics
 from app.serving.registry import ENGINES, Engine
 from model.artifacts import ArtifactError, load_artifact
 from model.tasks import TASKS, by_artifact_task
-from model.versions import choose, is_versioned, scan, split_pin
+from model.versions import Version, check, choose, is_versioned, numbers, scan, split_pin
 
 log = logging.getLogger("app")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -25,45 +25,78 @@ LOADING_MMAP = 1 << 20
 SERVING_MMAP = 32 << 20
 
 
-def load_engines(settings: Settings, metrics: Metrics) -> dict[str, Engine]:
+def load_engines(settings: Settings, metrics: Metrics, pins: dict[str, int | None] | None = None) -> dict[str, Engine]:
     """Load, verify and warm up every model, by name: the defaults, then RNN_MODELS (in a worker thread: this
-    takes a moment). Raises ArtifactError (or what loading raised) naming the file, before anything is swapped
-    in."""
-    defaults = default_names()
+    takes a moment). `pins`: the admin API's version policy by model name, over the paths' own (`path@N`; None:
+    the newest). Raises ArtifactError (or what loading raised) naming the file, before anything is swapped in."""
     tune_heap(loading=True)
     try:
-        return {
-            name: load_engine(name, path, settings, metrics, kind=name if name in defaults else None)
-            for name, path in artifact_paths(settings).items()
-        }
+        return {name: load_engine(name, path, settings, metrics) for name, path in model_paths(settings, pins).items()}
     finally:
         tune_heap(loading=False)
 
 
+def model_paths(settings: Settings, pins: dict[str, int | None] | None = None) -> dict[str, Path]:
+    """Every model's path by name (app/config.py), each with the version the admin API pinned (`@N`) or unpinned."""
+    paths = artifact_paths(settings)
+    for name, pin in (pins or {}).items():
+        if name in paths:
+            base, _ = split_pin(paths[name])
+            paths[name] = base if pin is None else Path(f"{base}@{pin}")
+    return paths
+
+
+def stamp(path: Path) -> int:
+    """A version directory's identity for counting it once: its modification time (0 when it is gone)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def skip(name: str, version: Version, metrics: Metrics) -> None:
+    """A version that may not serve: logged and counted, once per version directory (a poll sees it again)."""
+    if metrics.skip_version(name, version.number, stamp(version.path)):
+        log.warning("model %s: version %d skipped: %s", name, version.number, version.problem)
+
+
 def pick_version(name: str, path: Path, task: str | None, metrics: Metrics) -> tuple[Path, int | None]:
-    """Where the model's artifact is: `path` itself, or in a directory of versions (model/versions.py) the pinned
-    version (`path@N`) or else the newest that verifies and is of `task`. Each version that may not serve is
-    logged and counted, and skipped. Raises ArtifactError when none may."""
+    """Where the model's artifact is: `path` itself, or in a directory of versions the pinned version (`path@N`)
+    or else the newest that verifies and is of `task`; each version that may not serve is logged, counted and
+    skipped. Raises ArtifactError when none may."""
     base, pin = split_pin(path)
     if not is_versioned(base):
         if pin is not None:
             raise ArtifactError(f"{base} is one artifact, not a directory of versions: it has no version {pin}")
         return base, None
+    if pin is not None:
+        there = numbers(base)
+        if pin not in there:
+            raise ArtifactError(f"{base}: version {pin} is not there (versions on disk: "
+                                f"{', '.join(map(str, there)) or 'none'})")  # fmt: skip
+        problem = check(base / str(pin), task)
+        if problem is not None:
+            raise ArtifactError(f"{base}: version {pin} may not serve: {problem}")
+        return base / str(pin), pin
     versions = scan(base, task)
     for bad in (v for v in versions if not v.usable):
-        log.warning("model %s: version %d skipped: %s", name, bad.number, bad.problem)
-        metrics.versions_skipped.labels(name).inc()
+        skip(name, bad, metrics)
     try:
-        chosen = choose(versions, pin)
+        chosen = choose(versions)
     except ArtifactError as exc:
         raise ArtifactError(f"{base}: {exc}") from None
     return chosen.path, chosen.number
 
 
-def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kind: str | None = None) -> Engine:
+def expected_task(name: str) -> str | None:
+    """The artifact task a default model must hold (one named after its kind); None for an RNN_MODELS entry."""
+    return TASKS[name].artifact_task if name in default_names() else None
+
+
+def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics) -> Engine:
     """The artifact at `path` (or the version of it to serve) as its kind's engine, warmed up. A default model
-    must be of `kind`; an RNN_MODELS entry (`kind` None) is of whatever kind its config.json names."""
-    expected = TASKS[kind].artifact_task if kind else None
+    must be of its kind; an RNN_MODELS entry is of whatever kind its config.json names."""
+    expected = expected_task(name)
     try:
         path, version = pick_version(name, path, expected, metrics)
         artifact = load_artifact(path, expected)
@@ -71,12 +104,13 @@ def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics, kin
         if task.name not in ENGINES:
             raise ArtifactError(f"{path} holds a {task.name} model, and this service has no engine for that kind")
     except ArtifactError as exc:
-        if kind is None:
+        if expected is None:
             raise ArtifactError(f"RNN_MODELS entry {name!r}: {exc}") from exc
         raise
     engine = ENGINES[task.name](name, task.predictor(artifact), settings, metrics)
     engine.version = version
     engine.warmup()
+    metrics.version.labels(name).set(version or 0)
     return engine
 
 
@@ -149,7 +183,7 @@ async def reload_models(app: FastAPI) -> list[dict[str, str]]:
     settings: Settings = app.state.settings
     async with app.state.reload_lock:
         try:
-            engines = await asyncio.to_thread(load_engines, settings, app.state.metrics)
+            engines = await asyncio.to_thread(load_engines, settings, app.state.metrics, app.state.pins)
         except Exception as exc:
             log.error("reload refused, still serving the previous models: %s", exc)
             app.state.metrics.reloads.labels("refused").inc()

@@ -6,6 +6,7 @@ into app.state, warms the engines up and only then reports ready. `app = create_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from app import versions
 from app.auth import KeyRing
 from app.config import Settings, load_settings
 from app.deps import require_api_key
@@ -48,7 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     app.state.not_ready = "loading models"
     try:
-        app.state.engines = await asyncio.to_thread(load_engines, settings, app.state.metrics)
+        app.state.engines = await asyncio.to_thread(load_engines, settings, app.state.metrics, app.state.pins)
     except Exception as exc:
         log.error("start-up refused: %s", exc)
         raise
@@ -57,16 +59,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.reload_lock = asyncio.Lock()
     app.state.sighup_tasks = set()
     watching = watch_sighup(app)
+    poller = None
+    if settings.model_poll_seconds > 0 and versions.versioned(app):
+        poller = asyncio.create_task(versions.watch(app, settings.model_poll_seconds))
     app.state.not_ready = None
-    log.info("ready: %s", ", ".join(f"{name} ({engine.kind})" for name, engine in app.state.engines.items()))
+    log.info("ready: %s", ", ".join(f"{name} ({engine.kind}{_version(engine)})"
+                                     for name, engine in app.state.engines.items()))  # fmt: skip
     try:
         yield
     finally:
         app.state.not_ready = "shutting down"
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         if watching:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for engine in app.state.engines.values():
             await engine.stop()
+
+
+def _version(engine: Any) -> str:
+    return "" if engine.version is None else f", version {engine.version}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return get_swagger_ui_html(openapi_url="/openapi.json", title="rnn-nlp-service")
 
     app.state.settings = settings
+    app.state.pins = {}  # the admin API's version pins by model name (app/versions.py)
     app.state.api_keys = KeyRing("RNN_API_KEY", settings.api_key, settings.api_key_file)
     app.state.admin_keys = KeyRing("RNN_ADMIN_API_KEY", settings.admin_api_key, settings.admin_api_key_file)
     app.state.metrics = Metrics()

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.deps import ANSWERING
 from app.routes.errors import error_content, protocol_of
 from app.serving.metrics import Metrics
 
@@ -125,11 +126,14 @@ class LimitsMiddleware:
 
 
 class MetricsMiddleware:
-    """rnn_requests_total{route,status} and rnn_request_duration_seconds{route}, by route template."""
+    """rnn_requests_total{route,status} and rnn_request_duration_seconds{route}, by route template; for a request
+    a model answered (app/deps.py names its engine in the scope), rnn_model_requests_total{model,version} and,
+    when its path is a directory of versions, the version in an `X-Model-Version` header."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
         self.series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (route, status) -> its counter and histogram
+        self.answered: dict[tuple[str, int | None], Any] = {}  # (model, version) -> its counter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,11 +145,22 @@ class MetricsMiddleware:
         async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                engine = scope.get(ANSWERING)
+                if engine is not None and engine.version is not None:
+                    version = (b"x-model-version", str(engine.version).encode())
+                    message["headers"] = [*message.get("headers", ()), version]
             await send(message)
 
         try:
             await self.app(scope, receive, tracked_send)
         finally:
+            engine = scope.get(ANSWERING)
+            if engine is not None:
+                key = (engine.name, engine.version)
+                answered = self.answered.get(key)
+                if answered is None:
+                    answered = self.answered[key] = self.metrics.answered.labels(key[0], str(key[1] or 0))
+                answered.inc()
             route = scope.get("route")
             key = (getattr(route, "path", None) or "unmatched", str(status["code"]))
             series = self.series.get(key)

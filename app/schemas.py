@@ -336,5 +336,7 @@ class ModelCard(BaseModel):
     created_at: str
     sha256: str
     serving: dict[str, object] = {}  # how this process runs it: the classifier's runtime and weights
+    preset: str | None = None  # the training preset the artifact was made with (None: settings built by hand)
     version: int | None = None  # the version serving, when the model's path is a directory of versions
     versions: list[int] = []  # the versions on that directory, complete or not
+    policy: str | None = None  # which version serves: `latest`, or `pinned N` (app/versions.py)

@@ -156,6 +156,7 @@ class SentimentTrainConfig:
     refit: bool = True
     # evaluation / run control
     seed: int = 0
+    preset: str | None = None  # the preset these settings started from (None: built by hand), for /models
     threads: int = 0  # 0 = torch default
     max_minutes: float | None = None
     dev_fraction: float = 0.1
@@ -225,6 +226,7 @@ class GeneratorTrainConfig:
     min_steps: int = 1500
     # run control
     seed: int = 0
+    preset: str | None = None  # the preset these settings started from (None: built by hand), for /models
     threads: int = 0
     # a wall-clock cap a user can ask for (--max-minutes), for a corpus far larger than tiny-shakespeare; the
     # schedule then follows time, so a run the cap ends still finishes its decay
@@ -282,6 +284,7 @@ class TaggerTrainConfig:
     clip_norm: float = 5.0
     patience: int = 4
     seed: int = 0
+    preset: str | None = None  # the preset these settings started from (None: built by hand), for /models
     threads: int = 0
     max_minutes: float | None = None  # a wall-clock cap a user can ask for (--max-minutes); the preset is epochs
     dev_fraction: float = 0.1
@@ -330,7 +333,7 @@ def merge(base: T, overrides: dict[str, Any]) -> T:
 def _preset(base: T, presets: dict[str, dict[str, Any]], name: str) -> T:
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
-    return merge(base, presets[name])
+    return merge(base, {**presets[name], "preset": name})
 
 
 def sentiment_preset(name: str) -> SentimentTrainConfig:

@@ -308,7 +308,7 @@ def load_checkpoint(
 
 def fingerprint(cfg: Any, data_sha256: dict[str, str], data_name: str, **extra: Any) -> str:
     """What a checkpoint must match to be resumed: the settings (bar run-time ones), the data and `extra`."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads", "preset")}
     blob = json.dumps({"cfg": settings, "data": data_sha256, "name": data_name, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.deps import require_api_key
 from app.schemas import ModelCard
 from app.serving.registry import Engine
+from app.versions import versioned
 from model.versions import numbers
 
 router = APIRouter(tags=["operations"])
@@ -35,9 +36,11 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-def card(name: str, engine: Engine) -> dict[str, Any]:
-    """A model's card, read from its artifact; for a directory of versions, the one serving and those on disk."""
+def card(name: str, engine: Engine, app: Any) -> dict[str, Any]:
+    """A model's card, read from its artifact; for a directory of versions, the one serving, those on disk and
+    the policy choosing between them."""
     artifact, cfg = engine.model.artifact, engine.model.artifact.config
+    versioned = engine.version is not None
     return {
         "name": name,
         "task": cfg.task,
@@ -49,9 +52,17 @@ def card(name: str, engine: Engine) -> dict[str, Any]:
         "created_at": cfg.created_at,
         "sha256": artifact.sha256,
         "serving": engine.serving,
+        "preset": cfg.training.get("preset"),
         "version": engine.version,
-        "versions": numbers(artifact.path.parent) if engine.version is not None else [],
+        "versions": numbers(artifact.path.parent) if versioned else [],
+        "policy": policy(app, name) if versioned else None,
     }
+
+
+def policy(app: Any, name: str) -> str:
+    """`latest`, or `pinned N` (by the admin API, or in the model's path)."""
+    _, pin = versioned(app).get(name, (None, None))
+    return "latest" if pin is None else f"pinned {pin}"
 
 
 @router.get("/models", response_model=list[ModelCard], dependencies=[Depends(require_api_key)])
@@ -59,7 +70,7 @@ async def models(request: Request) -> list[dict[str, Any]]:
     """A card per loaded model, read from its artifact: the defaults (sentiment, generator, tagger), then the
     models RNN_MODELS adds, in its order."""
     engines = getattr(request.app.state, "engines", None) or {}
-    return [card(name, engine) for name, engine in engines.items()]
+    return [card(name, engine, request.app) for name, engine in engines.items()]
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require_api_key)])

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Request
 
 from app.config import MODEL_NAME, Settings
-from app.deps import classifier, generator, model_named, require_api_key, settings_of
+from app.deps import answering, classifier, generator, model_named, require_api_key, settings_of
 from app.protocols.hf import (
     MAX_STOP,
     TGI_DEFAULT_MAX_NEW_TOKENS,
@@ -188,7 +188,7 @@ async def tgi_info(request: Request) -> dict[str, Any]:
 async def model_card(request: Request, name: str = NAME) -> dict[str, Any]:
     """The model's card (as in GET /models)."""
     engine = model_named(request, name)
-    return card(name, engine)
+    return card(name, engine, request.app)
 
 
 @info_router.get("/models/{name}/info")
@@ -222,7 +222,7 @@ async def model_task(request: Request, name: str = NAME) -> Any:
     `text_classification` (`[[{"label", "score"}, ...]]`, every label, best first) for a classifier,
     `token_classification` for a tagger. `inputs` may also be a list of texts (one answer each) for the last two.
     """
-    engine = model_named(request, name)
+    engine = answering(request, model_named(request, name))
     payload = await read_json(request)
     if isinstance(engine, GeneratorEngine):
         return await tgi_generate(validated(TGIRequest, payload), request, engine, listed=True)

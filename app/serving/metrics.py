@@ -36,3 +36,22 @@ class Metrics:
             "rnn_model_versions_skipped", "versions on disk not loaded (unverified, or another task) by model",
             ["model"], registry=r,
         )  # fmt: skip
+        self.skipped: set[tuple[str, int, int]] = set()  # (model, version, its directory's mtime): counted once
+        # live versions (app/versions.py): what serves, what answered, and the swaps
+        self.version = Gauge("rnn_model_version", "the version serving by model (0: a plain artifact)", ["model"],
+                             registry=r)  # fmt: skip
+        self.answered = Counter(
+            "rnn_model_requests", "requests answered by model and version", ["model", "version"], registry=r
+        )
+        self.swaps = Counter("rnn_model_swaps", "live version swaps by model and outcome", ["model", "outcome"],
+                             registry=r)  # fmt: skip
+
+    def skip_version(self, model: str, number: int, stamp: int) -> bool:
+        """Count a version that may not serve, once per version directory (a poll sees it again and again);
+        True when it is new."""
+        key = (model, number, stamp)
+        if key in self.skipped:
+            return False
+        self.skipped.add(key)
+        self.versions_skipped.labels(model).inc()
+        return True

@@ -36,7 +36,8 @@ def test_the_default_generator_is_a_gru_and_the_lstm_preset_differs_only_in_its_
     default, lstm = generator_preset("default"), generator_preset("lstm")
     assert default.cell == "gru" and default.network(67).cell == "gru"
     assert lstm.cell == "lstm"
-    assert asdict(replace(lstm, cell="gru")) == asdict(default)
+    assert asdict(replace(lstm, cell="gru", preset="default")) == asdict(default)
+    assert (default.preset, lstm.preset) == ("default", "lstm")  # recorded in the artifact, shown by /models
     assert generator_preset("quick").cell == "gru"
 
 

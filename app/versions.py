@@ -1,0 +1,134 @@
+"""Live versions: a model whose path is a directory of versions (model/versions.py) is swapped to a new version
+while it serves, as TensorFlow Serving and Triton's polling mode do.
+
+Each model has a version policy: the newest that may serve (the default), or a pinned number (`path@N` in its
+setting, or the admin API's pin, which overrides that until unpinned). Every RNN_MODEL_POLL_SECONDS the poller
+asks each versioned model's directory which version its policy wants; when that is not the one serving, `swap`
+loads and warms it beside the current one, switches new requests to it in one step on the event loop, lets the
+requests and streams the old one holds finish (up to RNN_REQUEST_TIMEOUT_S), then frees it. A version that may
+not serve (its manifest does not verify, or it is of another task) is logged and counted once, and skipped; the
+current version keeps serving. Rollback is a pin, or removing the newest directory.
+
+One swap at a time (the reload lock, shared with `POST /admin/reload` and SIGHUP): memory holds the models
+serving plus one copy of the model being swapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from app.loading import expected_task, load_engine, model_paths, settle_heap, skip, stamp, tune_heap
+from app.serving.registry import Engine
+from model.artifacts import ArtifactError
+from model.versions import Version, check, is_versioned, numbers, split_pin
+
+log = logging.getLogger("app")
+
+
+class SwapRefused(Exception):
+    """The version asked for did not load; the current one keeps serving."""
+
+
+def versioned(app: FastAPI) -> dict[str, tuple[Path, int | None]]:
+    """The models whose path is a directory of versions: name -> (directory, pinned version or None)."""
+    found = {}
+    for name, path in model_paths(app.state.settings, app.state.pins).items():
+        base, pin = split_pin(path)
+        if is_versioned(base):
+            found[name] = (base, pin)
+    return found
+
+
+def wanted(app: FastAPI, name: str) -> int | None:
+    """The version model `name`'s policy wants serving: its pin, or the newest that may serve. The newer ones that
+    may not are skipped and counted once; the one serving and the older ones are not read again (checking a
+    version hashes its weights). None when there is no such version (the model is not versioned, or nothing there
+    may serve, or the pinned version was refused before): the current version keeps serving. Reads the disk:
+    call it in a worker thread."""
+    source = versioned(app).get(name)
+    engine = app.state.engines.get(name)
+    if source is None or engine is None:
+        return None
+    (base, pin), skipped = source, app.state.metrics.skipped
+    if pin is not None:
+        return None if (name, pin, stamp(base / str(pin))) in skipped else pin
+    task = expected_task(name) or engine.model.artifact.config.task
+    for number in reversed(numbers(base)):
+        path = base / str(number)
+        if number == engine.version:
+            return number
+        if (name, number, stamp(path)) in skipped:
+            continue
+        problem = check(path, task)
+        if problem is None:
+            return number
+        skip(name, Version(number, path, problem), app.state.metrics)
+    return None
+
+
+async def swap(app: FastAPI, name: str, number: int) -> Engine:
+    """Serve version `number` of model `name`: load and warm it (in a worker thread), switch new requests to it,
+    drain and free the one it replaces. Returns the engine now serving. Raises SwapRefused (the current version
+    keeps serving) when it does not load, KeyError for a model not served."""
+    settings, metrics = app.state.settings, app.state.metrics
+    async with app.state.reload_lock:
+        current: Engine = app.state.engines[name]
+        if current.version == number:
+            return current
+        base, _ = split_pin(model_paths(settings, app.state.pins)[name])
+        try:
+            engine = await asyncio.to_thread(_load, name, Path(f"{base}@{number}"), app)
+        except Exception as exc:
+            metrics.swaps.labels(name, "refused").inc()
+            path = base / str(number)
+            skip(name, Version(number, path, str(exc)), metrics)  # not tried again until its directory changes
+            log.error("model %s: version %d refused, version %s keeps serving: %s", name, number, current.version, exc)
+            raise SwapRefused(str(exc)) from exc
+        await engine.start()
+        app.state.engines = {**app.state.engines, name: engine}  # one step on the event loop: atomic
+        metrics.swaps.labels(name, "ok").inc()
+        log.info("model %s: now serving version %d (was %s)", name, number, current.version)
+        await current.drain(settings.request_timeout_s)
+        del current
+        settle_heap()  # the old model is collected, the new one frozen
+        return engine
+
+
+def _load(name: str, path: Path, app: FastAPI) -> Engine:
+    tune_heap(loading=True)
+    try:
+        return load_engine(name, path, app.state.settings, app.state.metrics)
+    finally:
+        tune_heap(loading=False)
+
+
+async def apply_policy(app: FastAPI, name: str) -> Engine:
+    """Swap model `name` to the version its policy wants, when that is not the one serving."""
+    number = await asyncio.to_thread(wanted, app, name)
+    if number is None:
+        engine: Engine = app.state.engines[name]
+        return engine
+    return await swap(app, name, number)
+
+
+async def poll(app: FastAPI) -> None:
+    """Apply every versioned model's policy once; a version that does not load is refused and logged, and not
+    tried again until its directory changes."""
+    for name in list(versioned(app)):
+        try:
+            await apply_policy(app, name)
+        except SwapRefused:
+            pass  # logged and counted by swap
+        except (ArtifactError, OSError) as exc:
+            log.error("model %s: version check failed: %s", name, exc)
+
+
+async def watch(app: FastAPI, seconds: float) -> None:
+    """Poll every `seconds` until cancelled (at shut-down)."""
+    while True:
+        await asyncio.sleep(seconds)
+        await poll(app)
