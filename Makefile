@@ -37,19 +37,26 @@ test: lint typecheck docker-check
 audit: install
 	$(VENV)/bin/pip-audit --strict --progress-spinner off
 
-artifacts/sentiment/config.json: | install
-	$(PY) -m model train sentiment --out artifacts/sentiment
+KINDS := sentiment generator tagger
 
-artifacts/generator/config.json: | install
-	$(PY) -m model train generator --out artifacts/generator
+# each kind's default preset as the next version of artifacts/KIND, unless its newest version already is one (a
+# plain artifact there from before is left as it is), in the foreground
+train: install
+	for kind in $(KINDS); do $(PY) -m model train $$kind --new-version --unless-newest --out artifacts/$$kind || exit 1; done
 
-artifacts/tagger/config.json: | install
-	$(PY) -m model train tagger --out artifacts/tagger
-
-train: artifacts/sentiment/config.json artifacts/generator/config.json artifacts/tagger/config.json
-
-serve: train
-	$(PY) -m app
+# a first answer in minutes: the quick preset of every kind that has no version yet (about a minute and a half on 2
+# cores), served at once; the default presets train behind it at low priority on one thread, one after another,
+# each written as the next version and swapped in live by the service (RNN_MODEL_POLL_SECONDS); their log is
+# artifacts/training.log. The background trainer stops with the service (Ctrl-C), and the next `make serve` goes
+# on where it stopped.
+serve: install
+	for kind in $(KINDS); do \
+		$(PY) -m model train $$kind --preset quick --threads 2 --new-version --if-missing --out artifacts/$$kind || exit 1; \
+	done
+	@echo "serving the quick versions; the default presets train in the background (artifacts/training.log)"
+	setsid sh -c 'for kind in $(KINDS); do nice -n 10 $(PY) -m model train $$kind --threads 1 --new-version \
+		--unless-newest --out artifacts/$$kind || exit 1; done' >> artifacts/training.log 2>&1 & \
+	trainer=$$!; trap 'kill -- -$$trainer 2>/dev/null' EXIT INT TERM; $(PY) -m app
 
 # several hours on 2 cores (the sentiment tables about two, the soak one); rewrites the README's tables and keeps
 # the default (and ensemble) artifacts

@@ -80,7 +80,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _version(engine: Any) -> str:
-    return "" if engine.version is None else f", version {engine.version}"
+    """`, version N (P preset)` for a model served from a directory of versions."""
+    if engine.version is None:
+        return ""
+    preset = engine.model.artifact.config.training.get("preset")
+    return f", version {engine.version}" + (f", {preset} preset" if preset else "")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -339,4 +339,5 @@ class ModelCard(BaseModel):
     preset: str | None = None  # the training preset the artifact was made with (None: settings built by hand)
     version: int | None = None  # the version serving, when the model's path is a directory of versions
     versions: list[int] = []  # the versions on that directory, complete or not
+    in_training: list[int] = []  # the versions a trainer is writing there now (reserved, not yet complete)
     policy: str | None = None  # which version serves: `latest`, or `pinned N` (app/versions.py)

@@ -91,7 +91,8 @@ async def swap(app: FastAPI, name: str, number: int) -> Engine:
         await engine.start()
         app.state.engines = {**app.state.engines, name: engine}  # one step on the event loop: atomic
         metrics.swaps.labels(name, "ok").inc()
-        log.info("model %s: now serving version %d (was %s)", name, number, current.version)
+        preset = engine.model.artifact.config.training.get("preset") or "no"
+        log.info("model %s: now serving version %d, %s preset (was %s)", name, number, preset, current.version)
         await current.drain(settings.request_timeout_s)
         del current
         settle_heap()  # the old model is collected, the new one frozen

@@ -6,11 +6,13 @@
 #      `docker import`, tagged python:3.11-slim-bookworm so FROM resolves with no pull) unless one is there;
 #   3. downloads the wheelhouse on the host (pip inside a container has no network) and builds the image
 #      offline (`--network none`, WHEELHOUSE=/wheels);
-#   4. runs docker/compose.yaml with docker/compose.ci.yaml (host networking on 127.0.0.1, the quick preset, data
-#      mounted from the mirror, API keys made by docker/keys.py as the secrets) until the api is healthy, then
+#   4. runs docker/compose.yaml with docker/compose.ci.yaml (host networking on 127.0.0.1, the bootstrap's quick
+#      versions only, data mounted from the mirror, API keys made by docker/keys.py as the secrets) until the api
+#      is healthy, then
 #      checks /ready, /sentiment and /generate on 127.0.0.1 (/tag and the TGI, OpenAI and Inference API routes
 #      included), the keys (none or a wrong one: 401; an inference key cannot reload, the admin key can), the
-#      non-root user and the read-only root filesystem, and that the trainer skips existing models;
+#      non-root user and the read-only root filesystem, that the trainer skips existing models, and that a new
+#      version the trainer writes while the api runs is served without a restart;
 #   5. crashes the api under load (SIGKILL to its process, as an OOM kill does): the restart policy brings it back
 #      ready, with the same answers. (`docker kill` itself counts as a manual stop, which the restart policy
 #      leaves alone.) Then `docker stop` (SIGTERM) under streaming load: every stream already under way finishes,
@@ -138,10 +140,16 @@ if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root f
 log "non-root and read-only: checked"
 compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx 3
 log "the trainer leaves trained models alone: checked"
+restarts="$(docker inspect --format '{{.RestartCount}}' "$API")"
+log "a new sentiment version trained while the api runs"
+compose run --rm --no-deps trainer python -m model train sentiment --preset quick --threads 2 --new-version \
+  --out /artifacts/sentiment 2>/dev/null | tail -1
+checks version 2
+[ "$(docker inspect --format '{{.RestartCount}}' "$API")" = "$restarts" ] || { log "the api restarted"; exit 1; }
+log "swapped in live, no restart: checked"
 checks answers "$WORK/answers.json"
 
 # ---------------------------------------------------------------- 5. a crash, then a stop, under load
-restarts="$(docker inspect --format '{{.RestartCount}}' "$API")"
 checks load 6 &
 LOAD=$!
 sleep 2

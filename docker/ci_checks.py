@@ -4,6 +4,7 @@
     python docker/ci_checks.py answers PORT KEYS_DIR FILE [--compare]   the service's answers, saved or compared
     python docker/ci_checks.py load PORT KEYS_DIR SECONDS               steady requests; prints what they got
     python docker/ci_checks.py streams PORT KEYS_DIR                    streams in flight must finish (docker stop)
+    python docker/ci_checks.py version PORT KEYS_DIR N                  sentiment version N serves within a minute
 
 KEYS_DIR holds the Docker secrets the api reads (docker/keys.py): the client key is the last line of api_keys,
 the admin key the last line of admin_api_keys.
@@ -179,6 +180,27 @@ def streams(port: int, directory: str) -> None:
     sys.exit(1 if results["cut"] or not results["finished"] else 0)
 
 
+def version(port: int, directory: str, number: int) -> None:
+    """Version `number` of the sentiment model is swapped in by the api's poller, with no restart: its card says
+    so, and an answer names it in its X-Model-Version header."""
+    key, _ = keys(directory)
+    deadline = time.monotonic() + 60
+    while True:
+        status, card = call(port, "/models/sentiment", key=key)
+        assert status == 200, (status, card)
+        if card["version"] == number:
+            break
+        assert time.monotonic() < deadline, f"still serving version {card['version']}, not {number}"
+        time.sleep(0.5)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/sentiment", data=json.dumps({"text": "a fine film"}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["x-model-version"] == str(number), dict(response.headers)
+    print(f"sentiment: version {number} serving ({card['preset']} preset; on disk: {card['versions']})")
+
+
 if __name__ == "__main__":
     command, port, directory, *rest = sys.argv[1:]
     if command == "routes":
@@ -189,5 +211,7 @@ if __name__ == "__main__":
         load(int(port), directory, float(rest[0]))
     elif command == "streams":
         streams(int(port), directory)
+    elif command == "version":
+        version(int(port), directory, int(rest[0]))
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_new_version(args: argparse.Namespace, func: Callable[[argparse.Namespace], int]) -> int:
     """--new-version: train into the next numbered version of --out (reserved first, so two trainers get two
-    numbers); with --if-missing, nothing when a version that may serve is already there."""
+    numbers); with --if-missing, nothing when a version that may serve is already there, with --unless-newest
+    when the newest that may is of this preset."""
     if args.resume:
         raise DataError("--resume continues the run whose checkpoint is beside --out: drop --new-version")
     if already_trained(args, TASKS[args.task].artifact_task):
@@ -141,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.artifact = resolve(args.artifact)  # a directory of versions: its newest that may serve
         if getattr(args, "new_version", False):
             return train_new_version(args, func)
+        if getattr(args, "unless_newest", False):
+            raise DataError("--unless-newest compares the versions in --out: add --new-version")
         return func(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

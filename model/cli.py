@@ -44,6 +44,11 @@ def add_run_args(g: Any, out: str, presets: list[str], preset_help: str = "setti
         help="treat --out as a directory of numbered versions and write the next one (--out/N), as the service"
         " picks up",
     )  # fmt: skip
+    g.add_argument(
+        "--unless-newest", action="store_true",
+        help="with --new-version: do nothing when the newest version that may serve was trained with this --preset"
+        " (make serve's background trainer: its default versions are not trained twice)",
+    )  # fmt: skip
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
@@ -78,15 +83,21 @@ def read_texts(args: argparse.Namespace, what: str) -> list[str]:
 
 def already_trained(args: argparse.Namespace, task: str) -> bool:
     """--if-missing: true when --out holds an artifact of this task whose manifest verifies, or (a directory of
-    versions) a version that may serve (then say so)."""
-    if not args.if_missing or not args.out.exists():
+    versions) a version that may serve; --unless-newest: the same, and that newest version was trained with
+    --preset (then say so)."""
+    unless_newest = getattr(args, "unless_newest", False)
+    if not (args.if_missing or unless_newest) or not args.out.exists():
         return False
     if is_versioned(args.out):
         try:
             newest = choose(scan(args.out, task))
         except ArtifactError:
             return False
-        print(json.dumps({"artifact": str(newest.path), "skipped": "a verified version is already there"}))
+        preset = read_config(newest.path).training.get("preset")
+        if unless_newest and preset != args.preset:
+            return False
+        skipped = f"version {newest.number} ({preset or 'no'} preset) may serve already"
+        print(json.dumps({"artifact": str(newest.path), "skipped": skipped}))
         return True
     try:
         verify(args.out)

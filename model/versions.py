@@ -115,8 +115,7 @@ def new_version(path: str | Path) -> Path:
             f"{path} holds an artifact of its own, not versions; move it to {path / '1'} to start versioning it"
         )
     path.mkdir(parents=True, exist_ok=True)
-    reserved = [int(p.name[len(RESERVED) :]) for p in path.glob(RESERVED + "*") if p.name[len(RESERVED) :].isdigit()]
-    number = max([*numbers(path), *reserved, 0]) + 1
+    number = max([*numbers(path), *reserved(path), 0]) + 1
     while True:
         try:
             fd = os.open(path / f"{RESERVED}{number}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -125,6 +124,12 @@ def new_version(path: str | Path) -> Path:
             continue
         os.close(fd)
         return path / str(number)
+
+
+def reserved(path: str | Path) -> list[int]:
+    """The version numbers trainers have reserved in `path` and are writing, ascending."""
+    names = (p.name[len(RESERVED) :] for p in Path(path).glob(RESERVED + "*"))
+    return sorted(int(n) for n in names if n.isdigit())
 
 
 def release(out: Path) -> None:

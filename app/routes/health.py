@@ -13,7 +13,7 @@ from app.deps import require_api_key
 from app.schemas import ModelCard
 from app.serving.registry import Engine
 from app.versions import versioned
-from model.versions import numbers
+from model.versions import numbers, reserved
 
 router = APIRouter(tags=["operations"])
 
@@ -55,6 +55,7 @@ def card(name: str, engine: Engine, app: Any) -> dict[str, Any]:
         "preset": cfg.training.get("preset"),
         "version": engine.version,
         "versions": numbers(artifact.path.parent) if versioned else [],
+        "in_training": reserved(artifact.path.parent) if versioned else [],
         "policy": policy(app, name) if versioned else None,
     }
 

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from model.artifacts import load_artifact, save_artifact
+from model.versions import RESERVED
 from tests.app.conftest import Artifacts, metric, serving
 
 SettingsFor = Callable[..., Settings]
@@ -65,6 +66,8 @@ def test_a_new_version_is_picked_up_and_answers_name_it(settings_for: SettingsFo
         sha = write_version(artifacts.sentiment, shelf / "2", nudge=0.05)
         wait_for(lambda: card(c)["version"] == 2)
         assert (card(c)["sha256"], card(c)["versions"], card(c)["policy"]) == (sha, [1, 2], "latest")
+        (shelf / f"{RESERVED}3").touch()  # a trainer is writing version 3 (model/versions.py's new_version)
+        assert (card(c)["in_training"], card(c)["preset"]) == ([3], None)  # the tiny artifacts have no preset
         second = c.post("/sentiment", json={"text": TEXT})
         assert second.headers["x-model-version"] == "2"
         assert second.json()["probabilities"] != first.json()["probabilities"]  # another model answers

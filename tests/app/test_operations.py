@@ -70,7 +70,8 @@ def test_model_cards_match_the_artifacts(client: TestClient, artifacts: Artifact
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         card = cards[name]
         assert set(card) == {"name", "task", "labels", "architecture", "parameters", "metrics", "training_data",
-                             "created_at", "sha256", "serving", "preset", "version", "versions", "policy"}  # fmt: skip
+                             "created_at", "sha256", "serving", "preset", "version", "versions", "in_training",
+                             "policy"}  # fmt: skip
         assert card["task"] == config["task"]
         assert card["preset"] == config["training"]["preset"]
         # plain artifacts, not directories of versions

@@ -116,3 +116,23 @@ def test_an_artifact_missing_its_config_is_a_broken_artifact_not_a_directory_of_
     (out / "config.json").unlink()
     assert not is_versioned(out)
     assert resolve(out) == out  # loading it then names the missing file
+
+
+def test_unless_newest_trains_a_preset_once_over_the_quick_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """make serve's two steps: the quick version when none may serve (--if-missing), then the default preset as the
+    next version unless the newest already is one (--unless-newest), so running it again trains nothing."""
+    quick = [*tiny_train_argv("generator", tmp_path), "--new-version"]
+    default = [*quick, "--preset", "default", "--min-steps", "0", "--unless-newest"]  # the last --preset wins
+    base = tmp_path / "generator"
+    assert main([*quick, "--if-missing"]) == 0 and numbers(base) == [1]
+    assert main(default) == 0 and numbers(base) == [1, 2]
+    assert [read_config(base / n).training["preset"] for n in ("1", "2")] == ["quick", "default"]
+    capsys.readouterr()
+    for again in (default, [*quick, "--if-missing"]):
+        assert main(again) == 0
+        assert json.loads(capsys.readouterr().out)["skipped"] == "version 2 (default preset) may serve already"
+    assert numbers(base) == [1, 2]
+    assert main([*default[: default.index("--new-version")], "--unless-newest"]) == 2
+    assert "add --new-version" in capsys.readouterr().err
