@@ -44,18 +44,19 @@ KINDS := sentiment generator tagger
 train: install
 	for kind in $(KINDS); do $(PY) -m model train $$kind --new-version --unless-newest --out artifacts/$$kind || exit 1; done
 
-# a first answer in minutes: the quick preset of every kind that has no version yet (about a minute and a half on 2
-# cores), served at once; the default presets train behind it at low priority on one thread, one after another,
-# each written as the next version and swapped in live by the service (RNN_MODEL_POLL_SECONDS); their log is
-# artifacts/training.log. The background trainer stops with the service (Ctrl-C), and the next `make serve` goes
-# on where it stopped.
+# a first answer in minutes: the service starts at once, and a background trainer writes the quick preset of every
+# kind that has no version yet (about half a minute each on 2 cores), then the default presets at low priority on
+# one thread; each is written as the next version of artifacts/KIND and swapped in live (RNN_MODEL_POLL_SECONDS).
+# A kind waiting for its first version answers 503 meanwhile. The trainer's log is artifacts/training.log; it stops
+# with the service (Ctrl-C), and the next `make serve` goes on where it stopped.
 serve: install
-	for kind in $(KINDS); do \
+	mkdir -p $(addprefix artifacts/,$(KINDS))
+	@echo "serving; the models train in the background (artifacts/training.log): quick versions first, then the defaults"
+	setsid sh -c 'for kind in $(KINDS); do \
 		$(PY) -m model train $$kind --preset quick --threads 2 --new-version --if-missing --out artifacts/$$kind || exit 1; \
-	done
-	@echo "serving the quick versions; the default presets train in the background (artifacts/training.log)"
-	setsid sh -c 'for kind in $(KINDS); do nice -n 10 $(PY) -m model train $$kind --threads 1 --new-version \
-		--unless-newest --out artifacts/$$kind || exit 1; done' >> artifacts/training.log 2>&1 & \
+	done; for kind in $(KINDS); do \
+		nice -n 10 $(PY) -m model train $$kind --threads 1 --new-version --unless-newest --out artifacts/$$kind || exit 1; \
+	done' >> artifacts/training.log 2>&1 & \
 	trainer=$$!; trap 'kill -- -$$trainer 2>/dev/null' EXIT INT TERM; $(PY) -m app
 
 # several hours on 2 cores (the sentiment tables about two, the soak one); rewrites the README's tables and keeps

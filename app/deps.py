@@ -38,6 +38,10 @@ def model_named(request: Request, name: str, unloaded: str = "the models are not
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, unloaded)
     engine = engines.get(name)
     if engine is None:
+        waiting: dict[str, str] = request.app.state.waiting
+        if name in waiting:
+            detail = f"model {name!r} is not loaded yet: {waiting[name]} (its first version is being trained)"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "5"})
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name!r}; loaded: {list(engines)}")
     return engine
 

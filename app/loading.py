@@ -25,13 +25,25 @@ LOADING_MMAP = 1 << 20
 SERVING_MMAP = 32 << 20
 
 
-def load_engines(settings: Settings, metrics: Metrics, pins: dict[str, int | None] | None = None) -> dict[str, Engine]:
+def load_engines(
+    settings: Settings, metrics: Metrics, pins: dict[str, int | None] | None = None,
+    waiting: dict[str, str] | None = None,
+) -> dict[str, Engine]:  # fmt: skip
     """Load, verify and warm up every model, by name: the defaults, then RNN_MODELS (in a worker thread: this
     takes a moment). `pins`: the admin API's version policy by model name, over the paths' own (`path@N`; None:
-    the newest). Raises ArtifactError (or what loading raised) naming the file, before anything is swapped in."""
+    the newest). With `waiting`, a directory of versions that has none yet (its trainer is writing the first) is
+    not an error: the model is left out and `waiting` says why, until a version appears (app/versions.py). Raises
+    ArtifactError (or what loading raised) naming the file, before anything is swapped in."""
     tune_heap(loading=True)
     try:
-        return {name: load_engine(name, path, settings, metrics) for name, path in model_paths(settings, pins).items()}
+        engines = {}
+        for name, path in model_paths(settings, pins).items():
+            base, pin = split_pin(path)
+            if waiting is not None and pin is None and is_versioned(base) and not numbers(base):
+                waiting[name] = f"no version in {base} yet"
+                continue
+            engines[name] = load_engine(name, path, settings, metrics)
+        return engines
     finally:
         tune_heap(loading=False)
 
@@ -182,14 +194,16 @@ async def reload_models(app: FastAPI) -> list[dict[str, str]]:
     artifact raises ReloadRefused and changes nothing. Returns [{name, task, sha256}] of what now serves."""
     settings: Settings = app.state.settings
     async with app.state.reload_lock:
+        waiting: dict[str, str] = {}
         try:
-            engines = await asyncio.to_thread(load_engines, settings, app.state.metrics, app.state.pins)
+            engines = await asyncio.to_thread(load_engines, settings, app.state.metrics, app.state.pins, waiting)
         except Exception as exc:
             log.error("reload refused, still serving the previous models: %s", exc)
             app.state.metrics.reloads.labels("refused").inc()
             raise ReloadRefused(str(exc)) from exc
         await start_engines(engines)
         old, app.state.engines = app.state.engines, engines  # one step on the event loop: atomic
+        app.state.waiting = waiting
         app.state.metrics.reloads.labels("ok").inc()
         log.info("reloaded %s", ", ".join(engines))
         await asyncio.gather(*(engine.drain(settings.request_timeout_s) for engine in old.values()))

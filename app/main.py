@@ -50,7 +50,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
     app.state.not_ready = "loading models"
     try:
-        app.state.engines = await asyncio.to_thread(load_engines, settings, app.state.metrics, app.state.pins)
+        app.state.engines = await asyncio.to_thread(
+            load_engines, settings, app.state.metrics, app.state.pins, app.state.waiting
+        )
     except Exception as exc:
         log.error("start-up refused: %s", exc)
         raise
@@ -62,6 +64,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     poller = None
     if settings.model_poll_seconds > 0 and versions.versioned(app):
         poller = asyncio.create_task(versions.watch(app, settings.model_poll_seconds))
+    for name, why in app.state.waiting.items():
+        log.info("model %s: waiting for its first version (%s)", name, why)
+    if app.state.waiting and poller is None:
+        log.warning("RNN_MODEL_POLL_SECONDS is 0: waiting models load only through POST /admin/models/NAME/load")
     app.state.not_ready = None
     log.info("ready: %s", ", ".join(f"{name} ({engine.kind}{_version(engine)})"
                                      for name, engine in app.state.engines.items()))  # fmt: skip
@@ -111,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.state.settings = settings
     app.state.pins = {}  # the admin API's version pins by model name (app/versions.py)
+    app.state.waiting = {}  # models whose directory of versions has none yet, by name: why (app/versions.py)
     app.state.api_keys = KeyRing("RNN_API_KEY", settings.api_key, settings.api_key_file)
     app.state.admin_keys = KeyRing("RNN_ADMIN_API_KEY", settings.admin_api_key, settings.admin_api_key_file)
     app.state.metrics = Metrics()

@@ -50,16 +50,16 @@ def wanted(app: FastAPI, name: str) -> int | None:
     may serve, or the pinned version was refused before): the current version keeps serving. Reads the disk:
     call it in a worker thread."""
     source = versioned(app).get(name)
-    engine = app.state.engines.get(name)
-    if source is None or engine is None:
+    engine = app.state.engines.get(name)  # None: waiting for its first version
+    if source is None or (engine is None and name not in app.state.waiting):
         return None
     (base, pin), skipped = source, app.state.metrics.skipped
     if pin is not None:
         return None if (name, pin, stamp(base / str(pin))) in skipped else pin
-    task = expected_task(name) or engine.model.artifact.config.task
+    task = expected_task(name) or (engine.model.artifact.config.task if engine else None)
     for number in reversed(numbers(base)):
         path = base / str(number)
-        if number == engine.version:
+        if engine is not None and number == engine.version:
             return number
         if (name, number, stamp(path)) in skipped:
             continue
@@ -76,8 +76,10 @@ async def swap(app: FastAPI, name: str, number: int) -> Engine:
     keeps serving) when it does not load, KeyError for a model not served."""
     settings, metrics = app.state.settings, app.state.metrics
     async with app.state.reload_lock:
-        current: Engine = app.state.engines[name]
-        if current.version == number:
+        current: Engine | None = app.state.engines.get(name)
+        if current is None and name not in app.state.waiting:
+            raise KeyError(name)
+        if current is not None and current.version == number:
             return current
         base, _ = split_pin(model_paths(settings, app.state.pins)[name])
         try:
@@ -86,16 +88,22 @@ async def swap(app: FastAPI, name: str, number: int) -> Engine:
             metrics.swaps.labels(name, "refused").inc()
             path = base / str(number)
             skip(name, Version(number, path, str(exc)), metrics)  # not tried again until its directory changes
-            log.error("model %s: version %d refused, version %s keeps serving: %s", name, number, current.version, exc)
+            serving = f"version {current.version} keeps serving" if current else "still waiting"
+            log.error("model %s: version %d refused, %s: %s", name, number, serving, exc)
             raise SwapRefused(str(exc)) from exc
         await engine.start()
-        app.state.engines = {**app.state.engines, name: engine}  # one step on the event loop: atomic
+        order = model_paths(settings, app.state.pins)  # the configured order, whatever loaded first
+        engines = {**app.state.engines, name: engine}
+        app.state.engines = {n: engines[n] for n in order if n in engines}  # one step on the event loop: atomic
+        app.state.waiting.pop(name, None)
         metrics.swaps.labels(name, "ok").inc()
         preset = engine.model.artifact.config.training.get("preset") or "no"
-        log.info("model %s: now serving version %d, %s preset (was %s)", name, number, preset, current.version)
-        await current.drain(settings.request_timeout_s)
-        del current
-        settle_heap()  # the old model is collected, the new one frozen
+        was = f"was {current.version}" if current else "its first"
+        log.info("model %s: now serving version %d, %s preset (%s)", name, number, preset, was)
+        if current is not None:
+            await current.drain(settings.request_timeout_s)
+            del current
+            settle_heap()  # the old model is collected, the new one frozen
         return engine
 
 
@@ -111,6 +119,8 @@ async def apply_policy(app: FastAPI, name: str) -> Engine:
     """Swap model `name` to the version its policy wants, when that is not the one serving."""
     number = await asyncio.to_thread(wanted, app, name)
     if number is None:
+        if name in app.state.waiting:
+            raise SwapRefused(f"no version of {name!r} may serve yet: {app.state.waiting[name]}")
         engine: Engine = app.state.engines[name]
         return engine
     return await swap(app, name, number)

@@ -14,7 +14,6 @@ from app.loading import ReloadRefused, reload_models
 from app.routes.errors import ERRORS
 from app.routes.health import card
 from app.schemas import ModelCard
-from app.serving.registry import Engine
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin_key)], responses=ERRORS)
 
@@ -52,12 +51,14 @@ VERSIONED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _versioned(request: Request, name: str) -> Engine:
-    engine = model_named(request, name)
+def _versioned(request: Request, name: str) -> None:
+    """404 for an unknown model, 409 for one that is a plain artifact; a model waiting for its first version is
+    one of versions."""
+    if name not in request.app.state.waiting:
+        model_named(request, name)
     if name not in versions.versioned(request.app):
         detail = f"model {name!r} is one artifact, not a directory of versions: it has no versions"
         raise HTTPException(status.HTTP_409_CONFLICT, detail)
-    return engine
 
 
 async def _serve(request: Request, name: str, number: int | None) -> dict[str, Any]:

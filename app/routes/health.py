@@ -26,9 +26,12 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "not ready, with the reason"}})
 async def ready(request: Request) -> JSONResponse:
-    """200 only when every model (the defaults and RNN_MODELS) is loaded and warmed up."""
+    """200 only when every model (the defaults and RNN_MODELS) is loaded and warmed up; a model waiting for the
+    first version in its directory keeps it 503 (the other models answer meanwhile)."""
     state = request.app.state
     reason = getattr(state, "not_ready", None)
+    if not reason and getattr(state, "waiting", None):
+        reason = "waiting for the first version of: " + ", ".join(f"{n} ({why})" for n, why in state.waiting.items())
     if not reason and not getattr(state, "engines", None):
         reason = "no model loaded"
     if reason:

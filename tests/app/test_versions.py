@@ -4,6 +4,7 @@ verifies, or a pinned one (`path@N`), skips (logs and counts) the others, and it
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,10 +70,33 @@ def test_a_named_model_may_be_a_pinned_directory_of_versions(settings_for: Setti
         assert c.post("/sentiment", json={"text": "fine", "model": "older"}).status_code == 200
 
 
-def test_an_empty_directory_of_versions_stops_start_up_saying_so(settings_for: SettingsFor, tmp_path: Path) -> None:
-    (tmp_path / "sentiment").mkdir()
-    with pytest.raises(Exception, match="no version yet"):
-        TestClient(create_app(settings_for(sentiment_artifact=tmp_path / "sentiment"))).__enter__()
+def test_an_empty_directory_of_versions_waits_for_its_first_version(
+    settings_for: SettingsFor, tmp_path: Path, artifacts: Artifacts
+) -> None:
+    """make serve starts the service while the quick versions train: a model whose directory has no version yet
+    answers 503 (naming it) and keeps /ready at 503, the others serve, and its first version is picked up."""
+    base = tmp_path / "sentiment"
+    base.mkdir()
+    with TestClient(create_app(settings_for(sentiment_artifact=base, model_poll_seconds=0.02))) as c:
+        r = c.post("/sentiment", json={"text": "a fine film"})
+        assert r.status_code == 503 and "not loaded yet: no version in" in r.json()["detail"], r.text
+        assert r.headers["retry-after"] == "5"
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "waiting for the first version of: sentiment" in ready.json()["reason"]
+        assert c.post("/tag", json={"text": "I saw it"}).status_code == 200
+        assert [m["name"] for m in c.get("/models").json()] == ["generator", "tagger"]
+        shutil.copytree(artifacts.sentiment, tmp_path / ".1.tmp")
+        (tmp_path / ".1.tmp").rename(base / "1")  # as save_artifact publishes one
+        deadline = time.monotonic() + 30
+        while c.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert c.post("/sentiment", json={"text": "a fine film"}).headers["x-model-version"] == "1"
+        assert [m["name"] for m in c.get("/models").json()] == ["sentiment", "generator", "tagger"]
+    (base / "1").rename(tmp_path / "gone")
+    with pytest.raises(Exception, match="no version may serve"):  # versions there, none usable: an error
+        (base / "2").mkdir()
+        TestClient(create_app(settings_for(sentiment_artifact=base))).__enter__()
 
 
 def test_a_pin_is_a_trailing_at_and_a_version_number() -> None:
