@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model.versions import RESERVED
 from tests.app.conftest import Artifacts, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -98,3 +99,20 @@ def test_errors_are_shown_not_swallowed(page) -> None:  # noqa: ANN001
     page.click("#tag-submit")
     page.locator("#tag-output .error").wait_for(timeout=10_000)
     assert "RNN_MAX_INPUT_CHARS" in page.locator("#tag-output").inner_text()
+
+
+def test_the_page_says_which_version_serves_and_what_is_training(artifacts: Artifacts, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    shelf = tmp_path / "sentiment"
+    shutil.copytree(artifacts.sentiment, shelf / "1")
+    (shelf / f"{RESERVED}2").touch()  # a trainer is writing version 2
+    with running_server(artifacts, tmp_path, log_level="warning", env={"RNN_SENTIMENT_ARTIFACT": str(shelf)}) as s:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page()
+            page.goto(s.url + "/")
+            page.wait_for_function("document.getElementById('models-status').textContent.includes('tagger')")
+            expected = "sentiment: version 1, version 2 training · generator: loaded · tagger: loaded"
+            assert page.locator("#models-status").inner_text() == expected
+            browser.close()

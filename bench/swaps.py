@@ -1,0 +1,172 @@
+"""Live versions under load, in one run on this machine: `python -m app` serving the default artifacts, its
+sentiment model a directory of versions, with wrk (bench/wrk/post.lua, SST-2 dev sentences) on POST /sentiment at
+16 connections:
+
+    python bench/swaps.py [--sentiment artifacts/sentiment] [--seconds 6] [--update-readme]
+
+  idle       no swap, nothing else running: the reference p99;
+  swap N     a run during which version N is written into the directory (a copy of the serving version, so that
+             every swap loads, warms, switches and drains the same model) and the poller swaps it in: failed
+             requests, p99, and the service's peak resident memory sampled every 20 ms;
+  training   a run while `nice -n 10 python -m model train generator --threads 1` trains beside the service (as
+             make serve's background trainer does).
+One copy of the model is measured apart: the resident memory a fresh process gains by loading it as the service's
+engine. Targets (issue 31): no failed request; p99 during a swap and while training <= 3x idle; peak memory during
+a swap <= the steady state + one copy of the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.readme import publish, table  # noqa: E402
+from bench.serve import base_env, rss_mb, start, write_bodies, wrk  # noqa: E402
+from bench.service_accuracy import free_port, stop  # noqa: E402
+from model.artifacts import copy_artifact  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS, POLL_SECONDS, P99_RATIO = 16, "0.5", 3.0
+COPY_SCRIPT = """
+import sys
+from app.config import load_settings
+from app.loading import load_engine
+from app.serving.metrics import Metrics
+def rss():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1]) / 1024
+settings, metrics = load_settings(_env_file=None), Metrics()
+load_engine('warm', sys.argv[1], settings, metrics)  # libraries and their first allocations, not counted
+before = rss()
+engine = load_engine('sentiment', sys.argv[1], settings, metrics)
+print(rss() - before)
+"""
+
+
+def one_copy_mb(artifact: Path) -> float:
+    """The resident memory one more copy of the model takes once the service's libraries are loaded."""
+    out = subprocess.run([sys.executable, "-c", COPY_SCRIPT, str(artifact)], cwd=ROOT, env=base_env(artifact, artifact),
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def data_dir() -> dict[str, str]:
+    """RNN_DATA_DIR for the trainer (base_env leaves out the caller's RNN_ variables)."""
+    return {"RNN_DATA_DIR": os.environ.get("RNN_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
+
+
+def serving_version(port: int) -> int | None:
+    card = httpx.get(f"http://127.0.0.1:{port}/models/sentiment", timeout=10).json()
+    version: int | None = card["version"]
+    return version
+
+
+def run_with(port: int, bodies: Path, seconds: float, during: Any = None) -> dict[str, Any]:
+    """wrk for `seconds`; `during()` runs in a thread beside it from one second in."""
+    result: dict[str, Any] = {}
+
+    def side() -> None:
+        time.sleep(1.0)
+        result["side"] = during()
+
+    thread = threading.Thread(target=side) if during else None
+    if thread:
+        thread.start()
+    result.update(wrk(port, "/sentiment", bodies, CONNECTIONS, seconds))
+    if thread:
+        thread.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentiment", type=Path, default=ROOT / "artifacts" / "sentiment")
+    parser.add_argument("--generator", type=Path, default=ROOT / "artifacts" / "generator")
+    parser.add_argument("--tagger", type=Path, default=ROOT / "artifacts" / "tagger")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    copy_mb = one_copy_mb(args.sentiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shelf = work / "sentiment"
+        copy_artifact(args.sentiment, shelf / "1")
+        bodies, _ = write_bodies(work)
+        port = free_port()
+        env = {**base_env(shelf, args.generator, args.tagger), "RNN_PORT": str(port),
+               "RNN_MODEL_POLL_SECONDS": POLL_SECONDS}  # fmt: skip
+        proc = start([sys.executable, "-m", "app"], env, port, work / "server.log")
+        runs: list[dict[str, Any]] = []
+        try:
+            wrk(port, "/sentiment", bodies, CONNECTIONS, 2)  # warm-up
+            steady = rss_mb(proc.pid)
+            runs.append({"run": "idle", **run_with(port, bodies, args.seconds), "rss_mb": rss_mb(proc.pid)})
+            for number in (2, 3, 4):
+
+                def swap(n: int = number) -> dict[str, float]:
+                    peak, started = rss_mb(proc.pid), time.monotonic()
+                    copy_artifact(shelf / "1", shelf / str(n))
+                    while serving_version(port) != n:
+                        peak = max(peak, rss_mb(proc.pid))
+                        time.sleep(0.02)
+                    swapped = time.monotonic() - started
+                    for _ in range(50):  # the old engine drains and is freed after the switch
+                        peak = max(peak, rss_mb(proc.pid))
+                        time.sleep(0.02)
+                    return {"peak_rss_mb": peak, "swapped_after_s": swapped}
+
+                runs.append({"run": f"swap to version {number}", **run_with(port, bodies, args.seconds, swap)})
+            trainer = subprocess.Popen(
+                ["nice", "-n", "10", sys.executable, "-m", "model", "train", "generator", "--threads", "1", "--out",
+                 str(work / "background")], cwd=ROOT, env={**base_env(shelf, args.generator), **data_dir()},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                time.sleep(15)  # past its data loading, into its training steps
+                runs.append({"run": "a default preset training beside it", **run_with(port, bodies, args.seconds)})
+            finally:
+                trainer.kill()
+                trainer.wait()
+            final_rss = rss_mb(proc.pid)
+        finally:
+            stop(proc)
+    report = {"runs": runs, "steady_rss_mb": steady, "final_rss_mb": final_rss, "one_copy_mb": copy_mb,
+              "markdown": render(runs, steady, copy_mb)}  # fmt: skip
+    print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=1))
+    publish("swaps", report, args.update_readme)
+
+
+def render(runs: list[dict[str, Any]], steady: float, copy_mb: float) -> str:
+    idle = runs[0]["p99_ms"]
+    rows = []
+    for r in runs:
+        side = r.get("side") or {}
+        peak = side.get("peak_rss_mb")
+        p99_ok = r["p99_ms"] <= P99_RATIO * idle
+        rss_ok = peak is None or peak <= steady + copy_mb
+        met = r["errors"] == 0 and p99_ok and rss_ok
+        rows.append([r["run"], f"{r['requests_per_s']:,.0f}", int(r["errors"]), f"{r['p50_ms']:.1f}",
+                     f"{r['p99_ms']:.1f}", f"{r['p99_ms'] / idle:.2f}",
+                     "" if peak is None else f"{peak:.0f}", "met" if met else "NOT met"])  # fmt: skip
+    md = table(["/sentiment, 16 connections", "req/s", "failed", "p50 ms", "p99 ms", "p99 / idle",
+                "peak RSS MB", ""], rows)  # fmt: skip
+    return md + (
+        f"\n\nSteady RSS {steady:.0f} MB; one more copy of the classifier takes {copy_mb:.0f} MB, so a swap may peak "
+        f"at {steady + copy_mb:.0f} MB. Targets: no failed request, p99 ≤ {P99_RATIO:.0f}× idle. Each swap writes a "
+        "copy of the serving version as the next number (`python bench/swaps.py --update-readme`)."
+    )
+
+
+if __name__ == "__main__":
+    main()
