@@ -39,6 +39,7 @@ from model.networks import CharRNN, Stepper  # noqa: E402
 from model.predictors import load_generator  # noqa: E402
 from model.sampling import Sampler, SamplingParams, generate, sample_batch  # noqa: E402
 from model.train_generator import train_generator  # noqa: E402
+from model.versions import writing  # noqa: E402
 
 TARGET_LOSS, TARGET_ONE, TARGET_BATCH, BUDGET_S = 1.46, 15000.0, 60000.0, 600.0
 # the ablation: (label, preset, overrides), each row trained from scratch in one run; the row with the default
@@ -65,8 +66,9 @@ def train(
 ) -> tuple[dict[str, Any], Path]:
     cfg = merge(generator_preset(preset), {"threads": 2, **overrides})
     out = out or workdir / f"{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
-    started = time.perf_counter()
-    metrics = train_generator(cfg, corpus, out)
+    with writing(out) as out:  # a directory of versions (--keep artifacts/generator) gets its next one
+        started = time.perf_counter()
+        metrics = train_generator(cfg, corpus, out)
     config = read_config(out)
     result = {
         "preset": preset,

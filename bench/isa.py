@@ -29,6 +29,7 @@ from bench.readme import RESULTS, publish, table, update_section  # noqa: E402
 from bench.sentiment_quality import TARGET_DEFAULT as SENTIMENT_TARGET  # noqa: E402
 from bench.tagger_quality import TARGET_DEFAULT as TAGGER_TARGET  # noqa: E402
 from model.artifacts import copy_artifact, load_artifact  # noqa: E402
+from model.versions import writing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -138,7 +139,8 @@ def main() -> None:
                 runs.append({**train(kind, held, out, args.data_dir), "held": held})
                 print(json.dumps(runs[-1]), flush=True)
                 if args.keep and not held:
-                    copy_artifact(out, args.keep / kind)
+                    with writing(args.keep / kind) as kept:
+                        copy_artifact(out, kept)
     publish("isa", {"runs": runs, "markdown": render(runs)}, args.update_readme)
 
 

@@ -37,6 +37,7 @@ from model.artifacts import read_config  # noqa: E402
 from model.config import merge, sentiment_preset  # noqa: E402
 from model.data import SentimentData, load_sst2, load_user_data, read_labelled, resolve, stratified_split  # noqa: E402
 from model.train_sentiment import train_sentiment  # noqa: E402
+from model.versions import writing  # noqa: E402
 
 TARGET_DEFAULT, TARGET_QUICK, TARGET_ECE, BUDGET_S = 0.865, 0.80, 0.02, 600
 SMALL_SETS = ("mr", "subj", "mpqa")
@@ -46,9 +47,10 @@ def run(preset: str, overrides: dict[str, Any], data: Any, workdir: Path, out: P
     cfg = merge(sentiment_preset(preset), {"threads": 2, **overrides})
     name = f"{data.name}-{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
     out = out or workdir / name
-    started = time.perf_counter()
-    metrics = train_sentiment(cfg, data, out)
-    wall = time.perf_counter() - started
+    with writing(out) as out:  # a directory of versions (--keep artifacts/sentiment) gets its next one
+        started = time.perf_counter()
+        metrics = train_sentiment(cfg, data, out)
+        wall = time.perf_counter() - started
     config = read_config(out)
     history = config.training.get("teacher_history") or config.training["history"]
     return {

@@ -29,6 +29,7 @@ from model.config import merge, tagger_preset  # noqa: E402
 from model.conll import TaggedCorpus, load_tagged_builtin, split_dev  # noqa: E402
 from model.predictors import load_tagger  # noqa: E402
 from model.train_tagger import train_tagger  # noqa: E402
+from model.versions import writing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_DEFAULT, TARGET_QUICK, BUDGET_DEFAULT, BUDGET_QUICK = 0.953, 0.90, 600.0, 60.0
@@ -39,9 +40,10 @@ def train(
 ) -> tuple[dict[str, Any], Path]:
     cfg = merge(tagger_preset(preset), {"threads": 2, **overrides})
     out = out or workdir / f"{corpus.name}-{preset}-{'-'.join(f'{k}{v}' for k, v in overrides.items()) or 'base'}"
-    started = time.perf_counter()
-    metrics = train_tagger(cfg, corpus, out)
-    wall = time.perf_counter() - started
+    with writing(out) as out:  # a directory of versions (--keep artifacts/tagger) gets its next one
+        started = time.perf_counter()
+        metrics = train_tagger(cfg, corpus, out)
+        wall = time.perf_counter() - started
     test = metrics["test"]
     return {
         "preset": preset,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +132,22 @@ def reserved(path: str | Path) -> list[int]:
     """The version numbers trainers have reserved in `path` and are writing, ascending."""
     names = (p.name[len(RESERVED) :] for p in Path(path).glob(RESERVED + "*"))
     return sorted(int(n) for n in names if n.isdigit())
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[Path]:
+    """Where an artifact meant for `path` is written: `path` itself, or, when it is a directory of versions, its
+    next version (reserved while it is written, as `new_version`), so that a benchmark's --keep adds a version
+    instead of replacing them all."""
+    path = Path(path)
+    if not is_versioned(path):
+        yield path
+        return
+    out = new_version(path)
+    try:
+        yield out
+    finally:
+        release(out)
 
 
 def release(out: Path) -> None:

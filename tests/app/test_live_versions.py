@@ -19,9 +19,11 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from model.__main__ import main as train_main
 from model.artifacts import load_artifact, save_artifact
 from model.versions import RESERVED
 from tests.app.conftest import Artifacts, metric, serving
+from tests.helpers import tiny_train_argv
 
 SettingsFor = Callable[..., Settings]
 KEY = "s3cret-admin"
@@ -216,3 +218,16 @@ def test_swaps_under_load_fail_no_request_and_streams_finish_on_their_version(
     assert [(v, text) for v, text, _ in finished] == [("1", alone[1]), ("1", alone[2])]
     assert all(ended > swapped for _, _, ended in finished)  # they were in flight across the swap
     assert after[0] == "2" and after[1] != alone[1]  # the new generator answers what follows
+
+
+def test_the_trainer_hands_its_new_version_to_the_running_service(settings_for: SettingsFor, tmp_path: Path) -> None:
+    """make serve's hand-off: `python -m model train … --new-version` writes the next version while the service
+    runs, and the service serves it with no restart, its card naming the preset."""
+    argv = [*tiny_train_argv("sentiment", tmp_path), "--new-version"]  # --out tmp_path/sentiment, quick preset
+    assert train_main(argv) == 0
+    with TestClient(create_app(settings_for(sentiment_artifact=tmp_path / "sentiment", model_poll_seconds=0.02))) as c:
+        assert (card(c)["version"], card(c)["preset"]) == (1, "quick")
+        assert train_main([*argv, "--seed", "1"]) == 0
+        wait_for(lambda: card(c)["version"] == 2)
+        assert card(c)["versions"] == [1, 2] and card(c)["in_training"] == []
+        assert c.post("/sentiment", json={"text": TEXT}).headers["x-model-version"] == "2"

@@ -15,7 +15,7 @@ from model.artifacts import ArtifactConfig, ArtifactError, DataInfo, read_config
 from model.config import ClassifierConfig
 from model.networks import SentimentClassifier
 from model.tokenization import build_word_tokenizer
-from model.versions import RESERVED, choose, is_versioned, new_version, numbers, release, resolve, scan
+from model.versions import RESERVED, choose, is_versioned, new_version, numbers, release, resolve, scan, writing
 from tests.helpers import tiny_train_argv
 
 
@@ -136,3 +136,16 @@ def test_unless_newest_trains_a_preset_once_over_the_quick_version(
     assert numbers(base) == [1, 2]
     assert main([*default[: default.index("--new-version")], "--unless-newest"]) == 2
     assert "add --new-version" in capsys.readouterr().err
+
+
+def test_writing_adds_a_version_to_a_directory_of_versions_and_leaves_other_paths_alone(
+    shelf: Path, tmp_path: Path
+) -> None:
+    """A benchmark's --keep: into a directory of versions as its next version (reserved meanwhile), elsewhere as
+    the path itself."""
+    with writing(shelf) as out:
+        assert out == shelf / "8" and (shelf / f"{RESERVED}8").exists()  # 7 is reserved by someone else
+    assert not (shelf / f"{RESERVED}8").exists()
+    for plain in (tmp_path / "new", shelf / "1"):
+        with writing(plain) as out:
+            assert out == plain
