@@ -122,13 +122,14 @@ def load_engine(name: str, path: Path, settings: Settings, metrics: Metrics) -> 
     engine = ENGINES[task.name](name, task.predictor(artifact), settings, metrics)
     engine.version = version
     engine.warmup()
-    metrics.version.labels(name).set(version or 0)
     return engine
 
 
-async def start_engines(engines: dict[str, Engine]) -> None:
-    for engine in engines.values():
+async def start_engines(engines: dict[str, Engine], metrics: Metrics) -> None:
+    """Start each engine on the loop, and say which version of it serves (rnn_model_version; 0: a plain artifact)."""
+    for name, engine in engines.items():
         await engine.start()
+        metrics.version.labels(name).set(engine.version or 0)
 
 
 def describe(engines: dict[str, Engine]) -> list[dict[str, str]]:
@@ -201,7 +202,7 @@ async def reload_models(app: FastAPI) -> list[dict[str, str]]:
             log.error("reload refused, still serving the previous models: %s", exc)
             app.state.metrics.reloads.labels("refused").inc()
             raise ReloadRefused(str(exc)) from exc
-        await start_engines(engines)
+        await start_engines(engines, app.state.metrics)
         old, app.state.engines = app.state.engines, engines  # one step on the event loop: atomic
         app.state.waiting = waiting
         app.state.metrics.reloads.labels("ok").inc()

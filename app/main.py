@@ -56,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception as exc:
         log.error("start-up refused: %s", exc)
         raise
-    await start_engines(app.state.engines)
+    await start_engines(app.state.engines, app.state.metrics)
     settle_heap(collect=False)
     app.state.reload_lock = asyncio.Lock()
     app.state.sighup_tasks = set()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.loading import expected_task, load_engine, model_paths, settle_heap, skip, stamp, tune_heap
+from app.loading import expected_task, load_engine, model_paths, settle_heap, skip, stamp, start_engines, tune_heap
 from app.serving.registry import Engine
 from model.artifacts import ArtifactError
 from model.versions import Version, check, is_versioned, numbers, split_pin
@@ -91,7 +91,7 @@ async def swap(app: FastAPI, name: str, number: int) -> Engine:
             serving = f"version {current.version} keeps serving" if current else "still waiting"
             log.error("model %s: version %d refused, %s: %s", name, number, serving, exc)
             raise SwapRefused(str(exc)) from exc
-        await engine.start()
+        await start_engines({name: engine}, metrics)
         order = model_paths(settings, app.state.pins)  # the configured order, whatever loaded first
         engines = {**app.state.engines, name: engine}
         app.state.engines = {n: engines[n] for n in order if n in engines}  # one step on the event loop: atomic
