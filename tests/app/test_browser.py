@@ -101,18 +101,14 @@ def test_errors_are_shown_not_swallowed(page) -> None:  # noqa: ANN001
     assert "RNN_MAX_INPUT_CHARS" in page.locator("#tag-output").inner_text()
 
 
-def test_the_page_says_which_version_serves_and_what_is_training(artifacts: Artifacts, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_the_page_says_which_version_serves_and_what_is_training(page, artifacts: Artifacts, tmp_path: Path) -> None:  # noqa: ANN001, E501
     shelf = tmp_path / "sentiment"
     shutil.copytree(artifacts.sentiment, shelf / "1")
     (shelf / f"{RESERVED}2").touch()  # a trainer is writing version 2
     with running_server(artifacts, tmp_path, log_level="warning", env={"RNN_SENTIMENT_ARTIFACT": str(shelf)}) as s:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            page = browser.new_page()
-            page.goto(s.url + "/")
-            page.wait_for_function("document.getElementById('models-status').textContent.includes('tagger')")
-            expected = "sentiment: version 1, version 2 training · generator: loaded · tagger: loaded"
-            assert page.locator("#models-status").inner_text() == expected
-            browser.close()
+        other = page.context.browser.new_page()  # the module's browser, on this server
+        other.goto(s.url + "/")
+        other.wait_for_function("document.getElementById('models-status').textContent.includes('tagger')")
+        expected = "sentiment: version 1, version 2 training · generator: loaded · tagger: loaded"
+        assert other.locator("#models-status").inner_text() == expected
+        other.close()
