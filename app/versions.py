@@ -35,12 +35,14 @@ class SwapRefused(Exception):
 
 def versioned(app: FastAPI) -> dict[str, tuple[Path, int | None]]:
     """The models whose path is a directory of versions: name -> (directory, pinned version or None)."""
-    found = {}
-    for name, path in model_paths(app.state.settings, app.state.pins).items():
-        base, pin = split_pin(path)
-        if is_versioned(base):
-            found[name] = (base, pin)
-    return found
+    sources = {name: _source(path) for name, path in model_paths(app.state.settings, app.state.pins).items()}
+    return {name: source for name, source in sources.items() if source is not None}
+
+
+def _source(path: Path) -> tuple[Path, int | None] | None:
+    """(directory, pinned version or None) for a path naming a directory of versions; None for one artifact."""
+    base, pin = split_pin(path)
+    return (base, pin) if is_versioned(base) else None
 
 
 def wanted(app: FastAPI, name: str) -> int | None:
@@ -49,24 +51,25 @@ def wanted(app: FastAPI, name: str) -> int | None:
     version hashes its weights). None when there is no such version (the model is not versioned, or nothing there
     may serve, or the pinned version was refused before): the current version keeps serving. Reads the disk:
     call it in a worker thread."""
-    source = versioned(app).get(name)
+    path = model_paths(app.state.settings, app.state.pins).get(name)
+    source = None if path is None else _source(path)
     engine = app.state.engines.get(name)  # None: waiting for its first version
     if source is None or (engine is None and name not in app.state.waiting):
         return None
-    (base, pin), skipped = source, app.state.metrics.skipped
+    (base, pin), metrics = source, app.state.metrics
     if pin is not None:
-        return None if (name, pin, stamp(base / str(pin))) in skipped else pin
+        return None if metrics.was_skipped(name, pin, stamp(base / str(pin))) else pin
     task = expected_task(name) or (engine.model.artifact.config.task if engine else None)
     for number in reversed(numbers(base)):
         path = base / str(number)
         if engine is not None and number == engine.version:
             return number
-        if (name, number, stamp(path)) in skipped:
+        if metrics.was_skipped(name, number, stamp(path)):
             continue
         problem = check(path, task)
         if problem is None:
             return number
-        skip(name, Version(number, path, problem), app.state.metrics)
+        skip(name, Version(number, path, problem), metrics)
     return None
 
 

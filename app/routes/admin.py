@@ -88,15 +88,12 @@ async def pin(name: str, body: Pin, request: Request) -> dict[str, Any]:
     nothing changes."""
     _versioned(request, name)
     pins = request.app.state.pins
-    before = pins.get(name, _missing := object())
+    before = dict(pins)
     pins[name] = body.version
     try:
         return await _serve(request, name, body.version)
     except HTTPException:
-        if before is _missing:
-            del pins[name]
-        else:
-            pins[name] = before
+        request.app.state.pins = before  # the policy as it was
         raise
 
 

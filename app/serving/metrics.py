@@ -46,12 +46,15 @@ class Metrics:
         self.swaps = Counter("rnn_model_swaps", "live version swaps by model and outcome", ["model", "outcome"],
                              registry=r)  # fmt: skip
 
+    def was_skipped(self, model: str, number: int, stamp: int) -> bool:
+        """Whether this version directory was counted as one that may not serve."""
+        return (model, number, stamp) in self.skipped
+
     def skip_version(self, model: str, number: int, stamp: int) -> bool:
         """Count a version that may not serve, once per version directory (a poll sees it again and again);
         True when it is new."""
-        key = (model, number, stamp)
-        if key in self.skipped:
+        if self.was_skipped(model, number, stamp):
             return False
-        self.skipped.add(key)
+        self.skipped.add((model, number, stamp))
         self.versions_skipped.labels(model).inc()
         return True
