@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI
 
@@ -138,16 +139,24 @@ def describe(engines: dict[str, Engine]) -> list[dict[str, str]]:
             for name, e in engines.items()]  # fmt: skip
 
 
-def settle_heap(collect: bool = True) -> None:
+def settle_heap(collect: Literal["none", "young", "all"]) -> None:
     """Freeze what is alive once the models are loaded (the app, its libraries, the models: some 220,000 objects)
     out of the garbage collector's sight. Otherwise each full collection scans them all: about 60 ms with every
     request and stream stopped, every few seconds under load.
 
-    After a reload, `collect` first unfreezes and collects, so the previous models' reference cycles are freed
-    before the new state is frozen. At start-up there is nothing to free yet (and the tests start hundreds of apps
-    in one process: a full collection each time cost them 16 s)."""
-    if collect:
+    `collect` says what is collected first:
+    - "none", at start-up: nothing to free yet (and the tests start hundreds of apps in one process: a full
+      collection each time cost them 16 s);
+    - "young", after a live swap: only the objects made since the last freeze (the new engine's), a fraction of a
+      millisecond. The old engine, frozen with the rest, is freed by reference counting when it is dropped: no
+      engine holds a reference cycle (tests/app/test_live_versions.py checks every kind). A full collection here
+      stopped every request for 90 ms, the whole of a swap's p99 (bench/swaps.py);
+    - "all", after a reload: unfreeze and collect everything, so even a reference cycle the previous models left
+      is freed. An operator's reload pays the pause once.
+    Then the freed heap goes back to the system."""
+    if collect == "all":
         gc.unfreeze()
+    if collect != "none":
         gc.collect()
         _trim()
     gc.freeze()
@@ -209,7 +218,7 @@ async def reload_models(app: FastAPI) -> list[dict[str, str]]:
         log.info("reloaded %s", ", ".join(engines))
         await asyncio.gather(*(engine.drain(settings.request_timeout_s) for engine in old.values()))
         del old
-        settle_heap()  # the old models are collected, the new ones frozen
+        settle_heap("all")  # the old models are collected, the new ones frozen
         return describe(engines)
 
 

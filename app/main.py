@@ -57,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("start-up refused: %s", exc)
         raise
     await start_engines(app.state.engines, app.state.metrics)
-    settle_heap(collect=False)
+    settle_heap("none")
     app.state.reload_lock = asyncio.Lock()
     app.state.sighup_tasks = set()
     watching = watch_sighup(app)

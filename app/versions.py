@@ -106,7 +106,7 @@ async def swap(app: FastAPI, name: str, number: int) -> Engine:
         if current is not None:
             await current.drain(settings.request_timeout_s)
             del current
-            settle_heap()  # the old model is collected, the new one frozen
+            settle_heap("young")  # the old model is freed by reference counting, the new one frozen
         return engine
 
 

@@ -5,6 +5,7 @@
     <dir>/config.json         schema version, task, network config, labels, calibration, training config,
                               data set and its sha256, metrics, library versions, creation time
     <dir>/*.png, metrics.json the evaluation report (optional)
+    <dir>/model.onnx          the classifier's graph for ONNX Runtime (optional: model/onnx_runtime.py)
     <dir>/manifest.json       sha256 of every file above; loading verifies it
 
 An artifact is written into a temporary sibling directory and renamed into place, so a crash never leaves a
@@ -241,10 +242,16 @@ class Artifact:
     tokenizer: Tokenizer
     state_dict: dict[str, torch.Tensor]
     sha256: str  # of the weights file
+    files: dict[str, str] = field(default_factory=dict)  # the manifest: file name -> sha256, verified at load
 
     @property
     def task(self) -> str:
         return self.config.task
+
+    def read(self, name: str) -> bytes | None:
+        """A file the manifest lists beside the required ones (the classifier's model.onnx), as verified at load;
+        None when the artifact has none."""
+        return (self.path / name).read_bytes() if name in self.files else None
 
     def build(self, module: torch.nn.Module) -> None:
         """Load the weights into `module` (strictly) and put it in eval mode."""
@@ -296,7 +303,7 @@ def load_artifact(path: str | Path, task: str | None = None) -> Artifact:
         state = safetensors.torch.load_file(str(root / WEIGHTS), device="cpu")
     except Exception as exc:
         raise ArtifactError(f"{root / WEIGHTS} cannot be loaded: {exc}") from exc
-    return Artifact(root, config, tokenizer, state, files[WEIGHTS])
+    return Artifact(root, config, tokenizer, state, files[WEIGHTS], files)
 
 
 def read_config(path: str | Path) -> ArtifactConfig:

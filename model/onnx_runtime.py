@@ -1,18 +1,22 @@
 """The classifier exported to ONNX and run by ONNX Runtime (the optional `onnx` extra), for CPU inference.
 
-    runner = OnnxClassifier(model.network, threads=2, int8=False)
+    runner = OnnxClassifier(model.network, threads=2, int8=False, graph=artifact.read(GRAPH))
     log_probs = runner.infer(ids, lengths)          # what SentimentClassifier.infer returns, to ~1e-5
 
-The export is made from the loaded weights when a model is loaded, so an artifact holds one copy of its weights
-(model.safetensors) and the ONNX graph can never be stale. The packed recurrent encoder becomes ONNX LSTM/GRU/RNN
-nodes with `sequence_lens`, so padding stays out of the cells as in torch. With `int8`, ONNX Runtime's dynamic
-quantization rewrites the recurrent and linear layers (DynamicQuantizeLSTM, MatMulInteger). bench/runtime.py
-measures both against torch eager.
+The trainer exports the graph and writes it into the artifact (model.onnx, in the manifest like every file), so a
+service loads it and never exports: an export holds the GIL for about 100 ms in the TorchScript exporter's C++
+passes, and while a live swap exported, requests on the event loop waited up to 80 ms for it (bench/swaps.py's
+p99 went from 10 ms to 60-115 ms; 14-17 ms without the export). Loading checks that the graph answers what the
+weights do; an artifact without a graph (written where the onnx package is missing) is exported when it loads.
+The packed recurrent encoder becomes ONNX LSTM/GRU/RNN nodes with `sequence_lens`, so padding stays out of the
+cells as in torch. With `int8`, ONNX Runtime's dynamic quantization rewrites the recurrent and linear layers
+(DynamicQuantizeLSTM, MatMulInteger). bench/runtime.py measures both against torch eager.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -28,7 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from model.artifacts import ArtifactError
+
 OPSET = 17
+GRAPH = "model.onnx"  # the graph's file in a classifier artifact
+AGREE = 1e-4  # how far a shipped graph's log-probabilities may be from the weights' own (float32 rounding)
 EXAMPLE = (torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]))  # traced once; every axis is dynamic
 
 
@@ -98,6 +106,14 @@ def export(network: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> by
     return buffer.getvalue()
 
 
+def graph_files(network: nn.Module) -> dict[str, bytes]:
+    """The trainer's copy of the network's graph for its artifact: {GRAPH: the ONNX model}; nothing where the
+    onnx package is missing (torch's exporter needs it), and the service then exports when it loads."""
+    if importlib.util.find_spec("onnx") is None:
+        return {}
+    return {GRAPH: export(network, EXAMPLE)}
+
+
 def quantize(model: bytes) -> bytes:
     """ONNX Runtime's dynamic int8 quantization of the recurrent and linear layers."""
     _import_ort()
@@ -136,17 +152,43 @@ class OnnxRunner:
 
 
 class OnnxClassifier(OnnxRunner):
-    """The network exported and served on `threads` intra-op threads. With more than one, `one_thread` is a
-    second session of the same graph on one thread: the service runs a batch of single-text requests there, so
-    the other core stays with the event loop that parses and answers them (app/serving/classifier.py)."""
+    """The network's graph (`graph`, the artifact's, or else exported now) served on `threads` intra-op threads.
+    With more than one, `one_thread` is a second session of the same graph on one thread: the service runs a
+    batch of single-text requests there, so the other core stays with the event loop that parses and answers them
+    (app/serving/classifier.py). A `graph` that does not answer what `network` does raises ArtifactError."""
 
-    def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False) -> None:
+    def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | None = None) -> None:
         ort = _import_ort()
-        model = export(network, EXAMPLE)
+        if graph is None:
+            model = export(network, EXAMPLE)
+            session = _session(ort, model, threads)
+        else:
+            model = graph
+            try:
+                session = _session(ort, model, threads)
+            except Exception as exc:  # ONNX Runtime raises its own classes (InvalidProtobuf, Fail …)
+                raise ArtifactError(f"{GRAPH} cannot be loaded by ONNX Runtime: {exc}") from exc
+            _check_agrees(OnnxRunner(session), network)
         if int8:
             model = quantize(model)
-        super().__init__(_session(ort, model, threads))
+            session = _session(ort, model, threads)
+        super().__init__(session)
         self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(_session(ort, model, 1))
+
+
+def _check_agrees(runner: OnnxRunner, network: nn.Module) -> None:
+    """A shipped graph must be the weights' own: the same log-probabilities on the export's example batch."""
+    with torch.inference_mode():
+        expected = network.infer(*EXAMPLE)  # type: ignore[operator]
+    try:
+        gap = float((runner.infer(*EXAMPLE) - expected).abs().max())
+    except Exception as exc:  # ONNX Runtime's own errors: inputs or outputs of another shape
+        raise ArtifactError(f"{GRAPH} does not fit this classifier's weights: {exc}") from exc
+    if not gap <= AGREE:  # also NaN
+        raise ArtifactError(
+            f"{GRAPH} does not answer what the weights do: log-probabilities differ by {gap:.3g} "
+            f"(at most {AGREE} allowed): the artifact is inconsistent, train it again"
+        )
 
 
 def _session(ort: Any, model: bytes, threads: int) -> Any:

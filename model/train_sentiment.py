@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
+from model import onnx_runtime
 from model.artifacts import ArtifactConfig, DataInfo
 from model.augment import augmented
 from model.config import SentimentTrainConfig
@@ -512,6 +513,13 @@ def _report(
     return metrics, temperature, files
 
 
+def _on_cpu(net: SentimentClassifier) -> SentimentClassifier:
+    """A copy of the network on the CPU, in eval mode: what the artifact's weights build when they are loaded."""
+    copy = SentimentClassifier(net.config)
+    copy.load_state_dict({k: v.detach().cpu() for k, v in net.state_dict().items()})
+    return copy.eval()
+
+
 def train_sentiment(
     cfg: SentimentTrainConfig,
     data: SentimentData,
@@ -542,6 +550,7 @@ def train_sentiment(
         if not rt.is_main:
             return {}
         metrics, temperature, files = _report(first, final, data, rt)
+        files.update(onnx_runtime.graph_files(_on_cpu(final.net)))  # the service loads it: no export there
         training: dict[str, Any] = {
             **asdict(cfg), "history": first.state.history, "world_size": rt.world, **rt.describe()
         }  # fmt: skip

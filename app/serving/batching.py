@@ -4,7 +4,6 @@ off it, one model thread, and the count of calls in progress that a hot reload's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -44,10 +43,13 @@ class MicroBatcher(Generic[T]):
         await self.stop()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancel the collector and end the model thread. The engine lets go of the cancelled task: the task's
+        error holds the collector's frame, and that frame the engine, a reference cycle that only a full
+        collection frees (a swap frees the old engine by reference counting: app/loading.py's settle_heap)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 

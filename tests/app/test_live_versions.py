@@ -5,9 +5,11 @@ skipped and counted once; the admin API pins, unpins and loads; removing the new
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +106,31 @@ def test_a_version_that_may_not_serve_is_skipped_once_and_removing_the_newest_ro
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert any("version 3 skipped" in m and "model.safetensors" in m for m in skipped)
     assert any("version 4 skipped" in m and "'generation' model, not 'sentiment'" in m for m in skipped)
+
+
+def test_a_swapped_out_engine_of_every_kind_is_freed_without_the_cycle_collector(
+    settings_for: SettingsFor, artifacts: Artifacts, tmp_path: Path
+) -> None:
+    """A swap collects only the objects made since the last freeze (app/loading.py's settle_heap): the old engine
+    was frozen at start-up, so only reference counting can free it, and a reference cycle would keep it, its
+    model and its network for the life of the process."""
+    shelves = {kind: tmp_path / kind for kind in ("sentiment", "generator", "tagger")}
+    for kind, shelf in shelves.items():
+        write_version(getattr(artifacts, kind), shelf / "1")
+    paths = {f"{kind}_artifact": shelf for kind, shelf in shelves.items()}
+    with TestClient(create_app(settings_for(**paths, model_poll_seconds=0.02))) as c:
+        assert gc.get_freeze_count() > 0
+        engines = c.app.state.engines  # type: ignore[attr-defined]
+        old = {kind: [weakref.ref(e), weakref.ref(e.model), weakref.ref(e.model.network)]
+               for kind, e in engines.items()}  # fmt: skip
+        del engines
+        c.post("/sentiment", json={"text": TEXT})
+        c.post("/tag", json={"text": "I saw it"})
+        c.post("/generate", json={"inputs": "First", "parameters": {"max_new_tokens": 5}})
+        for kind, shelf in shelves.items():
+            write_version(getattr(artifacts, kind), shelf / "2", nudge=0.05)
+        wait_for(lambda: all(card(c, kind)["version"] == 2 for kind in shelves))
+        wait_for(lambda: all(ref() is None for refs in old.values() for ref in refs), seconds=10)
 
 
 def test_the_admin_api_pins_unpins_and_loads(settings_for: SettingsFor, shelf: Path, artifacts: Artifacts) -> None:

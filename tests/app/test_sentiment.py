@@ -237,6 +237,26 @@ def test_onnx_runtime_serves_what_torch_serves(make_client: ClientFactory, quant
     assert [w["token"] for w in explained["explanation"]] == TEXTS[0].split()
 
 
+def test_the_classifier_serves_its_artifacts_graph_without_an_export(
+    make_client: ClientFactory, artifacts: Artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer ships the ONNX graph in the artifact (model/onnx_runtime.py): loading, and so a live swap,
+    exports nothing. An artifact without one is exported as it loads (tests/app/test_live_versions.py's
+    versions are written without it)."""
+    pytest.importorskip("onnx")
+    from model import onnx_runtime
+
+    assert (artifacts.sentiment / onnx_runtime.GRAPH).is_file()
+
+    def no_export(*args: Any) -> bytes:
+        raise AssertionError("exported although the artifact has its graph")
+
+    monkeypatch.setattr(onnx_runtime, "export", no_export)
+    c = make_client(runtime="onnx", onnx_threads=2)
+    assert c.get("/models").json()[0]["serving"]["runtime"] == "onnx"
+    assert c.post("/sentiment", json={"text": TEXTS[0]}).json()["label"] in LABELS
+
+
 def test_auto_runtime_is_onnx_when_installed(client: TestClient) -> None:
     from model.onnx_runtime import available
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import stat
 import sys
@@ -274,16 +275,22 @@ def test_artifact_is_readable_by_other_users(saved: tuple[Path, SentimentClassif
 
 def test_trained_artifact_holds_no_pickle(trained: Trained) -> None:
     names = sorted(p.name for p in trained.path.iterdir())
-    assert names == [
-        "config.json",
-        "confusion_matrix.png",
-        "learning_curves.png",
-        "manifest.json",
-        "metrics.json",
-        "model.safetensors",
-        "reliability.png",
-        "tokenizer.json",
-    ]
+    graph = ["model.onnx"] if importlib.util.find_spec("onnx") else []  # the onnx extra: model/onnx_runtime.py
+    assert names == sorted(
+        [
+            "config.json",
+            "confusion_matrix.png",
+            "learning_curves.png",
+            "manifest.json",
+            "metrics.json",
+            "model.safetensors",
+            "reliability.png",
+            "tokenizer.json",
+            *graph,
+        ]
+    )
+    artifact = load_artifact(trained.path)
+    assert (artifact.read("model.onnx") is not None) == bool(graph) and artifact.read("nothing.bin") is None
     assert not [n for n in names if n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"))]
     for name in names:
         assert not (trained.path / name).read_bytes().startswith(b"\x80"), f"{name} looks like a pickle"

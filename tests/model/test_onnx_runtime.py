@@ -1,17 +1,23 @@
 """model/onnx_runtime.py: the ONNX Runtime classifier answers what torch answers, for every cell and pooling,
-at any batch and length (the graph's axes are dynamic), padding never reaching the cells."""
+at any batch and length (the graph's axes are dynamic), padding never reaching the cells; a graph shipped in the
+artifact is served without an export, and refused when it is not the weights' own."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
+from model import onnx_runtime
+from model.artifacts import ArtifactError
 from model.config import CELLS, POOLINGS
+from model.networks import SentimentClassifier
 from tests.model.test_networks import OTHERS, SENTENCE, classifier, padded
 
 ort = pytest.importorskip("onnxruntime", reason="the optional onnx extra")
 
-from model.onnx_runtime import EXAMPLE, OnnxClassifier, export, quantize  # noqa: E402
+from model.onnx_runtime import EXAMPLE, GRAPH, OnnxClassifier, export, graph_files, quantize  # noqa: E402
 
 BATCHES = [[SENTENCE], [OTHERS[0], SENTENCE, OTHERS[1]], [[4], [3, 2], list(range(1, 20)) * 3]]
 
@@ -77,3 +83,44 @@ def test_export_drops_only_the_known_harmless_warnings(capfd: pytest.CaptureFixt
     with _without_harmless_export_warnings():
         os.write(2, b"[W] shape inference of prim::PackPadded type is missing\nanything else\n")
     assert capfd.readouterr().err == "anything else\n"  # other output on stderr still gets through
+
+
+def _no_export(*args: object) -> bytes:
+    raise AssertionError("exported although the artifact has its graph")
+
+
+def test_a_shipped_graph_is_served_without_an_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx")
+    net = classifier("gru", "maxmean", bidirectional=True, ensemble=2)
+    files = graph_files(net)  # what the trainer writes into the artifact
+    assert list(files) == [GRAPH]
+    monkeypatch.setattr(onnx_runtime, "export", _no_export)
+    runner = OnnxClassifier(net, threads=2, graph=files[GRAPH])
+    for seqs in BATCHES:
+        ids, lengths = padded(seqs)
+        torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
+        torch.testing.assert_close(runner.one_thread.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
+
+
+def test_a_graph_that_is_not_the_weights_own_is_refused() -> None:
+    pytest.importorskip("onnx")
+    net = classifier("lstm", "maxmean", bidirectional=True)
+    other = classifier("lstm", "maxmean", bidirectional=True)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(0.05)
+    with pytest.raises(ArtifactError, match=r"model.onnx does not answer what the weights do: .* differ by"):
+        OnnxClassifier(net, graph=export(other, EXAMPLE))
+    with pytest.raises(ArtifactError, match="model.onnx does not fit this classifier's weights"):
+        two_labels = SentimentClassifier(dataclasses.replace(net.config, num_classes=2)).eval()
+        OnnxClassifier(net, graph=export(two_labels, EXAMPLE))  # log-probabilities of another shape
+    with pytest.raises(ArtifactError, match="model.onnx cannot be loaded by ONNX Runtime"):
+        OnnxClassifier(net, graph=b"not an onnx model")
+
+
+def test_without_the_onnx_package_the_trainer_writes_no_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = onnx_runtime.importlib.util.find_spec
+    monkeypatch.setattr(
+        onnx_runtime.importlib.util, "find_spec", lambda name: None if name == "onnx" else find_spec(name)
+    )
+    assert graph_files(classifier("lstm", "maxmean", bidirectional=True)) == {}
