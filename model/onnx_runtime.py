@@ -1,6 +1,6 @@
 """The classifier exported to ONNX and run by ONNX Runtime (the optional `onnx` extra), for CPU inference.
 
-    runner = OnnxClassifier(model.network, threads=2, int8=False, graph=artifact.read(GRAPH))
+    runner = OnnxClassifier(model.network, threads=2, int8=False, graph=artifact.file(GRAPH))
     log_probs = runner.infer(ids, lengths)          # what SentimentClassifier.infer returns, to ~1e-5
 
 The trainer exports the graph and writes it into the artifact (model.onnx, in the manifest like every file), so a
@@ -157,20 +157,23 @@ class OnnxClassifier(OnnxRunner):
     batch of single-text requests there, so the other core stays with the event loop that parses and answers them
     (app/serving/classifier.py). A `graph` that does not answer what `network` does raises ArtifactError."""
 
-    def __init__(self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | None = None) -> None:
+    def __init__(
+        self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | Path | None = None
+    ) -> None:
         ort = _import_ort()
+        model: bytes | Path
         if graph is None:
             model = export(network, EXAMPLE)
             session = _session(ort, model, threads)
         else:
-            model = graph
+            model = graph  # a file's path: ONNX Runtime reads it without a copy of its bytes in Python
             try:
                 session = _session(ort, model, threads)
             except Exception as exc:  # ONNX Runtime raises its own classes (InvalidProtobuf, Fail …)
                 raise ArtifactError(f"{GRAPH} cannot be loaded by ONNX Runtime: {exc}") from exc
             _check_agrees(OnnxRunner(session), network)
         if int8:
-            model = quantize(model)
+            model = quantize(model if isinstance(model, bytes) else model.read_bytes())
             session = _session(ort, model, threads)
         super().__init__(session)
         self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(_session(ort, model, 1))
@@ -191,7 +194,7 @@ def _check_agrees(runner: OnnxRunner, network: nn.Module) -> None:
         )
 
 
-def _session(ort: Any, model: bytes, threads: int) -> Any:
+def _session(ort: Any, model: bytes | Path, threads: int) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -199,4 +202,5 @@ def _session(ort: Any, model: bytes, threads: int) -> Any:
     options.log_severity_level = 3  # errors only
     # idle pool threads sleep instead of spinning: spinning took the core the event loop and the generator need
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -58,7 +58,7 @@ def runtime(settings: Settings) -> str:
 def classifier(name: str, model: SentimentModel, settings: Settings, metrics: Metrics) -> ClassifierEngine:
     int8, kind = settings.quantize == "int8", runtime(settings)
     if kind == "onnx":
-        graph = model.artifact.read(onnx_runtime.GRAPH)  # the trainer's export: loading does not export again
+        graph = model.artifact.file(onnx_runtime.GRAPH)  # the trainer's export: loading does not export again
         model.runner = onnx_runtime.OnnxClassifier(model.network, settings.onnx_threads, int8=int8, graph=graph)
     elif int8:
         model.runner = quantize_int8(model.network)  # type: ignore[assignment]  # an int8 copy

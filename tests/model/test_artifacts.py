@@ -290,7 +290,7 @@ def test_trained_artifact_holds_no_pickle(trained: Trained) -> None:
         ]
     )
     artifact = load_artifact(trained.path)
-    assert (artifact.read("model.onnx") is not None) == bool(graph) and artifact.read("nothing.bin") is None
+    assert (artifact.file("model.onnx") is not None) == bool(graph) and artifact.file("nothing.bin") is None
     assert not [n for n in names if n.endswith((".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"))]
     for name in names:
         assert not (trained.path / name).read_bytes().startswith(b"\x80"), f"{name} looks like a pickle"

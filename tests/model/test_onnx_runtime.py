@@ -5,6 +5,7 @@ artifact is served without an export, and refused when it is not the weights' ow
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,13 +90,14 @@ def _no_export(*args: object) -> bytes:
     raise AssertionError("exported although the artifact has its graph")
 
 
-def test_a_shipped_graph_is_served_without_an_export(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_shipped_graph_is_served_without_an_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     net = classifier("gru", "maxmean", bidirectional=True, ensemble=2)
     files = graph_files(net)  # what the trainer writes into the artifact
     assert list(files) == [GRAPH]
+    (tmp_path / GRAPH).write_bytes(files[GRAPH])
     monkeypatch.setattr(onnx_runtime, "export", _no_export)
-    runner = OnnxClassifier(net, threads=2, graph=files[GRAPH])
+    runner = OnnxClassifier(net, threads=2, graph=tmp_path / GRAPH)  # as the service passes it: the file
     for seqs in BATCHES:
         ids, lengths = padded(seqs)
         torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
