@@ -5,9 +5,9 @@
 
 The trainer exports the graph and writes it into the artifact (model.onnx, in the manifest like every file), so a
 service loads it and never exports: an export holds the GIL for about 100 ms in the TorchScript exporter's C++
-passes, and while a live swap exported, requests on the event loop waited up to 80 ms for it (bench/swaps.py's
-p99 went from 10 ms to 60-115 ms; 14-17 ms without the export). Loading checks that the graph answers what the
-weights do; an artifact without a graph (written where the onnx package is missing) is exported when it loads.
+passes, which in a live swap stops the event loop's requests for up to 80 ms at a time (bench/swaps.py measures
+the p99 of requests during swaps). Loading checks that the graph answers what the weights do; an artifact without
+a graph (written where the onnx package is missing) is exported when it loads.
 The packed recurrent encoder becomes ONNX LSTM/GRU/RNN nodes with `sequence_lens`, so padding stays out of the
 cells as in torch. With `int8`, ONNX Runtime's dynamic quantization rewrites the recurrent and linear layers
 (DynamicQuantizeLSTM, MatMulInteger). bench/runtime.py measures both against torch eager.
