@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from app.config import MODEL_NAME
-from model.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY
+from model.generator.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY
 
 MAX_STOP_SEQUENCES = 4
 # "not blank" as JSON Schema (ECMA-262) defines whitespace, so the document and the validators agree exactly

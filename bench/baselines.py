@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from model.conll import TaggedSentence
-from model.data import SentimentData
+from model.sentiment.data import SentimentData
+from model.tagger.conll import TaggedSentence
 
 
 def tfidf_logreg(data: SentimentData, grid: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)) -> dict[str, Any]:
@@ -124,9 +124,9 @@ def kneser_ney(train: str, val: str, order: int = 5) -> dict[str, Any]:
 
 
 def most_frequent_tag(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence]) -> dict[str, Any]:
-    """model/train_tagger.py's MostFrequentTag scored on `test`, overall and on words unseen in training."""
-    from model.tagging import normalize_word
-    from model.train_tagger import MostFrequentTag
+    """model/tagger/train.py's MostFrequentTag scored on `test`, overall and on words unseen in training."""
+    from model.tagger.tagging import normalize_word
+    from model.tagger.train import MostFrequentTag
 
     started = time.perf_counter()
     baseline = MostFrequentTag(train)

@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import save_json, table, update_section  # noqa: E402
-from model.data import load_sst2  # noqa: E402
-from model.networks import Encoder  # noqa: E402
-from model.predictors import SentimentModel, load_sentiment  # noqa: E402
+from model.sentiment.data import load_sst2  # noqa: E402
+from model.sentiment.network import Encoder  # noqa: E402
+from model.sentiment.predictor import SentimentModel, load_sentiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,17 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.baselines import kneser_ney  # noqa: E402
 from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
-from model.config import generator_preset, merge  # noqa: E402
-from model.data import load_corpus, split_corpus  # noqa: E402
-from model.networks import CharRNN, Stepper  # noqa: E402
-from model.predictors import load_generator  # noqa: E402
-from model.sampling import Sampler, SamplingParams, generate, sample_batch  # noqa: E402
-from model.train_generator import train_generator  # noqa: E402
+from model.config import merge  # noqa: E402
+from model.generator.config import generator_preset  # noqa: E402
+from model.generator.data import load_corpus, split_corpus  # noqa: E402
+from model.generator.network import CharRNN  # noqa: E402
+from model.generator.predictor import load_generator  # noqa: E402
+from model.generator.sampling import Sampler, SamplingParams, generate, sample_batch  # noqa: E402
+from model.generator.stepper import Stepper  # noqa: E402
+from model.generator.train import train_generator  # noqa: E402
 from model.versions import writing  # noqa: E402
 
 TARGET_LOSS, TARGET_ONE, TARGET_BATCH, BUDGET_S = 1.46, 15000.0, 60000.0, 600.0
 # the ablation: (label, preset, overrides), each row trained from scratch in one run; the row with the default
-# preset and no overrides is the shipped default (model/config.py)
+# preset and no overrides is the shipped default (model/generator/config.py)
 # (min_steps 0: the previous defaults had none, and six epochs are fewer than today's minimum)
 OLD_DEFAULT: dict[str, Any] = {
     "cell": "gru", "batch_size": 64, "lr": 2e-3, "epochs": 6, "dropout": 0.15, "min_steps": 0,

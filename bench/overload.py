@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.readme import publish, table  # noqa: E402
 from bench.serve import base_env, post, start  # noqa: E402
 from bench.service_accuracy import free_port, stop  # noqa: E402
-from model.data import load_sst2  # noqa: E402
+from model.sentiment.data import load_sst2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 64  # RNN_MAX_CONCURRENT_REQUESTS, the setting

@@ -24,10 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from model.data import load_corpus, load_sst2  # noqa: E402
+from model.generator.data import load_corpus  # noqa: E402
+from model.generator.predictor import load_generator  # noqa: E402
+from model.generator.train import evaluate_loss  # noqa: E402
 from model.networks import quantize_int8  # noqa: E402
-from model.predictors import load_generator, load_sentiment  # noqa: E402
-from model.train_generator import evaluate_loss  # noqa: E402
+from model.sentiment.data import load_sst2  # noqa: E402
+from model.sentiment.predictor import load_sentiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from model.data import load_sst2  # noqa: E402
 from model.networks import quantize_int8  # noqa: E402
-from model.predictors import SentimentModel, load_sentiment  # noqa: E402
+from model.sentiment.data import load_sst2  # noqa: E402
+from model.sentiment.predictor import SentimentModel, load_sentiment  # noqa: E402
 from model.tokenization import UNK_ID  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def median_ms(fn: Callable[[list[str]], object], batches: list[list[str]]) -> fl
 def runtimes(
     model: SentimentModel, batches: list[list[str]], test: tuple[list[str], list[str]]
 ) -> list[dict[str, Any]]:
-    from model.onnx_runtime import OnnxClassifier
+    from model.sentiment.onnx_runtime import OnnxClassifier
 
     texts, labels = test
     targets = torch.tensor([model.labels.index(y) for y in labels])

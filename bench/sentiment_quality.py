@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.baselines import tfidf_logreg, tfidf_words_and_chars  # noqa: E402
 from bench.readme import save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
-from model.config import merge, sentiment_preset  # noqa: E402
-from model.data import SentimentData, load_sst2, load_user_data, read_labelled, resolve, stratified_split  # noqa: E402
-from model.train_sentiment import train_sentiment  # noqa: E402
+from model.config import merge  # noqa: E402
+from model.data import resolve  # noqa: E402
+from model.sentiment.config import sentiment_preset  # noqa: E402
+from model.sentiment.data import SentimentData, load_sst2, load_user_data, read_labelled, stratified_split  # noqa: E402
+from model.sentiment.train import train_sentiment  # noqa: E402
 from model.versions import writing  # noqa: E402
 
 TARGET_DEFAULT, TARGET_QUICK, TARGET_ECE, BUDGET_S = 0.865, 0.80, 0.02, 600

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
 from bench.service_accuracy import free_port, stop, wait_ready  # noqa: E402
-from model.conll import load_tagged_builtin  # noqa: E402
-from model.data import load_sst2  # noqa: E402
+from model.sentiment.data import load_sst2  # noqa: E402
+from model.tagger.conll import load_tagged_builtin  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 16, 64)

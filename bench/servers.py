@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from app.config import load_settings
 from app.schemas import SentimentRequest, SentimentResponse, TagRequest, TagResponse
-from model.predictors import load_sentiment
+from model.sentiment.predictor import load_sentiment
 
 
 def ceiling_app() -> FastAPI:

@@ -22,8 +22,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import save_json, update_section  # noqa: E402
-from model.data import load_sst2  # noqa: E402
-from model.predictors import load_sentiment  # noqa: E402
+from model.sentiment.data import load_sst2  # noqa: E402
+from model.sentiment.predictor import load_sentiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

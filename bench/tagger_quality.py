@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.baselines import most_frequent_tag  # noqa: E402
 from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
-from model.config import merge, tagger_preset  # noqa: E402
-from model.conll import TaggedCorpus, load_tagged_builtin, split_dev  # noqa: E402
-from model.predictors import load_tagger  # noqa: E402
-from model.train_tagger import train_tagger  # noqa: E402
+from model.config import merge  # noqa: E402
+from model.tagger.config import tagger_preset  # noqa: E402
+from model.tagger.conll import TaggedCorpus, load_tagged_builtin, split_dev  # noqa: E402
+from model.tagger.predictor import load_tagger  # noqa: E402
+from model.tagger.train import train_tagger  # noqa: E402
 from model.versions import writing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

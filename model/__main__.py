@@ -31,7 +31,8 @@ from pathlib import Path
 from model.artifacts import read_config, verify
 from model.cli import USER_ERRORS, add_data_args, already_trained
 from model.data import DataError
-from model.tasks import TASKS, Task, by_artifact_task
+from model.kind import Task
+from model.tasks import TASKS, by_artifact_task
 from model.versions import new_version, release, resolve
 
 

@@ -5,7 +5,7 @@
     <dir>/config.json         schema version, task, network config, labels, calibration, training config,
                               data set and its sha256, metrics, library versions, creation time
     <dir>/*.png, metrics.json the evaluation report (optional)
-    <dir>/model.onnx          the classifier's graph for ONNX Runtime (optional: model/onnx_runtime.py)
+    <dir>/model.onnx          the classifier's graph for ONNX Runtime (optional: model/sentiment/onnx_runtime.py)
     <dir>/manifest.json       sha256 of every file above; loading verifies it
 
 An artifact is written into a temporary sibling directory and renamed into place, so a crash never leaves a
@@ -40,7 +40,6 @@ from model.tokenization import load_tokenizer
 SCHEMA_VERSION = 1
 WEIGHTS, TOKENIZER, CONFIG, MANIFEST = "model.safetensors", "tokenizer.json", "config.json", "manifest.json"
 REQUIRED = (WEIGHTS, TOKENIZER, CONFIG)
-TASKS = ("sentiment", "generation", "tagging")  # config.json's task; model/tasks.py maps them to their code
 C = TypeVar("C")
 
 
@@ -149,8 +148,11 @@ def save_artifact(
     extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write an artifact atomically; `config`'s parameters, versions and creation time are filled in here."""
-    if config.task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {config.task!r}")
+    from model.tasks import TASKS  # the registry imports the kinds, whose predictors import this module
+
+    known = sorted(task.artifact_task for task in TASKS.values())
+    if config.task not in known:
+        raise ValueError(f"task must be one of {known}, got {config.task!r}")
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))

@@ -6,7 +6,7 @@ training maps to [UNK] instead of failing.
 
 A word tokenizer with `pieces` keeps every training word whole and spells a word it has never seen with
 WordPiece pieces ("unwatchable" -> "un", "##watch", "##able") instead of one [UNK]; the classifier gives those
-pieces vectors built from their character n-grams (model/ngrams.py).
+pieces vectors built from their character n-grams (model/sentiment/ngrams.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model import evaluate
-from model.data import SentimentData, load_user_data
+from model.sentiment.data import SentimentData, load_user_data
 from tests.helpers import PNG_STUB, sentences, small_config, write_csv
 
 REAL_URLOPEN = urllib.request.urlopen
@@ -81,7 +81,7 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """One tiny artifact, trained once per session with real plots, a held-out test file and the default paths."""
-    from model.train_sentiment import train_sentiment
+    from model.sentiment.train import train_sentiment
 
     root = tmp_path_factory.mktemp("trained")
     train_csv = write_csv(root / "train.csv", sentences(48, ["neg", "pos"], seed=1))

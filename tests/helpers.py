@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.config import SentimentTrainConfig
+from model.sentiment.config import SentimentTrainConfig
 
 POSITIVE = "good great fine lovely superb brilliant".split()
 NEGATIVE = "bad awful poor boring dull dreadful".split()

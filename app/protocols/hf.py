@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas import INTEGRAL, NON_BLANK, Strict, finite, valid_unicode, valid_unicode_items
-from model.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY, Generation, SamplingParams, TokenLogprob
+from model.generator.sampling import MAX_PENALTY, MAX_SEED, MIN_PENALTY, Generation, SamplingParams, TokenLogprob
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100  # TGI's default when a request sets none (capped by RNN_MAX_NEW_TOKENS)
 MAX_STOP = 4  # TGI's --max-stop-sequences default

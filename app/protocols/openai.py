@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.protocols.hf import only
 from app.schemas import INTEGRAL, Strict, finite, valid_unicode
-from model.sampling import MAX_SEED, Generation, SamplingParams, TokenLogprob
+from model.generator.sampling import MAX_SEED, Generation, SamplingParams, TokenLogprob
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's
 MAX_N = 128  # OpenAI's

@@ -18,7 +18,7 @@ from app.routes.hf import tgi_generate
 from app.routes.sse import EventReader, EventStream, sse
 from app.schemas import GenerateRequest, GenerateResponse, add_schema
 from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
-from model.sampling import SamplingParams
+from model.generator.sampling import SamplingParams
 
 router = APIRouter(prefix="/generate", tags=["generate"], responses=MODEL_ERRORS)  # the API-key check: app/main.py
 

@@ -51,7 +51,7 @@ from app.serving.classifier import ClassifierEngine
 from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
 from app.serving.registry import Engine
 from app.serving.tagger import TaggerEngine
-from model.sampling import TokenLogprob, prompt_logprobs
+from model.generator.sampling import TokenLogprob, prompt_logprobs
 
 router = APIRouter(tags=["hugging face"], responses=HF_ERRORS)  # the API-key check for the POSTs: app/main.py
 # the GETs: a model's card and info, behind the key as /models is

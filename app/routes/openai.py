@@ -31,7 +31,7 @@ from app.routes.sse import DONE, EventReader, EventStream, sse
 from app.schemas import limit_integer, limit_texts
 from app.serving.generator import EngineFull, Event, GeneratorEngine, Stream, collect
 from app.serving.registry import Engine
-from model.sampling import Generation, TokenLogprob, prompt_logprobs
+from model.generator.sampling import Generation, TokenLogprob, prompt_logprobs
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)  # the API-key check: app/main.py
 

@@ -20,8 +20,8 @@ import torch
 
 from app.serving.batching import MicroBatcher, next_batch
 from app.serving.metrics import Metrics
-from model.onnx_runtime import OnnxClassifier
-from model.predictors import SentimentModel
+from model.sentiment.onnx_runtime import OnnxClassifier
+from model.sentiment.predictor import SentimentModel
 
 log = logging.getLogger(__name__)
 WORD = re.compile(r"\S+")

@@ -31,9 +31,17 @@ import numpy as np
 import torch
 
 from app.serving.metrics import Metrics
-from model.networks import Stepper
-from model.predictors import GeneratorModel
-from model.sampling import Decoder, Generation, SamplingParams, TokenLogprob, encode_prompt, id_to_text, sample_batch
+from model.generator.predictor import GeneratorModel
+from model.generator.sampling import (
+    Decoder,
+    Generation,
+    SamplingParams,
+    TokenLogprob,
+    encode_prompt,
+    id_to_text,
+    sample_batch,
+)
+from model.generator.stepper import Stepper
 from model.tokenization import SPECIALS
 
 log = logging.getLogger(__name__)
@@ -73,7 +81,7 @@ class Event:
 
 @dataclass
 class Stream:
-    """One request's stream in the engine: its Decoder (model/sampling.py: the same decoding as the CLI's) and
+    """One request's stream in the engine: its Decoder (model/generator/sampling.py: the same decoding as the CLI's) and
     how its events reach the response."""
 
     decoder: Decoder

@@ -16,10 +16,12 @@ from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
 from app.serving.tagger import TaggerEngine
-from model import onnx_runtime
 from model.artifacts import Artifact
+from model.generator.predictor import GeneratorModel
 from model.networks import quantize_int8
-from model.predictors import GeneratorModel, SentimentModel, TaggerModel
+from model.sentiment import onnx_runtime
+from model.sentiment.predictor import SentimentModel
+from model.tagger.predictor import TaggerModel
 
 
 class Predictor(Protocol):

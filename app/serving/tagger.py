@@ -18,8 +18,8 @@ from typing import Any
 
 from app.serving.batching import MicroBatcher, next_batch
 from app.serving.metrics import Metrics
-from model.predictors import Tagged, TaggerModel
-from model.tagging import tokenize_with_offsets
+from model.tagger.predictor import Tagged, TaggerModel
+from model.tagger.tagging import tokenize_with_offsets
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Settings, load_settings
 from app.main import create_app
 from model import evaluate
-from model.config import GeneratorTrainConfig, TaggerTrainConfig
-from model.conll import TaggedCorpus, TaggedSentence
-from model.data import load_corpus, load_user_data
+from model.generator.config import GeneratorTrainConfig
+from model.generator.data import load_corpus
+from model.sentiment.data import load_user_data
+from model.tagger.config import TaggerTrainConfig
+from model.tagger.conll import TaggedCorpus, TaggedSentence
 from tests.helpers import PNG_STUB, sentences, small_config, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,9 +67,9 @@ def _rnn_vars() -> list[str]:
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     """A sentiment, a generator and a tagger artifact, trained in about a second each (plots stubbed: they are
     not served)."""
-    from model.train_generator import train_generator
-    from model.train_sentiment import train_sentiment
-    from model.train_tagger import train_tagger
+    from model.generator.train import train_generator
+    from model.sentiment.train import train_sentiment
+    from model.tagger.train import train_tagger
 
     root = tmp_path_factory.mktemp("service-artifacts")
     with pytest.MonkeyPatch.context() as patch:
@@ -92,7 +94,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 @pytest.fixture(scope="session")
 def three_labels(artifacts: Artifacts) -> Path:
     """Another classifier, with three labels of its own: served by name beside the default one (RNN_MODELS)."""
-    from model.train_sentiment import train_sentiment
+    from model.sentiment.train import train_sentiment
 
     root = artifacts.sentiment.parent
     with pytest.MonkeyPatch.context() as patch:

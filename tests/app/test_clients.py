@@ -19,8 +19,8 @@ import torch
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, OverloadedError, ValidationError
 
-from model.predictors import GeneratorModel, load_generator
-from model.sampling import id_to_text
+from model.generator.predictor import GeneratorModel, load_generator
+from model.generator.sampling import id_to_text
 from tests.app.conftest import LABELS, Artifacts, Server, running_server
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from model.predictors import GeneratorModel, load_generator
-from model.sampling import SamplingParams, generate
+from model.generator.predictor import GeneratorModel, load_generator
+from model.generator.sampling import SamplingParams, generate
 from tests.app.conftest import Artifacts, ClientFactory
 
 

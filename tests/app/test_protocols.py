@@ -15,8 +15,8 @@ from app.main import create_app
 from app.protocols.hf import TokenClassificationParameters, token_entities
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
-from model.predictors import load_generator
-from model.sampling import SamplingParams, log_softmax
+from model.generator.predictor import load_generator
+from model.generator.sampling import SamplingParams, log_softmax
 from tests.app.conftest import Artifacts, ClientFactory, serving
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from model.predictors import SentimentModel, load_sentiment
+from model.sentiment.predictor import SentimentModel, load_sentiment
 from tests.app.conftest import LABELS, Artifacts, ClientFactory
 
 TEXTS = [
@@ -240,11 +240,11 @@ def test_onnx_runtime_serves_what_torch_serves(make_client: ClientFactory, quant
 def test_the_classifier_serves_its_artifacts_graph_without_an_export(
     make_client: ClientFactory, artifacts: Artifacts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The trainer ships the ONNX graph in the artifact (model/onnx_runtime.py): loading, and so a live swap,
+    """The trainer ships the ONNX graph in the artifact (model/sentiment/onnx_runtime.py): loading, and so a live swap,
     exports nothing. An artifact without one is exported as it loads (tests/app/test_live_versions.py's
     versions are written without it)."""
     pytest.importorskip("onnx")
-    from model import onnx_runtime
+    from model.sentiment import onnx_runtime
 
     assert (artifacts.sentiment / onnx_runtime.GRAPH).is_file()
 
@@ -258,7 +258,7 @@ def test_the_classifier_serves_its_artifacts_graph_without_an_export(
 
 
 def test_auto_runtime_is_onnx_when_installed(client: TestClient) -> None:
-    from model.onnx_runtime import available
+    from model.sentiment.onnx_runtime import available
 
     [sentiment, generator, tagger] = client.get("/models").json()
     assert sentiment["serving"]["runtime"] == ("onnx" if available() else "torch")

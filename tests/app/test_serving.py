@@ -22,8 +22,9 @@ from app.middleware import LimitsMiddleware
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine, collect
 from app.serving.metrics import Metrics
-from model.predictors import load_generator, load_sentiment
-from model.sampling import SamplingParams, generate
+from model.generator.predictor import load_generator
+from model.generator.sampling import SamplingParams, generate
+from model.sentiment.predictor import load_sentiment
 from tests.app.conftest import REPO, Artifacts, ClientFactory, metric, serving
 
 SettingsFor = Callable[..., Settings]
@@ -107,7 +108,7 @@ def test_single_text_requests_run_on_one_onnx_thread_and_batch_requests_on_all(a
     """With more ONNX Runtime threads than one, a batch of single-text requests runs on the one-thread session
     (the event loop keeps the other core) and a batch request on the full one; the answers are the same."""
     pytest.importorskip("onnxruntime", reason="the optional onnx extra")
-    from model.onnx_runtime import OnnxClassifier
+    from model.sentiment.onnx_runtime import OnnxClassifier
 
     reference = load_sentiment(artifacts.sentiment)
     model = load_sentiment(artifacts.sentiment)

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.main import create_app
 from app.serving.metrics import Metrics
 from app.serving.tagger import TaggerEngine
-from model.predictors import TaggerModel, load_tagger
+from model.tagger.predictor import TaggerModel, load_tagger
 from tests.app.conftest import TAGGED, Artifacts, ClientFactory, metric, serving
 
 SettingsFor = Callable[..., Settings]

@@ -26,10 +26,11 @@ from model.artifacts import (
     save_artifact,
     verify,
 )
-from model.config import ClassifierConfig
 from model.data import sha256_file
-from model.networks import SentimentClassifier
-from model.predictors import load_generator, load_sentiment, pad
+from model.generator.predictor import load_generator
+from model.sentiment.config import ClassifierConfig
+from model.sentiment.network import SentimentClassifier
+from model.sentiment.predictor import load_sentiment, pad
 from model.tokenization import build_word_tokenizer, encode_batch
 from tests.conftest import Trained
 
@@ -275,7 +276,7 @@ def test_artifact_is_readable_by_other_users(saved: tuple[Path, SentimentClassif
 
 def test_trained_artifact_holds_no_pickle(trained: Trained) -> None:
     names = sorted(p.name for p in trained.path.iterdir())
-    graph = ["model.onnx"] if importlib.util.find_spec("onnx") else []  # the onnx extra: model/onnx_runtime.py
+    graph = ["model.onnx"] if importlib.util.find_spec("onnx") else []  # the onnx extra: model/sentiment/onnx_runtime.py
     assert names == sorted(
         [
             "config.json",

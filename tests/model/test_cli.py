@@ -19,8 +19,8 @@ import torch
 
 from model.__main__ import build_parser, main
 from model.artifacts import read_config
-from model.config import sentiment_preset
-from model.predictors import load_sentiment
+from model.sentiment.config import sentiment_preset
+from model.sentiment.predictor import load_sentiment
 from model.tasks import TASKS, load_model
 from tests.conftest import Trained
 from tests.helpers import sentences, tiny_train_argv, write_bytes, write_csv

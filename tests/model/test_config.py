@@ -1,4 +1,4 @@
-"""model/config.py: the presets say what is trained (cell, sizes, steps or epochs), never how long a machine
+"""model/config.py and each kind's config.py: the presets say what is trained (cell, sizes, steps or epochs), never how long a machine
 takes, so the same preset and seed give the same model on any machine."""
 
 from __future__ import annotations
@@ -7,16 +7,9 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from model.config import (
-    GENERATOR_PRESETS,
-    SENTIMENT_PRESETS,
-    TAGGER_PRESETS,
-    GeneratorTrainConfig,
-    TaggerTrainConfig,
-    generator_preset,
-    sentiment_preset,
-    tagger_preset,
-)
+from model.generator.config import GENERATOR_PRESETS, GeneratorTrainConfig, generator_preset
+from model.sentiment.config import SENTIMENT_PRESETS, sentiment_preset
+from model.tagger.config import TAGGER_PRESETS, TaggerTrainConfig, tagger_preset
 
 PRESETS = [
     *((sentiment_preset, name) for name in SENTIMENT_PRESETS),

@@ -1,4 +1,4 @@
-"""model/data.py: the readers, bad rows, labels, splits and the resolution of built-in data sets."""
+"""model/data.py and model/sentiment/data.py: the readers, bad rows, labels, splits and the resolution of built-in data sets."""
 
 from __future__ import annotations
 
@@ -13,17 +13,8 @@ from typing import Any
 import pytest
 
 from model import data
-from model.data import (
-    DataError,
-    LabelledData,
-    RemoteFile,
-    label_order,
-    load_sst2,
-    load_user_data,
-    read_labelled,
-    resolve,
-    stratified_split,
-)
+from model.data import DataError, RemoteFile, resolve
+from model.sentiment.data import LabelledData, label_order, load_sst2, load_user_data, read_labelled, stratified_split
 from tests.helpers import sentences, write_bytes, write_csv
 
 # --------------------------------------------------------------------------- readers

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from model.predictors import load_generator, load_sentiment
+from model.generator.predictor import load_generator
+from model.sentiment.predictor import load_sentiment
 from tests.helpers import sentences, write_csv
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from model.artifacts import ArtifactError
-from model.config import TaggerTrainConfig
-from model.conll import TaggedCorpus, TaggedSentence
-from model.predictors import TaggerModel
+from model.tagger.config import TaggerTrainConfig
+from model.tagger.conll import TaggedCorpus, TaggedSentence
+from model.tagger.predictor import TaggerModel
 from model.tasks import TASKS, by_artifact_task, load_model
 from tests.conftest import Trained
 from tests.helpers import tagged_sentences
@@ -33,7 +33,7 @@ def test_an_unknown_task_is_refused_naming_the_known_ones() -> None:
 
 
 def test_load_model_builds_the_artifacts_predictor(tmp_path: Path, trained: Trained) -> None:
-    from model.train_tagger import train_tagger
+    from model.tagger.train import train_tagger
 
     rows = [TaggedSentence(t, g) for t, g in tagged_sentences(24)]
     cfg = TaggerTrainConfig(

@@ -12,8 +12,8 @@ import torch
 
 from model.__main__ import main
 from model.artifacts import ArtifactConfig, ArtifactError, DataInfo, read_config, save_artifact
-from model.config import ClassifierConfig
-from model.networks import SentimentClassifier
+from model.sentiment.config import ClassifierConfig
+from model.sentiment.network import SentimentClassifier
 from model.tokenization import build_word_tokenizer
 from model.versions import RESERVED, choose, is_versioned, new_version, numbers, release, resolve, scan, writing
 from tests.helpers import tiny_train_argv

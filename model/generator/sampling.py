@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from model.networks import CharRNN, Stepper
+from model.generator.network import CharRNN
+from model.generator.stepper import Stepper
 
 MAX_SEED = 2**53 - 1  # every seed is exact as a JSON (double) number: JavaScript clients and schema checks
 REPETITION_WINDOW = 64  # characters of context the repetition penalty looks back over

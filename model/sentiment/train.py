@@ -22,14 +22,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
-from model import onnx_runtime
 from model.artifacts import ArtifactConfig, DataInfo
-from model.augment import augmented
-from model.config import SentimentTrainConfig
-from model.data import SentimentData
-from model.networks import SentimentClassifier, count_parameters
-from model.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
-from model.predictors import pad
+from model.networks import count_parameters
+from model.sentiment import onnx_runtime
+from model.sentiment.augment import augmented
+from model.sentiment.config import SentimentTrainConfig
+from model.sentiment.data import SentimentData
+from model.sentiment.network import SentimentClassifier
+from model.sentiment.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
+from model.sentiment.predictor import pad
 from model.tokenization import PAD_ID, UNK_ID, build_word_tokenizer, encode_batch
 from model.train import (
     Budget,
@@ -276,7 +277,7 @@ def build_network(
     cfg: SentimentTrainConfig, tok: Tokenizer, num_classes: int, seen: set[int], device: torch.device
 ) -> SentimentClassifier:
     """The classifier to train, its word vectors drawn from N(0, embedding_std). With `char_ngrams` they and the
-    bag's word weights are trained as sums of character n-grams (model/ngrams.py) over the token ids `seen` in
+    bag's word weights are trained as sums of character n-grams (model/sentiment/ngrams.py) over the token ids `seen` in
     training; fold() makes plain tables of them."""
     net = SentimentClassifier(cfg.network(tok.get_vocab_size(), num_classes))
     with torch.no_grad():
@@ -333,7 +334,7 @@ def distill(
 ) -> tuple[SentimentClassifier, TrainState, dict[str, Any], Fixed]:
     """Fit one encoder to the trained ensemble (`teacher`): started from the teacher's member with the best dev
     accuracy (or member `start`), trained on the teacher's probabilities (at `distill_temperature`) over the
-    transfer set (the training texts and `augment` variants of each: model/augment.py), for `distill_epochs` at
+    transfer set (the training texts and `augment` variants of each: model/sentiment/augment.py), for `distill_epochs` at
     `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher. The teacher's bag joins the
     student as it is; a refit repeats the first fit's epochs (`fixed`). Returns the student, its TrainState, the
     teacher's own scores and the student's schedule."""

@@ -1,4 +1,4 @@
-"""model/tagging.py: the tagger's encoder (words, characters, padding) and the UD-style tokenizer with offsets."""
+"""model/tagger/tagging.py: the tagger's encoder (words, characters, padding) and the UD-style tokenizer with offsets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from model.tagging import TagEncoder, normalize_word, tokenize_with_offsets
+from model.tagger.tagging import TagEncoder, normalize_word, tokenize_with_offsets
 from model.tokenization import PAD_ID, UNK_ID
 
 TRAIN = [["The", "cat", "sat", "in", "1999", "."], ["the", "dog", "sat", "."], ["A", "cat", "!"]]

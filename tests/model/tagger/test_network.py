@@ -1,13 +1,14 @@
-"""model/networks.py SequenceTagger: shapes for every variant, padding invariance, and learning from context."""
+"""model/tagger/network.py: shapes for every variant, padding invariance, and learning from context."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from model.config import CELLS, TaggerConfig
-from model.networks import SequenceTagger
-from model.tagging import TagEncoder
+from model.config import CELLS
+from model.tagger.config import TaggerConfig
+from model.tagger.network import SequenceTagger
+from model.tagger.tagging import TagEncoder
 
 K = 5
 

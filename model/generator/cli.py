@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from model.cli import add_run_args, already_trained
-from model.config import CELLS, GENERATOR_PRESETS, generator_preset, merge
+from model.config import CELLS, merge
 from model.data import DataError
+from model.generator.config import GENERATOR_PRESETS, generator_preset
 
 
 def add_train(sub: Any) -> None:
@@ -49,9 +50,9 @@ GENERATOR_KEYS = (
 
 
 def train(args: argparse.Namespace) -> int:
-    from model.data import load_corpus
+    from model.generator.data import load_corpus
+    from model.generator.train import train_generator
     from model.train import check_device
-    from model.train_generator import train_generator
 
     if already_trained(args, "generation"):
         return 0
@@ -68,9 +69,9 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from model.data import load_corpus, read_text
-    from model.predictors import load_generator
-    from model.train_generator import NATS_TO_BITS, evaluate_loss
+    from model.generator.data import load_corpus, read_text
+    from model.generator.predictor import load_generator
+    from model.generator.train import NATS_TO_BITS, evaluate_loss
 
     gen = load_generator(args.artifact)
     if args.text is not None:
@@ -94,8 +95,8 @@ def show(report: dict[str, Any]) -> None:
 
 
 def sample(args: argparse.Namespace) -> int:
-    from model.predictors import load_generator
-    from model.sampling import SamplingParams, stream
+    from model.generator.predictor import load_generator
+    from model.generator.sampling import SamplingParams, stream
 
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

@@ -1,4 +1,4 @@
-"""model/ngrams.py: character n-grams of words and pieces, vectors for words never seen in training, and the
+"""model/sentiment/ngrams.py: character n-grams of words and pieces, vectors for words never seen in training, and the
 folded table the artifact stores."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.ngrams import CharNGramEmbedding, char_ngrams, ngram_index
+from model.sentiment.ngrams import CharNGramEmbedding, char_ngrams, ngram_index
 from model.tokenization import build_word_tokenizer, encode_batch
 
 CORPUS = ["a watchable film", "an unfunny comedy", "a likable cast", "watch it", "unfunny and unlikable"]

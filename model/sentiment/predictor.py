@@ -1,7 +1,5 @@
-"""Loaded models: an artifact (model/artifacts.py) turned into a network in eval mode plus what it needs to
-answer (tokenizer, labels, calibration). The service and the CLI use these; model/tasks.py names which class
-loads which task.
-"""
+"""A loaded classifier: an artifact (model/artifacts.py) turned into the network in eval mode plus what it needs
+to answer (tokenizer, labels, calibration). The service and the CLI use it; model/sentiment/task.py names it."""
 
 from __future__ import annotations
 
@@ -14,9 +12,9 @@ import numpy as np
 import torch
 
 from model.artifacts import Artifact, load_artifact
-from model.config import CharLMConfig, ClassifierConfig, TaggerConfig
-from model.networks import CharRNN, SentimentClassifier, SequenceTagger, count_parameters
-from model.tagging import TagEncoder, tokenize_with_offsets
+from model.networks import count_parameters
+from model.sentiment.config import ClassifierConfig
+from model.sentiment.network import SentimentClassifier
 from model.tokenization import PAD_ID, encode_batch
 
 Chunk = tuple[list[int], torch.Tensor, torch.Tensor]  # a batch of texts: their indices, padded ids (B, T), lengths
@@ -35,7 +33,7 @@ class SentimentModel:
         self.network = SentimentClassifier(self.config)
         artifact.build(self.network)
         # what logits() runs: the network itself, or a faster stand-in for it (an int8 copy, an ONNX Runtime
-        # session: model/onnx_runtime.py) with the same infer(ids, lengths, pool)
+        # session: model/sentiment/onnx_runtime.py) with the same infer(ids, lengths, pool)
         self.runner: Runner = self.network
         self.tokenizer = artifact.tokenizer
         self.labels: list[str] = list(artifact.config.labels or [])
@@ -120,78 +118,3 @@ def pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_sentiment(path: str | Path) -> SentimentModel:
     return SentimentModel(load_artifact(path, "sentiment"))
-
-
-class GeneratorModel:
-    """A loaded character-model artifact: tokenizer + network."""
-
-    def __init__(self, artifact: Artifact) -> None:
-        self.artifact = artifact
-        self.config = artifact.config.network_config(CharLMConfig)
-        self.network = CharRNN(self.config)
-        artifact.build(self.network)
-        self.tokenizer = artifact.tokenizer
-
-    @property
-    def parameters(self) -> int:
-        return count_parameters(self.network)
-
-
-def load_generator(path: str | Path) -> GeneratorModel:
-    return GeneratorModel(load_artifact(path, "generation"))
-
-
-Tagged = list[dict[str, Any]]  # one sentence: {"text", "tag", "score"} per token, "start"/"end" for raw text
-
-
-class TaggerModel:
-    """A loaded tagger artifact: word tokenizer + character vocabulary + network + tags + calibration."""
-
-    def __init__(self, artifact: Artifact) -> None:
-        self.artifact = artifact
-        self.config = artifact.config.network_config(TaggerConfig)
-        self.network = SequenceTagger(self.config)
-        artifact.build(self.network)
-        tok = artifact.config.tokenizer
-        self.encoder = TagEncoder.from_parts(
-            artifact.tokenizer, tok.get("chars", ""), tok.get("max_chars_per_word", 20)
-        )
-        self.tokenizer = artifact.tokenizer
-        self.labels: list[str] = list(artifact.config.labels or [])
-        self.temperature = artifact.config.temperature
-
-    @property
-    def parameters(self) -> int:
-        return count_parameters(self.network)
-
-    @torch.inference_mode()
-    def infer(self, batch: Sequence[Sequence[str]]) -> tuple[list[list[int]], list[list[float]]]:
-        """Tag ids and their calibrated probabilities for pre-tokenized sentences (each non-empty)."""
-        words, chars, lengths = self.encoder.encode(batch)
-        emissions = self.network(words, chars if self.config.char_vocab_size else None, lengths)
-        return self.network.decode(emissions, lengths, self.temperature)
-
-    def tag_tokens(self, batch: Sequence[Sequence[str]], batch_size: int = 256) -> list[Tagged]:
-        """{"text", "tag", "score"} per token, in length-sorted batches; an empty sentence gets []."""
-        out: list[Tagged] = [[] for _ in batch]
-        order = sorted((i for i in range(len(batch)) if batch[i]), key=lambda i: len(batch[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            tags, scores = self.infer([batch[i] for i in idx])
-            for i, row, probs in zip(idx, tags, scores, strict=True):
-                out[i] = [{"text": t, "tag": self.labels[k], "score": p}
-                          for t, k, p in zip(batch[i], row, probs, strict=True)]  # fmt: skip
-        return out
-
-    def tag_texts(self, texts: Sequence[str], batch_size: int = 256) -> list[Tagged]:
-        """Raw texts: tokenized (model/tagging.py) with character offsets into each text, then tagged."""
-        spans = [tokenize_with_offsets(text) for text in texts]
-        tagged = self.tag_tokens([[t for t, _, _ in s] for s in spans], batch_size)
-        for sentence, offsets in zip(tagged, spans, strict=True):
-            for token, (_, start, end) in zip(sentence, offsets, strict=True):
-                token["start"], token["end"] = start, end
-        return tagged
-
-
-def load_tagger(path: str | Path) -> TaggerModel:
-    return TaggerModel(load_artifact(path, "tagging"))

@@ -33,10 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
-from model.config import GeneratorTrainConfig
-from model.data import TextCorpus
-from model.networks import CharRNN, Hidden, count_parameters
-from model.sampling import SamplingParams, generate
+from model.generator.config import GeneratorTrainConfig
+from model.generator.data import TextCorpus
+from model.generator.network import CharRNN
+from model.generator.sampling import SamplingParams, generate
+from model.networks import Hidden, count_parameters
 from model.tokenization import build_char_tokenizer
 from model.train import (
     Budget,

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from model.cli import add_data_args, add_run_args, already_trained, bool_flag, read_texts
-from model.config import CELLS, POOLINGS, merge, sentiment_preset
+from model.config import CELLS, merge
 from model.data import DataError
+from model.sentiment.config import POOLINGS, sentiment_preset
 from model.tokenization import SCHEMES
 
 
@@ -64,7 +65,7 @@ TRAIN_KEYS = (
 
 
 def load_sentiment_data(args: argparse.Namespace, seed: int, dev_fraction: float) -> Any:
-    from model.data import load_sst2, load_user_data
+    from model.sentiment.data import load_sst2, load_user_data
 
     if args.train is not None:
         if args.data is not None:
@@ -80,8 +81,8 @@ def load_sentiment_data(args: argparse.Namespace, seed: int, dev_fraction: float
 
 
 def train(args: argparse.Namespace) -> int:
+    from model.sentiment.train import train_sentiment
     from model.train import check_device
-    from model.train_sentiment import train_sentiment
 
     if already_trained(args, "sentiment"):
         return 0
@@ -99,9 +100,9 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from model.data import LabelledData, load_sst2, read_labelled
     from model.evaluate import classification_metrics
-    from model.predictors import load_sentiment
+    from model.sentiment.data import LabelledData, load_sst2, read_labelled
+    from model.sentiment.predictor import load_sentiment
 
     predictor = load_sentiment(args.artifact)
     part: LabelledData | None
@@ -134,7 +135,7 @@ def show(report: dict[str, Any]) -> None:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from model.predictors import load_sentiment
+    from model.sentiment.predictor import load_sentiment
 
     texts = read_texts(args, "predict")
     predictor = load_sentiment(args.artifact)

@@ -61,7 +61,7 @@ def available() -> bool:
 
 
 # what the TorchScript exporter prints straight to the process's stderr (not through Python) for every packed
-# sequence, although the exported graph is right (tests/model/test_onnx_runtime.py compares it with torch)
+# sequence, although the exported graph is right (tests/model/sentiment/test_onnx_runtime.py compares it with torch)
 HARMLESS = re.compile(rb"shape inference of prim::(PackPadded|PadPacked) type is missing")
 
 

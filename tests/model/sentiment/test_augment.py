@@ -1,10 +1,10 @@
-"""model/augment.py: the distillation transfer set's variants are seeded, never empty, masked and cut as asked."""
+"""model/sentiment/augment.py: the distillation transfer set's variants are seeded, never empty, masked and cut as asked."""
 
 from __future__ import annotations
 
 import random
 
-from model.augment import MAX_NGRAM, augmented, variant
+from model.sentiment.augment import MAX_NGRAM, augmented, variant
 from model.tokenization import UNK_ID
 
 TEXTS = [list(range(10, 30)), [5, 6, 7], [8]]

@@ -14,12 +14,13 @@ import torch
 
 from model.__main__ import main
 from model.artifacts import read_config
-from model.config import CharLMConfig, GeneratorTrainConfig
-from model.data import DataError, load_corpus
-from model.networks import CharRNN
-from model.predictors import load_generator
-from model.sampling import SamplingParams, generate
-from model.train_generator import evaluate_loss, planned_epochs, rank_share, stateful_batches, train_generator
+from model.data import DataError
+from model.generator.config import CharLMConfig, GeneratorTrainConfig
+from model.generator.data import load_corpus
+from model.generator.network import CharRNN
+from model.generator.predictor import load_generator
+from model.generator.sampling import SamplingParams, generate
+from model.generator.train import evaluate_loss, planned_epochs, rank_share, stateful_batches, train_generator
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -163,7 +164,7 @@ def test_training_learns_something(tmp_path: Path, corpus_file: Path) -> None:
 
 
 def test_resume_matches_uninterrupted_run(tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import model.train_generator as tg
+    import model.generator.train as tg
 
     corpus = load_corpus(corpus_file)
     reference = train_generator(tiny(epochs=3), corpus, tmp_path / "ref")
@@ -228,7 +229,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_random_windows_are_seeded_next_character_pairs() -> None:
-    from model.train_generator import random_batches
+    from model.generator.train import random_batches
 
     ids = torch.arange(500)
     first = list(random_batches(ids, 4, 8, steps=3, g=torch.Generator().manual_seed(1)))
@@ -305,7 +306,7 @@ def test_bf16_on_the_cpu_trains_each_cell_into_fp32_weights(tmp_path: Path, corp
 def test_resume_with_another_precision_is_refused(
     tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.train_generator as tg
+    import model.generator.train as tg
 
     corpus = load_corpus(corpus_file)
     real = crash_in_second_epoch(monkeypatch, lambda: train_generator(tiny(epochs=2), corpus, tmp_path / "run"))
@@ -331,7 +332,7 @@ def test_cuda_runs_with_one_seed_agree_and_load_on_the_cpu(tmp_path: Path, corpu
 def crash_in_second_epoch(monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
     """Run `run` with the generator's second training epoch interrupted (a kill after the first checkpoint);
     returns the real train_epoch, for the caller to put back before resuming."""
-    import model.train_generator as tg
+    import model.generator.train as tg
 
     real = tg.GeneratorTrainee.train_epoch
     calls = {"n": 0}

@@ -1,4 +1,4 @@
-"""model/crf.py: Viterbi, the likelihood and the marginals against brute force over all K^T paths."""
+"""model/tagger/crf.py: Viterbi, the likelihood and the marginals against brute force over all K^T paths."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from model.crf import CRF
+from model.tagger.crf import CRF
 
 K = 3
 LENGTHS = [4, 1, 3, 2]

@@ -1,4 +1,4 @@
-"""model/train_sentiment.py (+ model/train.py): reproducible runs, resuming, early stopping, budgets, what the
+"""model/sentiment/train.py (+ model/train.py): reproducible runs, resuming, early stopping, budgets, what the
 artifact records. Every run here is a tiny classifier on a few dozen sentences, with one torch thread.
 """
 
@@ -16,12 +16,12 @@ import safetensors.torch
 import torch
 from tokenizers import Tokenizer
 
-from model import train_sentiment as ts
-from model.data import LabelledData, SentimentData, load_user_data
-from model.networks import SentimentClassifier
-from model.predictors import load_sentiment
+from model.sentiment import train as ts
+from model.sentiment.data import LabelledData, SentimentData, load_user_data
+from model.sentiment.network import SentimentClassifier
+from model.sentiment.predictor import load_sentiment
+from model.sentiment.train import train_sentiment
 from model.tokenization import PAD_ID, UNK_ID
-from model.train_sentiment import train_sentiment
 from tests.conftest import Trained
 from tests.helpers import TIMING_KEYS, sentences, small_config, write_csv
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import CharLMConfig
-from model.networks import CharRNN
-from model.sampling import (
+from model.generator.config import CharLMConfig
+from model.generator.network import CharRNN
+from model.generator.sampling import (
     Sampler,
     SamplingParams,
     StopMatcher,
@@ -165,8 +165,8 @@ def test_drawn_seeds_are_exact_in_javascript() -> None:
 @pytest.mark.parametrize("extra", [{}, {"top_k": 5}, {"top_p": 0.9, "repetition_penalty": 1.3}])
 def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
     """The Stepper + sample_batch path the service batches with: row results never depend on the other rows."""
-    from model.networks import Stepper
-    from model.sampling import sample_batch
+    from model.generator.sampling import sample_batch
+    from model.generator.stepper import Stepper
 
     torch.manual_seed(0)
     net = CharRNN(CharLMConfig(vocab_size=40, hidden_size=64, embedding_dim=8)).eval()
@@ -188,7 +188,7 @@ def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
 
 
 def test_stepper_equals_the_network() -> None:
-    from model.networks import Stepper
+    from model.generator.stepper import Stepper
 
     for cell in ("gru", "lstm", "rnn"):
         torch.manual_seed(1)
@@ -206,7 +206,7 @@ def test_stepper_equals_the_network() -> None:
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_prefill_equals_the_network(cell: str) -> None:
-    from model.networks import Stepper
+    from model.generator.stepper import Stepper
 
     torch.manual_seed(2)
     net = CharRNN(CharLMConfig(vocab_size=30, cell=cell, hidden_size=24, embedding_dim=8, num_layers=2)).eval()
@@ -227,8 +227,8 @@ def test_a_prompt_prefills_the_same_alone_or_beside_others() -> None:
     """The service prefills the prompts it admits together; the CLI prefills one at a time. A seeded stream must
     sample the same text either way, whatever the other prompts' lengths (the states agree to float32 rounding:
     one-row products take another BLAS path than batched ones, as in the steps)."""
-    from model.networks import Stepper
-    from model.sampling import sample_batch
+    from model.generator.sampling import sample_batch
+    from model.generator.stepper import Stepper
 
     torch.manual_seed(3)
     net = CharRNN(CharLMConfig(vocab_size=30, hidden_size=64, embedding_dim=8)).eval()
@@ -260,7 +260,7 @@ def test_a_prompt_prefills_the_same_alone_or_beside_others() -> None:
 def test_the_decoder_emits_safe_text_stops_and_says_why() -> None:
     """One stream's decoding as the CLI and the service both drive it: text held back while it could begin a stop
     sequence, the stop left out, the count and the finish reason; scored tokens keep every token."""
-    from model.sampling import Decoder
+    from model.generator.sampling import Decoder
 
     table = {0: "", 1: "\ufffd", 2: "a", 3: "b", 4: "\n"}
     logits = np.zeros(5, np.float32)
@@ -286,7 +286,7 @@ def test_the_decoder_emits_safe_text_stops_and_says_why() -> None:
 def test_stepper_equals_the_network_for_a_batch_stepped_in_blocks(cell: str) -> None:
     """Past SERIAL_ELEMENTS a gate array is squashed in row blocks (to stay off torch's thread pool): the same
     numbers as the network's forward."""
-    from model.networks import SERIAL_ELEMENTS, Stepper
+    from model.generator.stepper import SERIAL_ELEMENTS, Stepper
 
     torch.manual_seed(3)
     net = CharRNN(CharLMConfig(vocab_size=30, cell=cell, hidden_size=24, embedding_dim=8)).eval()

@@ -21,10 +21,11 @@ import torch
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
-from model.config import TaggerTrainConfig
-from model.conll import TaggedCorpus, TaggedSentence
-from model.networks import SequenceTagger, count_parameters
-from model.tagging import TagEncoder, normalize_word
+from model.networks import count_parameters
+from model.tagger.config import TaggerTrainConfig
+from model.tagger.conll import TaggedCorpus, TaggedSentence
+from model.tagger.network import SequenceTagger
+from model.tagger.tagging import TagEncoder, normalize_word
 from model.tokenization import UNK_ID
 from model.train import (
     Budget,

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from model.cli import add_run_args, already_trained, bool_flag, read_texts
-from model.config import CELLS, merge, tagger_preset
+from model.config import CELLS, merge
 from model.data import DataError
+from model.tagger.config import tagger_preset
 
 FORMATS_HELP = "conllu, conll (token<TAB>tag, blank line between sentences), jsonl ({tokens, tags}) or auto"
 TRAIN_KEYS = (
@@ -76,7 +77,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_data(args: argparse.Namespace, seed: int, dev_fraction: float) -> Any:
-    from model.conll import load_tagged_builtin, load_tagged_files
+    from model.tagger.conll import load_tagged_builtin, load_tagged_files
 
     if args.train is not None:
         if args.data is not None:
@@ -89,8 +90,8 @@ def load_data(args: argparse.Namespace, seed: int, dev_fraction: float) -> Any:
 
 
 def train(args: argparse.Namespace) -> int:
+    from model.tagger.train import train_tagger
     from model.train import check_device
-    from model.train_tagger import train_tagger
 
     if already_trained(args, "tagging"):
         return 0
@@ -107,10 +108,10 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from model.conll import TAGGED_BUILTINS, read_tagged
     from model.data import resolve
-    from model.predictors import load_tagger
-    from model.train_tagger import score_tags
+    from model.tagger.conll import TAGGED_BUILTINS, read_tagged
+    from model.tagger.predictor import load_tagger
+    from model.tagger.train import score_tags
 
     tagger = load_tagger(args.artifact)
     if args.test is not None:
@@ -147,7 +148,7 @@ def show(report: dict[str, Any]) -> None:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from model.predictors import load_tagger
+    from model.tagger.predictor import load_tagger
 
     texts = read_texts(args, "tag")
     tagger = load_tagger(args.artifact)

@@ -1,4 +1,4 @@
-"""Tests for model/conll.py: the CoNLL-U, CoNLL and JSON-lines readers, bad lines, the built-in UD English EWT
+"""Tests for model/tagger/conll.py: the CoNLL-U, CoNLL and JSON-lines readers, bad lines, the built-in UD English EWT
 treebank (read from $RNN_DATA_DIR or ../shared/data) and train/dev/test assembly."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from model import data
-from model.conll import TaggedSentence, load_tagged_builtin, load_tagged_files, read_tagged
 from model.data import DataError, RemoteFile
+from model.tagger.conll import TaggedSentence, load_tagged_builtin, load_tagged_files, read_tagged
 from tests.helpers import write_bytes
 
 # the mirror the Makefile exports (read at collection, before the session fixture clears it), else ../shared/data

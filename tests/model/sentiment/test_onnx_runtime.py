@@ -1,4 +1,4 @@
-"""model/onnx_runtime.py: the ONNX Runtime classifier answers what torch answers, for every cell and pooling,
+"""model/sentiment/onnx_runtime.py: the ONNX Runtime classifier answers what torch answers, for every cell and pooling,
 at any batch and length (the graph's axes are dynamic), padding never reaching the cells; a graph shipped in the
 artifact is served without an export, and refused when it is not the weights' own."""
 
@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import onnx_runtime
 from model.artifacts import ArtifactError
-from model.config import CELLS, POOLINGS
-from model.networks import SentimentClassifier
-from tests.model.test_networks import OTHERS, SENTENCE, classifier, padded
+from model.config import CELLS
+from model.sentiment import onnx_runtime
+from model.sentiment.config import POOLINGS
+from model.sentiment.network import SentimentClassifier
+from tests.model.sentiment.test_network import OTHERS, SENTENCE, classifier, padded
 
 ort = pytest.importorskip("onnxruntime", reason="the optional onnx extra")
 
-from model.onnx_runtime import EXAMPLE, GRAPH, OnnxClassifier, export, graph_files, quantize  # noqa: E402
+from model.sentiment.onnx_runtime import EXAMPLE, GRAPH, OnnxClassifier, export, graph_files, quantize  # noqa: E402
 
 BATCHES = [[SENTENCE], [OTHERS[0], SENTENCE, OTHERS[1]], [[4], [3, 2], list(range(1, 20)) * 3]]
 
@@ -77,7 +78,7 @@ def test_int8_onnx_stays_close_to_float32() -> None:
 def test_export_drops_only_the_known_harmless_warnings(capfd: pytest.CaptureFixture[str]) -> None:
     import os
 
-    from model.onnx_runtime import _without_harmless_export_warnings, export
+    from model.sentiment.onnx_runtime import _without_harmless_export_warnings, export
 
     export(classifier("lstm", "maxmean", bidirectional=True), padded([SENTENCE]))
     assert "PackPadded" not in capfd.readouterr().err  # what the exporter prints for every packed sequence

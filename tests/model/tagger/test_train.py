@@ -1,4 +1,4 @@
-"""model/train_tagger.py and model/cli_tagger.py: tiny taggers trained in about a second on sentences where only
+"""model/tagger/train.py and model/tagger/cli.py: tiny taggers trained in about a second on sentences where only
 the context tells the noun "saw" from the verb "saw"; the artifact, calibration, the baseline, resume, the CLI."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from model import train_tagger as tt
 from model.__main__ import main
 from model.artifacts import read_config
-from model.config import TaggerTrainConfig
-from model.conll import TaggedCorpus, TaggedSentence
-from model.predictors import load_tagger
+from model.tagger import train as tt
+from model.tagger.config import TaggerTrainConfig
+from model.tagger.conll import TaggedCorpus, TaggedSentence
+from model.tagger.predictor import load_tagger
 from tests.helpers import tagged_sentences, write_conllu
 
 

@@ -1,0 +1,1 @@
+"""The generator kind: its config, network, data, trainer, command line and predictor."""

@@ -1,0 +1,1 @@
+"""The sentiment kind: its config, network, data, trainer, command line and predictor."""

@@ -1,0 +1,1 @@
+"""The tagger kind: its config, network, data, trainer, command line and predictor."""
