@@ -28,7 +28,7 @@ from app.auth import KeyRing
 from app.config import Settings, load_settings
 from app.deps import require_api_key
 from app.loading import load_engines, settle_heap, start_engines, watch_sighup
-from app.middleware import LimitsMiddleware, MetricsMiddleware
+from app.middleware import LimitsMiddleware, MetricsMiddleware, model_posts
 from app.routes import admin, generate, health, hf, openai, sentiment, tag
 from app.routes.errors import http_error, validation_error
 from app.serving.metrics import Metrics
@@ -39,8 +39,6 @@ STATIC = Path(__file__).parent / "static"
 # settings)`; one module per kind, then the other protocols (Hugging Face's, OpenAI's)
 MODEL_ROUTES = (sentiment, generate, tag, hf, openai)
 # the paths under the in-flight limit (RNN_MAX_CONCURRENT_REQUESTS): the model routes, and POST / and /models/...
-LIMITED = ("/sentiment", "/generate", "/tag", "/predict", "/v1/completions")
-LIMITED_POSTS = ("/models/",)
 
 
 @asynccontextmanager
@@ -152,9 +150,10 @@ def _limit_outermost(app: FastAPI, settings: Settings) -> None:
     build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
+        exact, prefixes = model_posts([routes.router for routes in MODEL_ROUTES])  # every model route, by its own
         limited = LimitsMiddleware(build(), max_body=settings.max_body_bytes,
                                    max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
-                                   limited=LIMITED, limited_posts=LIMITED_POSTS)  # fmt: skip
+                                   exact=exact, prefixes=prefixes)  # fmt: skip
         if not settings.cors_origins:
             return limited
         return CORSMiddleware(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,9 +36,25 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, detail)
 
 
+def model_posts(routers: Sequence[APIRouter]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """What LimitsMiddleware counts as a model request, read from the model routers' own routes: their POST
+    paths (exact), and for a path with parameters (`/models/{name}`) the fixed part before the first one."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and "POST" in (route.methods or ()):
+                path = route.path
+                if "{" in path:
+                    prefixes.append(path[: path.index("{")])
+                else:
+                    exact.add(path)
+    return frozenset(exact), tuple(prefixes)
+
+
 class LimitsMiddleware:
-    """Refuses bodies over `max_body` bytes (413) and model requests (paths under `limited`, and POSTs to / and
-    under `limited_posts`) beyond `max_in_flight` (503).
+    """Refuses bodies over `max_body` bytes (413) and model requests (POSTs to a path in `exact` or under one of
+    `prefixes`: model_posts) beyond `max_in_flight` (503).
 
     It is the outermost layer (app/main.py wraps the app's whole stack in it): under a burst, a refusal is most of
     what the event loop does, and going through Starlette's error and metrics layers first tripled its cost
@@ -47,11 +66,11 @@ class LimitsMiddleware:
         max_body: int,
         max_in_flight: int,
         metrics: Metrics,
-        limited: tuple[str, ...],
-        limited_posts: tuple[str, ...] = (),
+        exact: frozenset[str],
+        prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app, self.max_body, self.max_in_flight, self.metrics = app, max_body, max_in_flight, metrics
-        self.limited, self.limited_posts = limited, limited_posts
+        self.exact, self.prefixes = exact, prefixes
         self.in_flight = 0
         self.busy: dict[str | None, bytes] = {}  # a refusal's body by protocol: it is always the same
         # what this layer refuses never reaches the metrics layer: it counts those itself, as that layer would
@@ -71,9 +90,7 @@ class LimitsMiddleware:
             self._count("413", started)
             return
         path = scope["path"]
-        limited = path.startswith(self.limited) or (
-            scope["method"] == "POST" and (path == "/" or path.startswith(self.limited_posts))
-        )
+        limited = scope["method"] == "POST" and (path in self.exact or path.startswith(self.prefixes))
         if limited and self.in_flight >= self.max_in_flight:
             await self.refuse(scope, send)
             return
