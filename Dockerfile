@@ -37,9 +37,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     RNN_HOST=0.0.0.0 \
     RNN_PORT=8000 \
-    RNN_SENTIMENT_ARTIFACT=/artifacts/sentiment \
-    RNN_GENERATOR_ARTIFACT=/artifacts/generator \
-    RNN_TAGGER_ARTIFACT=/artifacts/tagger \
+    RNN_ARTIFACTS_DIR=/artifacts \
     RNN_CACHE_DIR=/cache
 # /artifacts and /cache belong to the app user, so named volumes mounted there start out writable for the trainer
 RUN groupadd --system --gid 10001 app \

@@ -37,7 +37,8 @@ test: lint typecheck docker-check
 audit: install
 	$(VENV)/bin/pip-audit --strict --progress-spinner off
 
-KINDS := sentiment generator tagger
+# the kinds of model, from the registry (model/tasks.py): expanded when a recipe runs, after `install`
+KINDS = $(shell $(PY) -m model kinds)
 
 # each kind's default preset as the next version of artifacts/KIND, unless its newest version already is one (a
 # plain artifact there from before is left as it is), in the foreground

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.auth import KeyRing
@@ -28,9 +28,13 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True)
 
-    sentiment_artifact: Path = Path("artifacts/sentiment")
-    generator_artifact: Path = Path("artifacts/generator")
-    tagger_artifact: Path = Path("artifacts/tagger")
+    # where each kind's default model is, as <dir>/<kind>, unless its own setting names another path
+    artifacts_dir: Path = Path("artifacts")
+    # the default model of each kind (unset: <artifacts_dir>/<kind>); `none` leaves the kind out of this
+    # deployment (its routes answer 404)
+    sentiment_artifact: Path | Literal["none"] | None = None
+    generator_artifact: Path | Literal["none"] | None = None
+    tagger_artifact: Path | Literal["none"] | None = None
     # more models beside the defaults, by name: `name=path,name2=path2` or a JSON object; each one's kind comes
     # from its artifact, and requests choose it with `"model": "name"`
     models: Annotated[dict[str, Path], NoDecode] = {}
@@ -88,6 +92,13 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _kind_off(cls, value: object, info: ValidationInfo) -> object:
+        """`<kind>_artifact=none`: the deployment does not serve that kind."""
+        off = isinstance(value, str) and value.strip().lower() == "none"
+        return "none" if off and info.field_name and info.field_name.endswith(ARTIFACT_SUFFIX) else value
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: object) -> object:
@@ -130,6 +141,13 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
+    def _something_to_serve(self) -> Settings:
+        if not artifact_paths(self):
+            variables = ", ".join(PREFIX + (name + ARTIFACT_SUFFIX).upper() for name in default_names())
+            raise ValueError(f"no model to serve: {variables} are all none and RNN_MODELS is empty")
+        return self
+
+    @model_validator(mode="after")
     def _usable_keys(self) -> Settings:
         """Each key setting from the environment or from a file, not both; the keys well-formed and the file
         readable, holding at least one key."""
@@ -153,9 +171,19 @@ def default_names() -> tuple[str, ...]:
 
 
 def artifact_paths(settings: Settings) -> dict[str, Path]:
-    """Every model to serve, by name: the defaults (named after their kind), then RNN_MODELS in its order."""
-    defaults = {name: getattr(settings, name + ARTIFACT_SUFFIX) for name in default_names()}
+    """Every model to serve, by name: the defaults (named after their kind; not a kind set to none), then
+    RNN_MODELS in its order."""
+    defaults: dict[str, Path] = {}
+    for name in default_names():
+        path = getattr(settings, name + ARTIFACT_SUFFIX)
+        if path != "none":
+            defaults[name] = settings.artifacts_dir / name if path is None else path
     return {**defaults, **settings.models}
+
+
+def kinds_off(settings: Settings) -> list[str]:
+    """The kinds whose default model this deployment leaves out (`RNN_<KIND>_ARTIFACT=none`)."""
+    return [name for name in default_names() if getattr(settings, name + ARTIFACT_SUFFIX) == "none"]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -16,7 +16,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from app.auth import KeyRing, bearer_token
-from app.config import Settings
+from app.config import Settings, kinds_off
 from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.registry import Engine
@@ -42,6 +42,10 @@ def model_named(request: Request, name: str, unloaded: str = "the models are not
         if name in waiting:
             detail = f"model {name!r} is not loaded yet: {waiting[name]} (its first version is being trained)"
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "5"})
+        if name in kinds_off(request.app.state.settings):
+            variable = f"RNN_{name.upper()}_ARTIFACT"
+            detail = f"this deployment does not serve a {name} model ({variable}=none); loaded: {list(engines)}"
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name!r}; loaded: {list(engines)}")
     return engine
 

@@ -64,9 +64,9 @@ def cards(port: int) -> dict[str, Any]:
         return {c["name"]: c for c in json.load(response)}
 
 
-def on_defaults(port: int) -> bool:
-    """Every model serves a version of its default preset, and nothing is training."""
-    return all(c["preset"] == "default" and not c.get("in_training") for c in cards(port).values())
+def on_defaults(now: dict[str, Any]) -> bool:
+    """Every model (its /models card) serves a version of its default preset, and nothing is training."""
+    return all(c["preset"] == "default" and not c.get("in_training") for c in now.values())
 
 
 def written_s(clone: Path, model: str, version: int, wall_start: float) -> float | None:
@@ -102,22 +102,23 @@ def run(hold: str, data_dir: str, watch: float, until_defaults: bool = False) ->
             seen = {name: card["version"] for name, card in cards(port).items()}
             statuses: dict[int, int] = {}
 
-            def watching() -> bool:
-                if until_defaults:
-                    assert time.monotonic() - started < DEFAULTS_DEADLINE_S, f"defaults not all served: {swaps}"
-                    assert proc.poll() is None, (Path(tmp) / "serve.log").read_text()[-3000:]
-                    return not on_defaults(port)
-                return time.monotonic() - started < max(first.values()) + watch
-
-            while watching():
+            while True:
                 status, _ = answer(port, "/sentiment")
                 statuses[status] = statuses.get(status, 0) + 1
-                for name, card in cards(port).items():
+                now = cards(port)  # one reading for both the swaps and the end: none is missed between the two
+                for name, card in now.items():
                     if card["version"] != seen[name]:
                         seen[name] = card["version"]
                         swaps.append({"model": name, "version": card["version"], "preset": card["preset"],
                                       "written_s": written_s(clone, name, card["version"], wall_start),
                                       "at_s": round(time.monotonic() - started, 1)})  # fmt: skip
+                if until_defaults:
+                    assert time.monotonic() - started < DEFAULTS_DEADLINE_S, f"defaults not all served: {swaps}"
+                    assert proc.poll() is None, (Path(tmp) / "serve.log").read_text()[-3000:]
+                    if on_defaults(now):
+                        break
+                elif time.monotonic() - started >= max(first.values()) + watch:
+                    break
                 time.sleep(1.0)
         finally:
             os.killpg(proc.pid, signal.SIGINT)

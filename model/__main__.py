@@ -65,6 +65,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return result
 
 
+def cmd_kinds(args: argparse.Namespace) -> int:
+    """The kinds of model, one a line: what deployment scripts loop over (the Makefile, docker/compose.yaml)."""
+    print("\n".join(TASKS))
+    return 0
+
+
 def _task_arguments(p: argparse.ArgumentParser, hook: str) -> None:
     """Options of a shared command that only one kind reads (a tagger's --tag-column), from its CLI module."""
     for task in TASKS.values():
@@ -114,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="fixes the sample; printed on stderr either way")
     p.add_argument("--stop", nargs="*", default=[], help="stop sequences (excluded from the output)")
     p.set_defaults(func=cmd_sample)
+
+    p = commands.add_parser("kinds", help="list the kinds of model, one a line", description="List the kinds.")
+    p.set_defaults(func=cmd_kinds)
     return parser
 
 

@@ -334,10 +334,10 @@ def distill(
 ) -> tuple[SentimentClassifier, TrainState, dict[str, Any], Fixed]:
     """Fit one encoder to the trained ensemble (`teacher`): started from the teacher's member with the best dev
     accuracy (or member `start`), trained on the teacher's probabilities (at `distill_temperature`) over the
-    transfer set (the training texts and `augment` variants of each: model/sentiment/augment.py), for `distill_epochs` at
-    `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher. The teacher's bag joins the
-    student as it is; a refit repeats the first fit's epochs (`fixed`). Returns the student, its TrainState, the
-    teacher's own scores and the student's schedule."""
+    transfer set (the training texts and `augment` variants of each: model/sentiment/augment.py), for
+    `distill_epochs` at `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher. The
+    teacher's bag joins the student as it is; a refit repeats the first fit's epochs (`fixed`). Returns the
+    student, its TrainState, the teacher's own scores and the student's schedule."""
     train = enc["train"]
     variants, sources = augmented(train.ids, cfg.augment, cfg.augment_mask, cfg.augment_ngram, cfg.seed)
     transfer = Encoded(train.ids + variants, torch.cat([train.targets, train.targets[sources]]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, SettingsError, artifact_paths, load_settings
+from app.config import ARTIFACT_SUFFIX, Settings, SettingsError, artifact_paths, default_names, kinds_off, load_settings
 from tests.app.conftest import REPO
 
 
@@ -120,12 +120,14 @@ def test_python_m_app_with_a_bad_setting_exits_2_naming_it(tmp_path: Path) -> No
     assert proc.stdout == ""
 
 
+def default_names_with_suffix() -> list[str]:
+    return [name + ARTIFACT_SUFFIX for name in default_names()]
+
+
 SET_BY_THE_IMAGE = (
     "host",
     "port",
-    "sentiment_artifact",
-    "generator_artifact",
-    "tagger_artifact",  # and compose
+    "artifacts_dir",  # and compose
     "api_key",
     "api_key_file",
     "admin_api_key",
@@ -138,6 +140,31 @@ def test_every_setting_is_documented_in_the_readme_and_the_env_example() -> None
     example = (REPO / "docker" / ".env.example").read_text(encoding="utf-8")
     for name in Settings.model_fields:
         variable = f"RNN_{name.upper()}"
+        if name in default_names_with_suffix():  # one row for every kind: adding a kind changes no document
+            assert "`RNN_<KIND>_ARTIFACT`" in readme
+            continue
         assert f"`{variable}`" in readme, f"{variable} is missing from the README's configuration table"
         if name not in SET_BY_THE_IMAGE:
             assert f"\n{variable}=" in example, f"{variable} is missing from docker/.env.example"
+
+
+def test_a_kind_may_be_left_out_and_every_kind_defaults_under_the_artifacts_dir(tmp_path: Path) -> None:
+    settings = load_settings(_env_file=None, artifacts_dir=tmp_path, tagger_artifact="None")
+    assert artifact_paths(settings) == {"sentiment": tmp_path / "sentiment", "generator": tmp_path / "generator"}
+    assert kinds_off(settings) == ["tagger"]
+    mine = load_settings(_env_file=None, sentiment_artifact=tmp_path / "mine")
+    assert artifact_paths(mine)["sentiment"] == tmp_path / "mine"
+    assert artifact_paths(mine)["tagger"] == Path("artifacts") / "tagger"
+    with pytest.raises(SettingsError, match="no model to serve: RNN_SENTIMENT_ARTIFACT, .* are all none"):
+        load_settings(_env_file=None, **dict.fromkeys(default_names_with_suffix(), "none"))
+
+
+def test_no_deployment_file_names_a_kind() -> None:
+    """Adding a kind changes no deployment file: they loop over `python -m model kinds` and set
+    RNN_ARTIFACTS_DIR, and a deployment that does not want a kind sets RNN_<KIND>_ARTIFACT=none."""
+    for path in ("Dockerfile", "docker/compose.yaml", "docker/k8s.yaml", "docker/.env.example"):
+        text = (REPO / path).read_text(encoding="utf-8")
+        for kind in default_names():
+            assert f"RNN_{kind.upper()}_ARTIFACT" not in text and f"/artifacts/{kind}" not in text, (path, kind)
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert "KINDS = $(shell $(PY) -m model kinds)" in makefile

@@ -117,3 +117,13 @@ def test_a_bad_extra_artifact_stops_start_up_naming_it(
         make_client(models={"mine": broken})
     with pytest.raises(Exception, match=r"RNN_MODELS entry 'gone': .*does not exist"):
         make_client(models={"gone": tmp_path / "nowhere"})
+
+
+def test_a_deployment_without_a_kind_serves_the_others(make_client: ClientFactory) -> None:
+    """RNN_TAGGER_ARTIFACT=none: the tagger is not loaded, its routes say why with 404, and the service is ready."""
+    c = make_client(tagger_artifact="none")
+    assert c.get("/ready").status_code == 200
+    assert [card["name"] for card in c.get("/models").json()] == ["sentiment", "generator"]
+    r = c.post("/tag", json={"text": "I saw it"})
+    assert r.status_code == 404 and "RNN_TAGGER_ARTIFACT=none" in r.json()["detail"], r.text
+    assert c.post("/sentiment", json={"text": "a fine film"}).status_code == 200

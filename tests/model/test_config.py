@@ -1,5 +1,5 @@
-"""model/config.py and each kind's config.py: the presets say what is trained (cell, sizes, steps or epochs), never how long a machine
-takes, so the same preset and seed give the same model on any machine."""
+"""model/config.py and each kind's config.py: the presets say what is trained (cell, sizes, steps or epochs),
+never how long a machine takes, so the same preset and seed give the same model on any machine."""
 
 from __future__ import annotations
 

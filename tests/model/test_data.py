@@ -1,4 +1,5 @@
-"""model/data.py and model/sentiment/data.py: the readers, bad rows, labels, splits and the resolution of built-in data sets."""
+"""model/data.py and model/sentiment/data.py: the readers, bad rows, labels, splits and the resolution of built-in
+data sets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""model/sentiment/augment.py: the distillation transfer set's variants are seeded, never empty, masked and cut as asked."""
+"""model/sentiment/augment.py: the distillation transfer set's variants are seeded, never empty, masked and cut as
+asked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""model/tagger/tagging.py: the tagger's encoder (words, characters, padding) and the UD-style tokenizer with offsets."""
+"""model/tagger/tagging.py: the tagger's encoder (words, characters, padding) and the UD-style tokenizer with
+offsets."""
 
 from __future__ import annotations
 
