@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 
 from app.auth import KeyRing, bearer_token
 from app.config import Settings, kinds_off
-from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.registry import Engine
+from app.serving.sentiment import ClassifierEngine
 from app.serving.tagger import TaggerEngine
 
 ANSWERING = "rnn.engine"  # the ASGI scope key of the engine a request was given

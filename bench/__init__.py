@@ -1,1 +1,1 @@
-"""Benchmarks: each script prints JSON and can rewrite its table in the README (--update-readme)."""
+"""Benchmarks: each script prints JSON and can rewrite its table in docs/results.md (--update-readme)."""

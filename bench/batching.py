@@ -1,7 +1,7 @@
 """The classifier's batching knobs, measured over HTTP: requests/s and latency of POST /sentiment at a given
 concurrency for several RNN_BATCH_MAX_WAIT_MS x RNN_BATCH_MAX_SIZE settings, each against a fresh
 `python -m app` on 127.0.0.1, all in one run, with the load from `wrk` (bench/wrk/post.lua, as bench/serve.py).
-Prints JSON; `--update-readme` rewrites the README table.
+Prints JSON; `--update-readme` rewrites its table in docs/results.md.
 
     python bench/batching.py [--artifact artifacts/sentiment] [--seconds 8] [--concurrency 64] [--waits 0,2,5]
                              [--sizes 16,64]

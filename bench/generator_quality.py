@@ -1,6 +1,6 @@
 """Generator quality on tiny-shakespeare: the default preset beside an interpolated Kneser-Ney 5-gram computed in
 the same run, sampling speed for one stream and for 32 streams stepped as one batch, and the cell variants with
-the quick preset. Prints JSON; `--update-readme` rewrites the README tables.
+the quick preset. Prints JSON; `--update-readme` rewrites its table in docs/results.mds.
 
     python bench/generator_quality.py [--sections ablation,default,speed,small,cells,batching] [--update-readme]
         [--keep DIR]

@@ -123,7 +123,9 @@ def main() -> None:
     parser.add_argument("--data-dir", help="the data sets' mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--keep", type=Path, help="keep the native runs' artifacts here, one directory per kind")
     parser.add_argument("--update-readme", action="store_true")
-    parser.add_argument("--render", action="store_true", help="rewrite the README table from bench/results/isa.json")
+    parser.add_argument(
+        "--render", action="store_true", help="redraw the table in docs/results.md from bench/results/isa.json"
+    )
     args = parser.parse_args()
     if args.render:
         update_section("isa", render(json.loads((RESULTS / "isa.json").read_text())["runs"]))

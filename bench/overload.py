@@ -17,7 +17,7 @@ issue's). Load comes from this process (asyncio sockets) and from `hey`, beside 
               times: accepted and refused, refusal and accepted latency p50/p99, /health p99 meanwhile.
 Targets (the issue's): refusal p99 <= 100 ms; streams in flight during a burst keep >= 80 % of the chars/s of
 streams that met none; /health p99 <= 50 ms.
-Writes bench/results/overload.json; `--update-readme` rewrites the README table.
+Writes bench/results/overload.json; `--update-readme` rewrites its table in docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Rewrite a generated section of README.md, between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`."""
+"""Rewrite a generated section of docs/results.md, between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, and
+the README's "at a glance" table, which reads bench/results/*.json (`python bench/readme.py` redraws it alone).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +12,125 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOC = ROOT / "docs" / "results.md"  # where every table goes
 RESULTS = ROOT / "bench" / "results"
 
 
-def update_section(name: str, markdown: str, readme: Path = README) -> None:
-    text = readme.read_text(encoding="utf-8")
+def update_section(name: str, markdown: str, doc: Path = DOC) -> None:
+    """Section NAME of `doc` (docs/results.md) becomes `markdown`; then the README's glance table is redrawn."""
+    _replace(doc, name, markdown)
+    if doc == DOC:
+        _replace(README, "glance", glance())
+
+
+def _replace(doc: Path, name: str, markdown: str) -> None:
+    text = doc.read_text(encoding="utf-8")
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no section {start} … {end}")
+        raise SystemExit(f"{doc.name} has no section {start} … {end}")
     block = f"{start}\n{markdown.strip()}\n{end}"
-    readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+    doc.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def _load(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def glance() -> str:
+    """Ten rows, each a headline figure from bench/results/*.json beside what a user would otherwise have, linking
+    to its table in docs/results.md. A benchmark not run yet gives no row."""
+    rows: list[list[str]] = []
+
+    def row(what: str, anchor: str, build: Any) -> None:
+        try:
+            ours, theirs = build()
+        except (KeyError, IndexError, TypeError, ValueError):
+            return
+        rows.append([f"[{what}](docs/results.md#{anchor})", ours, theirs])
+
+    s, small, g, t = (
+        _load("sentiment_default"),
+        _load("sentiment_small"),
+        _load("generator_default"),
+        _load("tagger_default"),
+    )
+    serve, speed, first, swaps = _load("serve"), _load("generator_speed"), _load("first_answer"), _load("swaps")
+    isa, soak = _load("isa"), _load("soak")
+    row(
+        "SST-2 sentiment, test accuracy",
+        "sentiment-on-sst-2",
+        lambda: (f"{s['default']['test_accuracy']:.4f}", f"TF-IDF + LR {s['tfidf_logreg']['test_accuracy']:.4f}"),
+    )
+    row(
+        "MR · SUBJ · MPQA (not tuned on), test accuracy",
+        "other-peoples-data-three-small-sets-the-preset-was-not-tuned-on",
+        lambda: (
+            " · ".join(f"{small['runs'][k]['default']['test_accuracy']:.4f}" for k in ("mr", "subj", "mpqa")),
+            "TF-IDF + LR "
+            + " · ".join(f"{small['runs'][k]['tfidf']['test_accuracy']:.4f}" for k in ("mr", "subj", "mpqa")),
+        ),
+    )
+    row(
+        "tiny-shakespeare generator, val nats/char",
+        "character-generator-on-tiny-shakespeare",
+        lambda: (f"{g['default']['val_loss']:.4f} (GRU)", f"Kneser-Ney 5-gram {g['kneser_ney']['val_loss']:.4f}"),
+    )
+    row(
+        "UD English EWT tagger, UPOS test accuracy",
+        "part-of-speech-tagging-on-ud-english-ewt",
+        lambda: (f"{t['default']['test_accuracy']:.4f}", f"most frequent tag {t['baseline']['test_accuracy']:.4f}"),
+    )
+    row(
+        "POST /sentiment, 64 connections",
+        "serving-performance",
+        lambda: (
+            f"{serve['service']['sentiment']['64']['requests_per_s']:,.0f} req/s",
+            f"{serve['verdicts']['over_naive']['value']:.1f}x a plain FastAPI + torch server",
+        ),
+    )
+    row(
+        "generation, one stream · 32 streams",
+        "sampling-speed",
+        lambda: (f"{speed['one_stream']:,.0f} · {speed['streams_32']:,.0f} chars/s", "targets 15,000 · 60,000"),
+    )
+    row(
+        "`make serve` on a fresh clone to the first 200",
+        "first-answers",
+        lambda: (
+            " · ".join(
+                f"{r['first_s'][k]:.0f} s" for r in first["runs"][:1] for k in ("/sentiment", "/generate", "/tag")
+            ),
+            "/sentiment · /generate · /tag; targets 90 s, 180 s",
+        ),
+    )
+    row(
+        "p99 of /sentiment during a live swap",
+        "swaps-under-load",
+        lambda: (
+            f"{max(r['p99_ms'] for r in swaps['runs'] if r['run'].startswith('swap')) / swaps['runs'][0]['p99_ms']:.1f}"
+            f"x idle, {sum(r['errors'] for r in swaps['runs'])} failed",
+            "target 3x, 0 failed",
+        ),
+    )
+    row(
+        "the same preset on another CPU",
+        "the-same-preset-on-any-machine",
+        lambda: (
+            "generator {:.4f} / {:.4f}".format(*[r["quality"] for r in isa["runs"] if r["kind"] == "generator"][:2]),
+            "native / held to AVX2",
+        ),
+    )
+    row(
+        "an hour of mixed load",
+        "soak-an-hour-of-mixed-load",
+        lambda: (
+            f"{soak['requests']:,} requests, {soak['error_total']} errors",
+            f"resident memory drift {soak['rss_drift']:+.1%}",
+        ),
+    )
+    return table(["", "this service", "beside it"], rows)
 
 
 def kernels() -> dict[str, str]:
@@ -44,8 +154,8 @@ def save_json(name: str, payload: dict[str, Any]) -> Path:
 
 
 def publish(name: str, report: dict[str, Any], update_readme: bool) -> None:
-    """The usual end of a benchmark: bench/results/NAME.json, the README section NAME from report["markdown"]
-    (when asked) and that markdown on stdout."""
+    """The usual end of a benchmark: bench/results/NAME.json, the docs/results.md section NAME from
+    report["markdown"] and the README's glance table (when asked), and that markdown on stdout."""
     save_json(name, report)
     if update_readme:
         update_section(name, report["markdown"])
@@ -59,3 +169,8 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _replace(README, "glance", glance())
+    print(glance())

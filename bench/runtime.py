@@ -10,7 +10,7 @@
   - the JSON answer to a 64-text /sentiment/batch: FastAPI's own path (pydantic validates and serializes the
     response model in Rust) against orjson.dumps of the same dict (no validation).
 
-Writes bench/results/runtime.json; `--update-readme` rewrites the README's runtime table.
+Writes bench/results/runtime.json; `--update-readme` rewrites the runtime table in docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sentiment quality: the default preset on SST-2 beside TF-IDF + logistic regression, on three small data sets it
 was not tuned on (and on a fifth of their training files held out, where choices for them are checked without their
 test splits), on a five-class task (UD English EWT's sentences by genre), the ablation that chose it, the cell
-variants and the tokenizer comparison. Prints JSON; `--update-readme` rewrites the README tables.
+variants and the tokenizer comparison. Prints JSON; `--update-readme` rewrites its table in docs/results.mds.
 
     python bench/sentiment_quality.py
         [--sections default,small,holdout,word_dropout,genre,ablations,seeds,cells,tokenizers] [--update-readme]

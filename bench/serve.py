@@ -22,7 +22,7 @@ Targets (ratios within this run): /sentiment at 64 >= 80 % of 1 / (1/ceiling + 1
 /sentiment/batch >= 4,000 sentences/s; one stream >= 5,000 chars/s, 32 streams >= 8x that (40,000 chars/s),
 TTFT p50 <= 20 ms; RSS with the three models <= 700 MB, and not growing from after a warm-up of every path to
 the end of the run.
-Writes bench/results/serve.json; `--update-readme` rewrites the README table.
+Writes bench/results/serve.json; `--update-readme` rewrites its table in docs/results.md.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ through the first stretch: 6 in 60 minutes), POST /admin/reload swaps the models
 interval: requests, p99 latency, RSS; and errors by kind: 5xx, dropped connection, wrong answer, a 4xx to a good
 request, a bad input not refused. After the load, the server must hold no stream and no request in flight.
 Targets: 0 errors; RSS drift after the first interval (warm-up) < 5 %.
-Writes bench/results/soak.json; `--update-readme` rewrites the README table.
+Writes bench/results/soak.json; `--update-readme` rewrites its table in docs/results.md.
 """
 
 from __future__ import annotations

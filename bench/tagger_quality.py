@@ -1,7 +1,7 @@
 """Tagger quality on UD English EWT (UPOS): the default and quick presets beside a most-frequent-tag baseline
 computed in the same run; what bidirectionality, the cell and the character representation buy (quick preset);
 your-own-data runs on a few thousand sentences (UPOS and XPOS); in-process tagging speed. Prints JSON;
-`--update-readme` rewrites the README tables.
+`--update-readme` rewrites its table in docs/results.mds.
 
     python bench/tagger_quality.py [--sections default,ablations,small,speed] [--update-readme] [--keep DIR]
 """

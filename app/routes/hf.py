@@ -3,7 +3,7 @@
 - per model, the Inference API at /models/{name}: POST answers the model's task (TGI's text generation, text
   classification, token classification), GET is its card, /info and /health as an Inference Endpoint has them;
 - TGI's routes at the root for the default generator: POST / (with `stream`), /generate_stream, GET /info (POST
-  /generate with TGI's body: app/routes/generate.py);
+  /generate with TGI's body: app/routes/generator.py);
 - TEI's POST /predict for the default classifier.
 Errors in their shape: `{"error", "error_type"}` (app/routes/errors.py).
 """
@@ -47,9 +47,9 @@ from app.routes.errors import (
 from app.routes.health import card
 from app.routes.sse import EventReader, EventStream, sse
 from app.schemas import ModelCard, add_schema, blank, limit_integer, limit_texts
-from app.serving.classifier import ClassifierEngine
 from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
 from app.serving.registry import Engine
+from app.serving.sentiment import ClassifierEngine
 from app.serving.tagger import TaggerEngine
 from model.generator.sampling import TokenLogprob, prompt_logprobs
 

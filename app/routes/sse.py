@@ -1,6 +1,6 @@
 """Server-Sent Events for the generation routes: a stream's events read in batches, written at most every
 COALESCE_S, and a response that frees the stream's slot however it ends. Each protocol formats its own events
-(app/routes/generate.py: this service's and TGI's; app/routes/openai.py: OpenAI's)."""
+(app/routes/generator.py: this service's and TGI's; app/routes/openai.py: OpenAI's)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 import torch
 
 from app.config import Settings
-from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
+from app.serving.sentiment import ClassifierEngine
 from app.serving.tagger import TaggerEngine
 from model.artifacts import Artifact
 from model.generator.predictor import GeneratorModel

@@ -155,7 +155,7 @@ class OnnxClassifier(OnnxRunner):
     """The network's graph (`graph`, the artifact's, or else exported now) served on `threads` intra-op threads.
     With more than one, `one_thread` is a second session of the same graph on one thread: the service runs a
     batch of single-text requests there, so the other core stays with the event loop that parses and answers them
-    (app/serving/classifier.py). A `graph` that does not answer what `network` does raises ArtifactError."""
+    (app/serving/sentiment.py). A `graph` that does not answer what `network` does raises ArtifactError."""
 
     def __init__(
         self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | Path | None = None

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.middleware import LimitsMiddleware
-from app.serving.classifier import ClassifierEngine
 from app.serving.generator import GeneratorEngine, collect
 from app.serving.metrics import Metrics
+from app.serving.sentiment import ClassifierEngine
 from model.generator.predictor import load_generator
 from model.generator.sampling import SamplingParams, generate
 from model.sentiment.predictor import load_sentiment
@@ -223,7 +223,7 @@ def test_a_new_streams_first_token_goes_out_after_its_first_step(artifacts: Arti
             await asyncio.wait_for(busy.events.get(), 5)  # stepping now, slice after slice
             newcomer = engine.submit("Ro", SamplingParams(max_new_tokens=50, seed=2))
             before = engine.steps
-            async with asyncio.timeout(5):  # as the route waits (app/routes/generate.py)
+            async with asyncio.timeout(5):  # as the route waits (app/routes/generator.py)
                 assert (await newcomer.events.get()).kind == "tokens"
             return engine.steps - before
         finally:

@@ -223,7 +223,7 @@ def test_stream_that_stops_at_once_has_one_empty_final_event(client: TestClient)
 
 @pytest.mark.parametrize("text", ["a", "\n", '"', "\\", "é", "\ufffd", "\u2028", "\x00", "ab c"])
 def test_the_fast_token_event_is_byte_for_byte_the_generic_one(text: str) -> None:
-    from app.routes.generate import _token_sse
+    from app.routes.generator import _token_sse
     from app.routes.sse import sse
 
     generic = sse({"token": {"text": text, "index": 7}, "generated_text": None, "details": None})
