@@ -8,15 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -29,294 +26,28 @@ from model.sentiment.augment import augmented
 from model.sentiment.config import SentimentTrainConfig
 from model.sentiment.data import SentimentData
 from model.sentiment.network import SentimentClassifier
-from model.sentiment.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
-from model.sentiment.predictor import pad
-from model.tokenization import PAD_ID, UNK_ID, build_word_tokenizer, encode_batch
+from model.sentiment.trainee import (
+    Encoded,
+    Fixed,
+    _encode,
+    build_network,
+    combined,
+    fit,
+    fit_mixture,
+    fold,
+    predict_logits,
+)
+from model.tokenization import build_word_tokenizer
 from model.train import (
-    Budget,
-    Plan,
     Runtime,
     TrainState,
-    bucketed_batches,
-    epoch_seed,
-    epochs_for,
     fingerprint,
-    lr_at,
-    optimizer_step,
-    progress,
     publish,
     setup_runtime,
     teardown_runtime,
 )
-from model.train import fit as shared_fit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Encoded:
-    ids: list[list[int]]
-    targets: torch.Tensor  # (N,)
-    soft: torch.Tensor | None = None  # (N, C) a teacher's probabilities: then training fits these (distillation)
-
-    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids, lengths = pad([self.ids[i] for i in idx])
-        return ids, lengths, self.targets[idx]
-
-
-def _encode(tok: Any, texts: list[str], labels: list[str], names: list[str], max_length: int) -> Encoded:
-    index = {name: i for i, name in enumerate(names)}
-    return Encoded(encode_batch(tok, texts, max_length), torch.tensor([index[x] for x in labels], dtype=torch.long))
-
-
-@torch.inference_mode()
-def predict_logits(
-    net: nn.Module, data: Encoded, device: torch.device, batch_size: int = 512, per_member: bool = False
-) -> torch.Tensor:
-    """Logits (N, C) in data order, computed in length-sorted batches; per_member: each member's (M, N, C)."""
-    was_training = net.training
-    net.eval()
-    parts: dict[int, torch.Tensor] = {}
-    order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids, lengths, _ = data.batch(idx)
-        logits = net(ids.to(device), lengths, per_member=True) if per_member else net(ids.to(device), lengths)
-        logits = logits.float().cpu().clone()
-        for j, i in enumerate(idx):
-            parts[i] = logits[:, j] if per_member else logits[j]
-    net.train(was_training)
-    return torch.stack([parts[i] for i in range(len(data.ids))], dim=1 if per_member else 0)
-
-
-def unwrap(net: nn.Module) -> SentimentClassifier:
-    module = net.module if isinstance(net, DistributedDataParallel) else net
-    assert isinstance(module, SentimentClassifier)
-    return module
-
-
-def steps_per_epoch(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int:
-    return math.ceil(examples / cfg.batch_size / rt.world)
-
-
-def planned_epochs(cfg: SentimentTrainConfig, examples: int, rt: Runtime) -> int:
-    """`epochs`, or more on small data: enough for `min_steps` optimizer steps."""
-    return epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch(cfg, examples, rt))
-
-
-def combined(net: SentimentClassifier, parts: torch.Tensor) -> torch.Tensor:
-    """combine() of the parts' logits (K, N, C) that predict_logits returns on the CPU, with the network wherever
-    it is (its mixture weights live beside its parameters): the combination (N, C), on the CPU."""
-    return net.combine(parts.to(next(net.parameters()).device)).cpu()
-
-
-def _dev_metrics(net: nn.Module, dev: Encoded, rt: Runtime) -> dict[str, Any]:
-    parts = predict_logits(net, dev, rt.device, per_member=True)  # (K, N, C)
-    logits = combined(unwrap(net), parts)
-    return {
-        "dev_loss": F.cross_entropy(logits, dev.targets).item(),
-        "dev_accuracy": (logits.argmax(1) == dev.targets).float().mean().item(),
-        "dev_part_accuracy": (parts.argmax(-1) == dev.targets).float().mean(1).tolist(),
-    }
-
-
-def _keep_parts(best: dict[str, torch.Tensor], module: SentimentClassifier, parts: list[int]) -> None:
-    """Copy the current weights of the parts `parts` (indices into module.parts) into the snapshot `best`."""
-    prefixes = tuple(f"members.{k}." if k < len(module.members) else "bag." for k in parts)
-    for name, value in module.state_dict().items():
-        if name.startswith(prefixes):
-            best[name] = value.detach().cpu().clone()
-
-
-@dataclass
-class Fixed:
-    """A refit's plan, chosen on dev by the first fit: the learning-rate schedule spans `planned` epochs, and part
-    k keeps its weights after epoch `epochs[k]` (no dev to choose on: the dev texts are training data now)."""
-
-    planned: int
-    epochs: list[int]
-
-
-class SentimentTrainee:
-    """The classifier's part of the shared fit loop. The parts (the members and the bag) learn on their own
-    losses, so each keeps the epoch where its own dev accuracy was best, and training stops once no part has
-    improved for `patience` epochs; under `fixed` (a refit), each keeps the epoch given there."""
-
-    def __init__(
-        self, net: nn.Module, opt: torch.optim.Optimizer, cfg: SentimentTrainConfig, train: Encoded, dev: Encoded,
-        rt: Runtime, fixed: Fixed | None = None,
-    ) -> None:  # fmt: skip
-        self.net, self.module, self.opt, self.cfg, self.data, self.dev, self.rt, self.fixed = (
-            net, unwrap(net), opt, cfg, train, dev, rt, fixed
-        )  # fmt: skip
-        self.planned = fixed.planned if fixed is not None else planned_epochs(cfg, len(train.ids), rt)
-        self.total_steps = steps_per_epoch(cfg, len(train.ids), rt) * self.planned
-        self.scaler = rt.grad_scaler()
-
-    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
-        net, module, opt, cfg, data, rt = self.net, self.module, self.opt, self.cfg, self.data, self.rt
-        total_steps = self.total_steps
-        net.train()
-        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, rt.rank))
-        batches = bucketed_batches([len(s) for s in data.ids], cfg.batch_size, cfg.seed, state.epoch, rt)
-        loss_sum = correct = seen = clipped = 0.0
-        norms: list[float] = []
-        start = time.monotonic()
-        desc = f"epoch {state.epoch + 1}/{self.planned}"
-        bar = progress(batches, desc, rt)
-        for idx in bar:
-            ids, lengths, targets = data.batch(idx)
-            if cfg.word_dropout > 0:
-                drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
-                ids = ids.masked_fill(drop, UNK_ID)
-            ids, targets = ids.to(rt.device), targets.to(rt.device)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-            with rt.autocast():
-                part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
-                parts = part_logits.shape[0]
-                flat = part_logits.float().reshape(-1, part_logits.shape[-1])
-                if data.soft is None:
-                    loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
-                else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
-                    t = cfg.distill_temperature
-                    soft = data.soft[idx].to(rt.device).repeat(parts, 1)
-                    loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
-            logits = part_logits.mean(0)
-            clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-            trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]  # not a frozen bag
-            # the sum of part losses: each part's gradient as if alone, and each part's norm clipped on its own
-            part_norms = optimizer_step(loss * parts, opt, self.scaler, [m.parameters() for m in trained], clip)
-            if part_norms:  # none for an fp16 step skipped on overflow
-                norms.append(sum(part_norms) / len(trained))
-                clipped += sum(n > clip for n in part_norms) / len(trained)
-            state.step += 1
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(idx)
-            if state.step % 25 == 0:
-                rate = seen * rt.world / max(1e-9, time.monotonic() - start)
-                bar.set_postfix(
-                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sent_s=f"{rate:.0f}", refresh=False
-                )
-            if budget.exhausted():
-                break
-        bar.close()
-        norms_t = torch.tensor(norms or [0.0])
-        return {
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "grad_norm_mean": norms_t.mean().item(),
-            "grad_norm_max": norms_t.max().item(),
-            "grad_norm_p99": norms_t.quantile(0.99).item(),
-            "clipped_fraction": clipped / max(len(norms), 1),
-            "sentences_per_s": seen * rt.world / max(1e-9, time.monotonic() - start),
-            "epoch_s": time.monotonic() - start,
-            "complete": float(seen >= sum(len(b) for b in batches)),
-        }
-
-    def validate(self) -> dict[str, Any]:
-        return {} if self.fixed is not None else _dev_metrics(self.module, self.dev, self.rt)
-
-    def keep_best(self, stats: dict[str, Any], state: TrainState, best: dict[str, torch.Tensor]) -> bool:
-        if self.fixed is not None:  # a refit: each part's epoch is given; Plan.epochs ends the run
-            due = [k for k, epoch in enumerate(self.fixed.epochs) if epoch == state.epoch]
-            for k in due:
-                state.part_epoch[k] = state.epoch
-            _keep_parts(best, self.module, due)
-            state.best_epoch = max(self.fixed.epochs)
-            return True
-        improved = [k for k, acc in enumerate(stats["dev_part_accuracy"]) if acc > state.part_best[k]]
-        for k in improved:
-            state.part_best[k], state.part_epoch[k] = stats["dev_part_accuracy"][k], state.epoch
-        _keep_parts(best, self.module, improved)
-        state.best_epoch = max(state.part_epoch)
-        return bool(improved)
-
-    def describe(self, stats: dict[str, Any], epochs: int) -> str:
-        if "dev_accuracy" not in stats:
-            return (
-                f"loss {stats['train_loss']:.4f}  train acc {stats['train_accuracy']:.4f} (refit: no dev)  grad norm"
-                f" mean {stats['grad_norm_mean']:.2f}  {stats['sentences_per_s']:.0f} sent/s  {stats['epoch_s']:.1f}s"
-            )
-        parts = " ".join(f"{a:.4f}" for a in stats["dev_part_accuracy"])
-        return (
-            f"loss {stats['train_loss']:.4f}  train acc {stats['train_accuracy']:.4f}  dev acc"
-            f" {stats['dev_accuracy']:.4f} (parts {parts})  dev loss {stats['dev_loss']:.4f}  grad norm mean"
-            f" {stats['grad_norm_mean']:.2f} max {stats['grad_norm_max']:.2f}  {stats['sentences_per_s']:.0f}"
-            f" sent/s  {stats['epoch_s']:.1f}s"
-        )
-
-
-def fit(
-    cfg: SentimentTrainConfig,
-    net: nn.Module,
-    train: Encoded,
-    dev: Encoded,
-    rt: Runtime,
-    checkpoint: Path | None,
-    fingerprint: str,
-    resume: bool,
-    fixed: Fixed | None = None,
-) -> tuple[TrainState, Fixed]:
-    """The shared epoch loop (model/train.py) over SentimentTrainee. Leaves the best weights loaded. Returns the
-    state and the schedule the fit followed: what a refit repeats."""
-    module = unwrap(net)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    parts = len(module.parts)
-    state = TrainState(part_best=[-math.inf] * parts, part_epoch=[0] * parts)
-    trainee = SentimentTrainee(net, opt, cfg, train, dev, rt, fixed)
-    plan = Plan(trainee.planned if fixed is None else max(fixed.epochs), cfg.patience, cfg.max_minutes)
-    state = shared_fit(
-        trainee, module, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume, state=state
-    )
-    return state, Fixed(trainee.planned, list(state.part_epoch))
-
-
-def build_network(
-    cfg: SentimentTrainConfig, tok: Tokenizer, num_classes: int, seen: set[int], device: torch.device
-) -> SentimentClassifier:
-    """The classifier to train, its word vectors drawn from N(0, embedding_std). With `char_ngrams` they and the
-    bag's word weights are trained as sums of character n-grams (model/sentiment/ngrams.py) over the token ids `seen` in
-    training; fold() makes plain tables of them."""
-    net = SentimentClassifier(cfg.network(tok.get_vocab_size(), num_classes))
-    with torch.no_grad():
-        for member in net.members:
-            assert isinstance(member.embedding, nn.Embedding)
-            nn.init.normal_(member.embedding.weight, 0.0, cfg.embedding_std)
-            member.embedding.weight[member.embedding.padding_idx or 0] = 0.0
-    if cfg.char_ngrams:
-        vocab = tok.get_vocab()
-        for member in net.members:
-            assert isinstance(member.embedding, nn.Embedding)
-            member.embedding = CharNGramEmbedding(member.embedding, vocab, EMBEDDING_NGRAMS, seen, init_std=0.02)
-        if net.bag is not None:  # a linear model's weights start at zero
-            assert isinstance(net.bag.words, nn.Embedding)
-            net.bag.words = CharNGramEmbedding(net.bag.words, vocab, BAG_NGRAMS, seen, init_std=0.0)
-    return net.to(device)
-
-
-def fold(net: SentimentClassifier) -> SentimentClassifier:
-    """The network as the artifact stores it: character n-grams added into plain embedding tables."""
-    for member in net.members:
-        if isinstance(member.embedding, CharNGramEmbedding):
-            member.embedding = member.embedding.folded()
-    if net.bag is not None and isinstance(net.bag.words, CharNGramEmbedding):
-        net.bag.words = net.bag.words.folded()
-    return net
-
-
-def fit_mixture(net: SentimentClassifier, dev: Encoded, rt: Runtime, given: list[float] | None = None) -> list[float]:
-    """With `weighted`, set how much each part counts: the weights minimising dev NLL (model/evaluate.py), or
-    `given` ones (a refit's, chosen on dev by the first fit)."""
-    if not net.config.weighted:
-        return []
-    if given is not None:
-        weights = torch.tensor(given)
-    else:
-        weights = ev.fit_mixture(predict_logits(net, dev, rt.device, per_member=True), dev.targets)
-    net.mixture.copy_(weights.to(net.mixture.device))
-    return [float(w) for w in weights]
 
 
 def distill(

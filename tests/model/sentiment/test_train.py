@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer
 
 from model.sentiment import train as ts
+from model.sentiment import trainee as tr
 from model.sentiment.data import LabelledData, SentimentData, load_user_data
 from model.sentiment.network import SentimentClassifier
 from model.sentiment.predictor import load_sentiment
@@ -85,25 +86,25 @@ def test_same_seed_is_reproducible_with_subword_tokenizers(
 
 def _interrupt_before_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the run stop with Ctrl-C as epoch `epoch` (0-based) begins, as a user or a preempted job would."""
-    real = ts.SentimentTrainee.train_epoch
+    real = tr.SentimentTrainee.train_epoch
 
     def interrupted(self: Any, state: Any, budget: Any) -> Any:
         if state.epoch == epoch:
             raise KeyboardInterrupt
         return real(self, state, budget)
 
-    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", interrupted)
+    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", interrupted)
 
 
 def _record_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     started: list[int] = []
-    real = ts.SentimentTrainee.train_epoch
+    real = tr.SentimentTrainee.train_epoch
 
     def recording(self: Any, state: Any, budget: Any) -> Any:
         started.append(state.epoch)
         return real(self, state, budget)
 
-    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", recording)
+    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", recording)
     return started
 
 
@@ -159,7 +160,7 @@ def _scripted_dev(monkeypatch: pytest.MonkeyPatch, script: list[list[float]]) ->
         parts = next(rows)
         return {"dev_loss": 1.0, "dev_accuracy": max(parts), "dev_part_accuracy": parts}
 
-    monkeypatch.setattr(ts, "_dev_metrics", scripted)
+    monkeypatch.setattr(tr, "_dev_metrics", scripted)
     return seen
 
 
@@ -357,7 +358,7 @@ def test_distillation_learns_from_the_augmented_transfer_set(
     def recording(cfg: Any, net: Any, train: Any, *args: Any) -> Any:
         sizes.append((len(train.ids), train.soft is not None))
         result = real_fit(cfg, net, train, *args)
-        bags.append({k: v.clone() for k, v in ts.unwrap(net).bag.state_dict().items()})
+        bags.append({k: v.clone() for k, v in tr.unwrap(net).bag.state_dict().items()})
         return result
 
     monkeypatch.setattr(ts, "fit", recording)
@@ -388,7 +389,7 @@ def test_distillation_resumes_after_a_kill(
     reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
     out = tmp_path / "resumed"
     calls = {"n": 0}
-    real = ts.SentimentTrainee.train_epoch
+    real = tr.SentimentTrainee.train_epoch
 
     def killed_in_distillation(self: Any, state: Any, budget: Any) -> Any:
         if self.data.soft is not None and state.epoch == 1:  # the teacher's 2 epochs and the student's first are done
@@ -397,7 +398,7 @@ def test_distillation_resumes_after_a_kill(
         return real(self, state, budget)
 
     with monkeypatch.context() as patch:
-        patch.setattr(ts.SentimentTrainee, "train_epoch", killed_in_distillation)
+        patch.setattr(tr.SentimentTrainee, "train_epoch", killed_in_distillation)
         with pytest.raises(KeyboardInterrupt):
             train_sentiment(cfg, tiny_data, out)
     assert calls["n"] == 3 and not out.exists() and distill_checkpoint_of(out).exists()
@@ -421,7 +422,7 @@ def _with_a_dev_only_word(data: SentimentData) -> SentimentData:
 def _record_refit_epochs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
     """The network's weights after each epoch of a refit."""
     seen: list[dict[str, torch.Tensor]] = []
-    real = ts.SentimentTrainee.train_epoch
+    real = tr.SentimentTrainee.train_epoch
 
     def recording(self: Any, state: Any, budget: Any) -> Any:
         stats = real(self, state, budget)
@@ -429,7 +430,7 @@ def _record_refit_epochs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torc
             seen.append({k: v.detach().clone() for k, v in self.module.state_dict().items()})
         return stats
 
-    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", recording)
+    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", recording)
     return seen
 
 
@@ -514,13 +515,13 @@ def test_a_refit_cut_short_by_the_budget_leaves_the_first_fit(
     tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = train_sentiment(small_config(), tiny_data, tmp_path / "first")
-    real = ts.SentimentTrainee.train_epoch
+    real = tr.SentimentTrainee.train_epoch
 
     def out_of_time(self: Any, state: Any, budget: Any) -> Any:
         stats = real(self, state, budget)
         return {**stats, "complete": 0.0} if self.fixed is not None else stats
 
-    monkeypatch.setattr(ts.SentimentTrainee, "train_epoch", out_of_time)
+    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", out_of_time)
     cut = train_sentiment(small_config(refit=True), tiny_data, tmp_path / "cut")
     assert "refit" not in cut and untimed(cut) == untimed(first)
     assert_same_weights(weights(tmp_path / "cut"), weights(tmp_path / "first"))
@@ -536,7 +537,7 @@ def test_a_refit_resumes_after_a_kill(
         _scripted_dev(patch, script)
         reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
     out = tmp_path / "resumed"
-    real = ts.SentimentTrainee.train_epoch
+    real = tr.SentimentTrainee.train_epoch
 
     def killed_in_the_refit(self: Any, state: Any, budget: Any) -> Any:
         if self.fixed is not None and state.epoch == 1:
@@ -545,7 +546,7 @@ def test_a_refit_resumes_after_a_kill(
 
     with monkeypatch.context() as patch:
         _scripted_dev(patch, script)
-        patch.setattr(ts.SentimentTrainee, "train_epoch", killed_in_the_refit)
+        patch.setattr(tr.SentimentTrainee, "train_epoch", killed_in_the_refit)
         with pytest.raises(KeyboardInterrupt):
             train_sentiment(cfg, tiny_data, out)
     assert not out.exists() and checkpoint_of(out).exists() and ts.checkpoints(out)[2].exists()
