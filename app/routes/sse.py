@@ -15,10 +15,9 @@ from starlette.types import Receive, Scope, Send
 from app.serving.generator import Event, Stream
 
 # after a write, a stream's next write waits this long (unless the stream has ended): the first token goes out at
-# once, later ones in bursts, 20 a second (a reader sees text arrive smoothly; one stream's burst is ~350 chars).
-# Each write is a send() whose loopback delivery the server pays for, and it wakes the client. Side by side at 32
-# streams: a write per engine slice (10 ms) 33,000 chars/s, every 20 ms 37,000; 50 ms against 20 ms, two A/Bs of
-# 12 runs each: +4.8 % and +6 %; 100 ms no better than 50
+# once, later ones 20 times a second, often enough for text to read as smooth (one stream's burst is ~350 chars).
+# Each write is a send() whose loopback delivery the server pays for, and it wakes the client: fewer writes serve
+# more streams (bench/serve.py's 32-stream generation row)
 COALESCE_S = 0.05
 DONE = "data: [DONE]\n\n"  # OpenAI's end of stream
 

@@ -47,21 +47,21 @@ from model.tokenization import SPECIALS
 log = logging.getLogger(__name__)
 
 
-# the engine yields to the event loop at least this often while it has work. Each yield costs a write per stream:
-# 10 ms served 36,700 chars/s to 32 streams against 34,800 at 5 ms, side by side (20 ms: no further gain)
+# the engine yields to the event loop at least this often while it has work. Each yield costs a write per stream,
+# so the slice is long enough to spread that cost and short enough that the loop is never kept waiting longer
+# (bench/serve.py's 32-stream generation row)
 SLICE_S = 0.010
-# ... and then sleeps this long. sleep(0) gave the loop one iteration, and a new request needs several (accept,
-# transport, read, handler): a burst of 32 connections reached the engine over 40-55 ms of slices instead of at
-# once. 100 us lets the loop run until it is idle (the burst: all admitted by 16 ms), 1 % of a slice
+# ... and then sleeps this long: a new request needs several loop turns (accept, transport, read, handler), and
+# 100 us, 1 % of a slice, lets the loop run until it is idle, so a burst of connections reaches the engine at once
 YIELD_S = 100e-6
-# ... then more turns while a turn takes longer than BUSY_TURN_S (an idle turn takes about 10 us), up to BUSY_S
-# in all: a loop with a burst of connections to take in gets them, where one turn a slice left uvloop, which takes
-# about one connection a turn, refusing 300 connections over 0.7-1.8 s with 64 streams generating
-# (bench/overload.py). It halved the loop's share of a slice at most, only while the loop is busy.
+# ... then more turns while a turn takes longer than BUSY_TURN_S (an idle turn takes about 10 us), up to BUSY_S in
+# all: a loop with a burst of connections to take in gets them, where uvloop takes about one a turn
+# (bench/overload.py, 300 connections at once with 64 streams generating). It takes at most half of a slice from
+# the engine, and only while the loop is busy.
 BUSY_TURN_S = 50e-6
 BUSY_S = 0.005
 # ... and the next slice is this short, so that the loop's next turn comes sooner: a request takes several turns
-# (accept, read, handler), and /health's p99 during a burst went from 64 to 47 ms, side by side
+# (accept, read, handler), and /health's p99 during a burst is what bench/overload.py reports
 BUSY_SLICE_S = 0.002
 
 
