@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # runtime
     torch_threads: int = Field(1, ge=0, le=256)  # measured: bench/serve.py --sections knobs
     ensemble_threads: int = Field(2, ge=1, le=64)  # the classifier's members run side by side on this many
-    quantize: Literal["none", "int8"] = "none"  # the classifier's weights; int8: faster, measured in the README
+    quantize: Literal["none", "int8"] = "none"  # the classifier's weights; int8: faster, measured in docs/results.md
     # the classifier's runtime: auto = ONNX Runtime when the `onnx` extra is installed, else torch eager
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     # ONNX Runtime's intra-op threads (they sleep when idle); a batch of single-text requests runs on one

@@ -29,7 +29,7 @@ class CharLMConfig:
 class GeneratorTrainConfig:
     """How to train the character model."""
 
-    # the default preset, chosen by bench/generator_quality.py --sections ablation (README): a GRU, the design
+    # the default preset, chosen by bench/generator_quality.py --sections ablation (docs/results.md): a GRU, the design
     # card's cell, defined by epochs so that every machine trains the same model; the lstm preset sits beside it
     cell: Cell = "gru"
     embedding_dim: int = 64

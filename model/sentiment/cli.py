@@ -45,7 +45,7 @@ def add_train(sub: Any) -> None:
     g.add_argument(
         "--word-dropout", type=float,
         help="probability a word is read as [UNK] while training (0; on small data it moved held-out accuracy by"
-        " less than the seed does: README)",
+        " less than the seed does: docs/results.md)",
     )  # fmt: skip
     g.add_argument("--patience", type=int, help="epochs without dev improvement before stopping early")
     g.add_argument("--min-steps", type=int, help="train at least this many steps: more epochs on small data (1500)")

@@ -27,7 +27,7 @@ class TaggerTrainConfig:
     word_dropout: float = 0.25  # a word seen once in training is read as [UNK] with this probability
     max_chars_per_word: int = 20
     # ten epochs of 64 sentences at 4e-3: the best of the recipes tried that fits the ten-minute target held to
-    # AVX2 with a fifth to spare (tagger table in the README; commit message for the others)
+    # AVX2 with a fifth to spare (tagger table in docs/results.md; commit message for the others)
     epochs: int = 10
     # on small data, more epochs: at least this many steps (UD English EWT's 10 epochs are 1,960, unchanged);
     # dev accuracy still stops the run early (patience)
