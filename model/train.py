@@ -1,6 +1,8 @@
-"""Training loops: AdamW, warm-up + cosine schedule, gradient clipping, early stopping with best weights,
-per-epoch checkpoints with `--resume`, a `--max-minutes` budget, seeded runs, PyTorch DDP (torchrun), and the
-device (`--device cpu|cuda|auto`) and mixed precision (`--precision fp32|bf16|fp16`) every trainer runs under.
+"""The one fit loop every kind trains with: seeded epochs, the warm-up + cosine learning-rate schedule (following
+steps, or time under a `--max-minutes` budget), autocast, backward, per-group gradient clipping and the optimizer
+step, progress, early stopping with the best weights kept, and per-epoch checkpoints for `--resume`. A kind's
+Trainee supplies only its batches, its loss on a batch and its validation (model/KIND/train.py); the device,
+precision and DDP ranks it runs under are model/runtime.py's.
 
 Run through the CLI: `python -m model train sentiment --preset quick`, or under
 `torchrun --standalone --nproc_per_node 2 -m model train sentiment …` for data-parallel training.
@@ -8,112 +10,28 @@ Run through the CLI: `python -m model train sentiment --preset quick`, or under
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence, Sized
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import safetensors.torch
 import torch
-import torch.distributed as dist
 from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
 from model.artifacts import ArtifactConfig, save_artifact
+from model.checkpoints import TrainState, load_checkpoint, save_checkpoint
+from model.runtime import Runtime, agreed, check_replicas
 
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- distributed
-
-
-DEVICES = ("cpu", "cuda", "auto")
-# the autocast dtype of each --precision (fp32: none); the weights, the optimizer state and the artifact stay fp32
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Runtime:
-    """Where this process trains: device, rank, world size (1 without torchrun) and the precision of its forward
-    passes (fp32, or bf16/fp16 autocast over fp32 weights)."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-    precision: str = "fp32"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    def describe(self) -> dict[str, str]:
-        """What an artifact's `training` records of where it was trained: the precision and the device type."""
-        return {"precision": self.precision, "device": self.device.type}
-
-    def autocast(self) -> AbstractContextManager[Any]:
-        """The context for a training forward pass and its loss: autocast to bf16/fp16, nothing under fp32."""
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
-
-    def grad_scaler(self) -> torch.amp.GradScaler:
-        """fp16's loss scaling (its gradients would underflow unscaled); a pass-through under bf16 and fp32."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-
-
-def check_device(device: str, precision: str) -> str:
-    """The device to train on for `--device` (auto: cuda when torch sees one) and `--precision`; a ValueError,
-    which the CLI prints as one line, for a combination this machine cannot run."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    kind = device.split(":", 1)[0]
-    if kind not in DEVICES[:2]:
-        raise ValueError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
-        raise ValueError(f"--device cuda: no CUDA device here (torch {torch.__version__}, {build}); use --device cpu")
-    if precision == "fp16" and kind != "cuda":
-        raise ValueError("--precision fp16 needs CUDA (--device cuda); on the CPU use --precision bf16 or fp32")
-    if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("--precision bf16: this GPU has no bfloat16; use --precision fp16 or fp32")
-    return device
-
-
-def setup_runtime(device: str = "cpu", threads: int = 0, precision: str = "fp32") -> Runtime:
-    """Check the device and precision, and under torchrun (WORLD_SIZE > 1) join the process group: nccl on GPU,
-    gloo on CPU."""
-    device = check_device(device, precision)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend=backend)
-        if device == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-    return Runtime(torch.device(device), rank, world, precision)
+# --------------------------------------------------------------------------- the step
 
 
 def optimizer_step(
@@ -133,34 +51,6 @@ def optimizer_step(
     if scaler.is_enabled() and not all(math.isfinite(n) for n in norms):
         return []
     return norms
-
-
-def teardown_runtime(rt: Runtime) -> None:
-    if rt.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def parameter_digest(module: nn.Module) -> str:
-    """A sha256 over all parameters: equal digests mean bit-identical replicas."""
-    digest = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def check_replicas(module: nn.Module, rt: Runtime) -> str:
-    """Log this rank's parameter digest and, under DDP, fail loudly if the replicas diverged."""
-    mine = parameter_digest(module)
-    log.info("rank %d/%d parameter digest %s", rt.rank, rt.world, mine)
-    if rt.distributed:
-        digests: list[Any] = [None] * rt.world
-        dist.all_gather_object(digests, mine)
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"DDP replicas diverged: parameter digests {digests}")
-        if rt.is_main:
-            log.info("all %d replicas hold identical parameters", rt.world)
-    return mine
 
 
 class Budget:
@@ -223,96 +113,6 @@ def bucketed_batches(
     return batches
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed run needs beyond the tensors: where it was and what it saw."""
-
-    epoch: int = 0  # epochs finished
-    step: int = 0
-    elapsed_s: float = 0.0
-    best_metric: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    part_best: list[float] = field(default_factory=list)  # a classifier's parts stop early each on its own
-    part_epoch: list[int] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    fingerprint: str = ""
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
-    for pid, st in sd["state"].items():
-        for key, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars["state"].setdefault(str(pid), {})[key] = value
-    return tensors, scalars
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, extra in scalars["state"].items():
-        state.setdefault(int(pid), {}).update(extra)
-    return {"state": state, "param_groups": scalars["param_groups"]}
-
-
-def save_checkpoint(
-    path: Path, model: nn.Module, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer, state: TrainState
-) -> None:
-    """Tensors in safetensors, the rest in JSON; written to a temporary directory and renamed into place."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
-    opt_tensors, opt_scalars = _flatten_optimizer(opt)
-    tensors.update(opt_tensors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        safetensors.torch.save_file(tensors, str(tmp / "state.safetensors"))
-        meta = {"train_state": asdict(state), "optimizer": opt_scalars}
-        (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
-        old = path.parent / f".{path.name}.old"
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_checkpoint(
-    path: Path, model: nn.Module, opt: torch.optim.Optimizer, fingerprint: str
-) -> tuple[TrainState, dict[str, torch.Tensor]]:
-    tensors = safetensors.torch.load_file(str(path / "state.safetensors"))
-    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    state = TrainState(**meta["train_state"])
-    if state.fingerprint != fingerprint:
-        raise ValueError(
-            f"checkpoint {path} was made with other settings or data; delete it or drop --resume to start afresh"
-        )
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    return state, best
-
-
-def fingerprint(cfg: Any, data_sha256: dict[str, str], data_name: str, **extra: Any) -> str:
-    """What a checkpoint must match to be resumed: the settings (bar run-time ones), the data and `extra`."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "threads", "preset")}
-    blob = json.dumps({"cfg": settings, "data": data_sha256, "name": data_name, **extra}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def publish(
     out: Path, checkpoint: Path, config: ArtifactConfig, state_dict: dict[str, torch.Tensor], tokenizer: Tokenizer,
     files: dict[str, bytes],
@@ -342,13 +142,39 @@ def progress(batches: Iterable[T], desc: str, rt: Runtime, total: int | None = N
     return tqdm(batches, desc=desc, total=total, disable=not rt.is_main, leave=False, unit="batch", mininterval=2.0)
 
 
-class Trainee(Protocol):
-    """What differs between the tasks inside `fit`: an epoch of optimizer steps, the dev/validation score, the
-    choice of what to keep as best, and the epoch's log line."""
+class Batches(Sized, Iterable[Any], Protocol):
+    """An epoch's batches: iterable, and sized so the progress bar and the budget check know the epoch's length."""
 
-    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
-        """One pass over the training data (or until the budget is spent), with "complete" in the stats."""
+
+@dataclass
+class Step:
+    """A trainee's loss on one batch and what the epoch's statistics count of it."""
+
+    loss: torch.Tensor  # the mean over the batch's `count` items: what the epoch's train_loss averages
+    count: int  # the items the loss is a mean over: characters, tokens or sentences
+    scale: float = 1.0  # backward runs on loss * scale (a classifier's parts: the sum of their losses)
+    correct: int | None = None  # items predicted right, for a train accuracy
+
+
+class Trainee(Protocol):
+    """What differs between the kinds inside `fit`: the network the forward passes run through (DDP-wrapped under
+    torchrun), the unit its batches count (`chars`, `tokens`, `sentences`: the `<unit>_per_s` statistic), an
+    epoch's batches, the loss on one batch (called under autocast), the groups of parameters clipped each on its
+    own, the dev/validation score, the choice of what to keep as best, and the epoch's log line."""
+
+    @property
+    def net(self) -> nn.Module: ...
+
+    @property
+    def unit(self) -> str: ...
+
+    def batches(self, epoch: int) -> Batches:
+        """Epoch `epoch`'s batches, drawn after the loop has seeded the epoch's randomness."""
         ...
+
+    def step(self, batch: Any) -> Step: ...
+
+    def groups(self) -> list[Iterable[torch.Tensor]]: ...
 
     def validate(self) -> dict[str, Any]: ...
 
@@ -375,13 +201,108 @@ def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
     return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
 
 
-@dataclass
-class Plan:
-    """How long `fit` may run: epochs, patience (epochs without improvement) and the wall-clock budget."""
+class Recipe(Protocol):
+    """The training settings every kind's config carries under the same names."""
 
-    epochs: int
+    lr: float
+    warmup_fraction: float
+    clip_norm: float
+    seed: int
     patience: int
     max_minutes: float | None
+
+
+@dataclass
+class Plan:
+    """What `fit` runs: up to `epochs` epochs, stopping after `patience` without improvement or when the
+    `max_minutes` budget is spent; a learning rate warmed up over the first `warmup_fraction` of `steps` optimizer
+    steps, then decayed on a cosine to 5 %; each group's gradient norm clipped to `clip_norm` (0: none); each
+    epoch's randomness seeded from `seed`."""
+
+    epochs: int
+    steps: int
+    lr: float
+    warmup_fraction: float
+    clip_norm: float
+    seed: int
+    patience: int
+    max_minutes: float | None
+
+    @classmethod
+    def of(cls, recipe: Recipe, epochs: int, steps: int) -> Plan:
+        """`epochs` epochs with a schedule over `steps` steps, the rest from a kind's config."""
+        r = recipe
+        return cls(epochs, steps, r.lr, r.warmup_fraction, r.clip_norm, r.seed, r.patience, r.max_minutes)
+
+
+@dataclass
+class Loop:
+    """What every epoch of one `fit` shares: the optimizer, fp16's loss scaler, the plan and the runtime."""
+
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    plan: Plan
+    rt: Runtime
+
+
+def train_epoch(trainee: Trainee, state: TrainState, budget: Budget, loop: Loop) -> dict[str, Any]:
+    """One pass over the trainee's batches for epoch `state.epoch`, or until the budget is spent: per batch the
+    scheduled learning rate, the trainee's loss under autocast, then backward, clipping and the optimizer's step.
+    The schedule follows steps or, under a time budget, time, whichever is further along, so a run that the
+    budget ends still finishes its decay (the ranks' clocks differ a little: they agree on one rate, or the
+    replicas would drift apart). Returns the epoch's statistics, with "complete" 0 when the budget cut it."""
+    plan, rt, opt = loop.plan, loop.rt, loop.opt
+    trainee.net.train()
+    torch.manual_seed(epoch_seed(plan.seed, state.epoch, rt.rank))
+    batches = trainee.batches(state.epoch)
+    clip = plan.clip_norm if plan.clip_norm > 0 else math.inf
+    loss_sum, count, correct, done, clipped = 0.0, 0, 0, 0, 0.0
+    norms: list[float] = []
+    start = time.monotonic()
+    bar = progress(batches, f"epoch {state.epoch + 1}/{plan.epochs}", rt, total=len(batches))
+    for batch in bar:
+        at = state.step
+        if budget.seconds is not None:
+            at = agreed(max(at, int(plan.steps * budget.used())), rt)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(at, plan.steps, plan.lr, plan.warmup_fraction)
+        with rt.autocast():
+            step = trainee.step(batch)
+        loss = step.loss if step.scale == 1 else step.loss * step.scale
+        groups = trainee.groups()
+        group_norms = optimizer_step(loss, opt, loop.scaler, groups, clip)
+        if group_norms:  # none for an fp16 step skipped on overflow
+            norms.append(sum(group_norms) / len(group_norms))
+            clipped += sum(n > clip for n in group_norms) / len(group_norms)
+        state.step += 1
+        done += 1
+        loss_sum += step.loss.item() * step.count
+        count += step.count
+        correct += step.correct or 0
+        if state.step % 10 == 0:
+            rate = count * rt.world / max(1e-9, time.monotonic() - start)
+            shown = {"loss": f"{loss_sum / count:.3f}", f"{trainee.unit}_s": f"{rate:.0f}"}
+            if step.correct is not None:
+                shown["acc"] = f"{correct / count:.3f}"
+            bar.set_postfix(shown, refresh=False)
+        if budget.exhausted():
+            break
+    bar.close()
+    elapsed = time.monotonic() - start
+    norms_t = torch.tensor(norms or [0.0])
+    stats: dict[str, Any] = {"train_loss": loss_sum / max(count, 1)}
+    if done and step.correct is not None:
+        stats["train_accuracy"] = correct / max(count, 1)
+    stats.update({
+        "grad_norm_mean": norms_t.mean().item(),
+        "grad_norm_max": norms_t.max().item(),
+        "grad_norm_p99": norms_t.quantile(0.99).item(),
+        "clipped_fraction": clipped / max(len(norms), 1),
+        f"{trainee.unit}_per_s": count * rt.world / max(1e-9, elapsed),
+        "epoch_s": elapsed,
+        "complete": float(done >= len(batches)),
+    })  # fmt: skip
+    return stats
 
 
 def fit(
@@ -398,9 +319,10 @@ def fit(
         state, best = load_checkpoint(checkpoint, module, opt, fingerprint)
         log.info("resumed from %s after epoch %d (step %d)", checkpoint, state.epoch, state.step)
     budget = Budget(plan.max_minutes, state.elapsed_s, rt)
+    loop = Loop(opt, rt.grad_scaler(), plan, rt)
     while state.epoch < plan.epochs and state.bad_epochs < plan.patience:
         started = time.monotonic()
-        stats = trainee.train_epoch(state, budget)
+        stats = train_epoch(trainee, state, budget, loop)
         stats.update(trainee.validate())
         state.epoch += 1
         state.elapsed_s += time.monotonic() - started

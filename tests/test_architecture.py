@@ -77,3 +77,22 @@ def test_a_kind_is_imported_only_where_the_document_says() -> None:
             assert not uses, (
                 f"{rel} imports {sorted(uses)}: a kind's code is imported only where docs/architecture.md says"
             )
+
+
+# what only model/train.py's step loop does: a kind's trainer that did one of these would be a second step loop
+# (a trainer still seeds its run once, before it builds its network, and may seed a generator of its own batches)
+STEP_LOOP_CALLS = {"optimizer_step", "lr_at", "clip_grad_norm_", "backward", "zero_grad", "progress", "autocast"}
+
+
+def test_only_the_shared_fit_loop_steps_the_optimizer() -> None:
+    """Seeding, the schedule, backward, clipping, the optimizer step and progress live in model/train.py alone; a
+    kind's trainer supplies batches, a loss and its validation (docs/architecture.md, "The fit loop")."""
+    found = []
+    for kind in TASKS:
+        for path in sorted((REPO / "model" / kind).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call):
+                    name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                    if name in STEP_LOOP_CALLS:
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    assert not found, f"step-loop work outside model/train.py: {found}"

@@ -52,7 +52,7 @@ GENERATOR_KEYS = (
 def train(args: argparse.Namespace) -> int:
     from model.generator.data import load_corpus
     from model.generator.train import train_generator
-    from model.train import check_device
+    from model.runtime import check_device
 
     if already_trained(args, "generation"):
         return 0

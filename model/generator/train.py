@@ -21,7 +21,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +34,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
+from model.checkpoints import TrainState, fingerprint
 from model.generator.config import GeneratorTrainConfig
 from model.generator.data import TextCorpus
 from model.generator.network import CharRNN
 from model.generator.sampling import SamplingParams, generate
 from model.networks import Hidden, count_parameters
+from model.runtime import Runtime, setup_runtime, teardown_runtime
 from model.tokenization import build_char_tokenizer
-from model.train import (
-    Budget,
-    Plan,
-    Runtime,
-    TrainState,
-    epoch_seed,
-    epochs_for,
-    fingerprint,
-    keep_if_higher,
-    lr_at,
-    optimizer_step,
-    progress,
-    publish,
-    setup_runtime,
-    teardown_runtime,
-)
+from model.train import Batches, Plan, Step, epoch_seed, epochs_for, keep_if_higher, publish
 from model.train import fit as shared_fit
 
 log = logging.getLogger(__name__)
@@ -83,7 +71,9 @@ def rank_share(ids: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return ids[rank * pairs : rank * pairs + pairs + 1]
 
 
-def random_batches(ids: torch.Tensor, batch: int, seq_len: int, steps: int, g: torch.Generator) -> Any:
+def random_batches(
+    ids: torch.Tensor, batch: int, seq_len: int, steps: int, g: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for _ in range(steps):
         starts = torch.randint(0, len(ids) - seq_len - 1, (batch,), generator=g)
         offsets = starts[:, None] + torch.arange(seq_len)[None, :]  # (B, T)
@@ -120,15 +110,6 @@ def unwrap(net: nn.Module) -> CharRNN:
     return module
 
 
-def agreed(value: int, rt: Runtime) -> int:
-    """The largest of the ranks' `value`s (the value itself in one process)."""
-    if not rt.distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.long)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
 def leave_together(rt: Runtime) -> None:
     """Under torchrun, wait for every rank (rank 0 once it has written the artifact) and for gloo to let go of that
     last collective. A rank that went from the replica check straight to exit could abort ("terminate called
@@ -151,70 +132,64 @@ def planned_epochs(cfg: GeneratorTrainConfig, steps_per_epoch: int) -> int:
     return epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch)
 
 
+@dataclass
+class RandomWindows:
+    """An epoch of `steps` batches of random windows, drawn as they are needed from `g`."""
+
+    ids: torch.Tensor
+    batch: int
+    seq_len: int
+    steps: int
+    g: torch.Generator
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return random_batches(self.ids, self.batch, self.seq_len, self.steps, self.g)
+
+
+@dataclass
 class GeneratorTrainee:
-    """The generator's part of the shared fit loop: truncated-BPTT (or random-window) epochs over this rank's
-    share of the stream, validation loss over the whole validation split, lower is better."""
+    """The generator's part of the shared fit loop: truncated-BPTT (or random-window) batches over this rank's
+    share of the stream, next-character cross-entropy, validation loss over the whole validation split, lower is
+    better."""
 
-    def __init__(
-        self, net: nn.Module, opt: torch.optim.Optimizer, cfg: GeneratorTrainConfig, train_ids: torch.Tensor,
-        val_ids: torch.Tensor, rt: Runtime,
-    ) -> None:  # fmt: skip
-        self.net, self.module, self.opt, self.cfg, self.val_ids, self.rt = net, unwrap(net), opt, cfg, val_ids, rt
-        self.train_ids = rank_share(train_ids, rt.rank, rt.world)
-        self.steps_per_epoch = len(stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len))
-        self.epochs = planned_epochs(cfg, self.steps_per_epoch)
-        self.scaler = rt.grad_scaler()
+    net: nn.Module  # DDP-wrapped under torchrun
+    cfg: GeneratorTrainConfig
+    train_ids: torch.Tensor  # the whole stream; __post_init__ keeps this rank's share
+    val_ids: torch.Tensor
+    rt: Runtime
+    module: CharRNN = field(init=False)
+    steps_per_epoch: int = field(init=False)
+    epochs: int = field(init=False)
+    hidden: Hidden | None = field(init=False, default=None)  # carried across a stateful epoch's batches
+    unit = "chars"
 
-    def batches(self, epoch: int) -> Any:
+    def __post_init__(self) -> None:
+        self.module = unwrap(self.net)
+        self.train_ids = rank_share(self.train_ids, self.rt.rank, self.rt.world)
+        self.steps_per_epoch = len(stateful_batches(self.train_ids, self.cfg.batch_size, self.cfg.seq_len))
+        self.epochs = planned_epochs(self.cfg, self.steps_per_epoch)
+
+    def batches(self, epoch: int) -> Batches:
         cfg = self.cfg
+        self.hidden = None
         if cfg.batching == "stateful":
             return stateful_batches(self.train_ids, cfg.batch_size, cfg.seq_len)
         g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, self.rt.rank))
-        return random_batches(self.train_ids, cfg.batch_size, cfg.seq_len, self.steps_per_epoch, g)
+        return RandomWindows(self.train_ids, cfg.batch_size, cfg.seq_len, self.steps_per_epoch, g)
 
-    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
-        net, opt, cfg = self.net, self.opt, self.cfg
-        net.train()
-        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, self.rt.rank))
-        total_steps = self.steps_per_epoch * self.epochs
-        hidden: Hidden | None = None
-        loss_sum, seen, norms, start, done = 0.0, 0, [], time.monotonic(), 0
-        desc = f"epoch {state.epoch + 1}/{self.epochs}"
-        bar = progress(self.batches(state.epoch), desc, self.rt, total=self.steps_per_epoch)
-        for x, y in bar:
-            # the schedule follows steps or, under a time budget, time, whichever is further along: a run that
-            # the budget ends still finishes its decay
-            at = max(state.step, int(total_steps * budget.used()))
-            if budget.seconds is not None:  # the ranks' clocks differ a little: one rate, or the replicas drift apart
-                at = agreed(at, self.rt)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(at, total_steps, cfg.lr, cfg.warmup_fraction)
-            x, y = x.to(self.rt.device), y.to(self.rt.device)
-            with self.rt.autocast():
-                logits, hidden = net(x, hidden if cfg.batching == "stateful" else None)
-                hidden = detach(hidden)
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-            clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-            norms += optimizer_step(loss, opt, self.scaler, [net.parameters()], clip)
-            state.step += 1
-            done += 1
-            loss_sum += loss.item() * y.numel()
-            seen += y.numel()
-            if state.step % 10 == 0:
-                rate = seen * self.rt.world / max(1e-9, time.monotonic() - start)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", chars_s=f"{rate:.0f}", refresh=False)
-            if budget.exhausted():
-                break
-        bar.close()
-        norms_t = torch.tensor(norms or [0.0])
-        return {
-            "train_loss": loss_sum / max(seen, 1),
-            "grad_norm_mean": norms_t.mean().item(),
-            "grad_norm_max": norms_t.max().item(),
-            "chars_per_s": seen * self.rt.world / max(1e-9, time.monotonic() - start),
-            "epoch_s": time.monotonic() - start,
-            "complete": float(done >= self.steps_per_epoch),
-        }
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Step:
+        x, y = (t.to(self.rt.device) for t in batch)
+        logits, hidden = self.net(x, self.hidden)
+        if self.cfg.batching == "stateful":
+            self.hidden = detach(hidden)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return Step(loss, y.numel())
+
+    def groups(self) -> list[Iterable[torch.Tensor]]:
+        return [self.net.parameters()]
 
     def validate(self) -> dict[str, Any]:
         """Rank 0 scores, the others take its numbers: every rank then keeps the same best epoch and stops early
@@ -250,8 +225,8 @@ def fit(
     what is checkpointed, kept as best and compared across the replicas."""
     replicated: nn.Module = DistributedDataParallel(net) if rt.distributed else net
     opt = torch.optim.AdamW(replicated.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    trainee = GeneratorTrainee(replicated, opt, cfg, train_ids, val_ids, rt)
-    plan = Plan(trainee.epochs, cfg.patience, cfg.max_minutes)
+    trainee = GeneratorTrainee(replicated, cfg, train_ids, val_ids, rt)
+    plan = Plan.of(cfg, trainee.epochs, trainee.steps_per_epoch * trainee.epochs)
     return shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume)
 
 

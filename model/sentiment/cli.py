@@ -81,8 +81,8 @@ def load_sentiment_data(args: argparse.Namespace, seed: int, dev_fraction: float
 
 
 def train(args: argparse.Namespace) -> int:
+    from model.runtime import check_device
     from model.sentiment.train import train_sentiment
-    from model.train import check_device
 
     if already_trained(args, "sentiment"):
         return 0

@@ -20,7 +20,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
+from model.checkpoints import TrainState, fingerprint
 from model.networks import count_parameters
+from model.runtime import Runtime, setup_runtime, teardown_runtime
 from model.sentiment import onnx_runtime
 from model.sentiment.augment import augmented
 from model.sentiment.config import SentimentTrainConfig
@@ -38,16 +40,20 @@ from model.sentiment.trainee import (
     predict_logits,
 )
 from model.tokenization import build_word_tokenizer
-from model.train import (
-    Runtime,
-    TrainState,
-    fingerprint,
-    publish,
-    setup_runtime,
-    teardown_runtime,
-)
+from model.train import publish
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Distilled:
+    """The student `distill` fitted: its network, its TrainState, the teacher's own scores (its dev and test
+    accuracy, each member's, the member the student started from) and the student's schedule, for a refit."""
+
+    net: SentimentClassifier
+    state: TrainState
+    teacher_scores: dict[str, Any]
+    schedule: Fixed
 
 
 def distill(
@@ -62,13 +68,12 @@ def distill(
     seen: set[int],
     start: int | None = None,
     fixed: Fixed | None = None,
-) -> tuple[SentimentClassifier, TrainState, dict[str, Any], Fixed]:
+) -> Distilled:
     """Fit one encoder to the trained ensemble (`teacher`): started from the teacher's member with the best dev
     accuracy (or member `start`), trained on the teacher's probabilities (at `distill_temperature`) over the
     transfer set (the training texts and `augment` variants of each: model/sentiment/augment.py), for
     `distill_epochs` at `distill_lr`, the best dev epoch kept, checkpointed and resumable like the teacher. The
-    teacher's bag joins the student as it is; a refit repeats the first fit's epochs (`fixed`). Returns the
-    student, its TrainState, the teacher's own scores and the student's schedule."""
+    teacher's bag joins the student as it is; a refit repeats the first fit's epochs (`fixed`)."""
     train = enc["train"]
     variants, sources = augmented(train.ids, cfg.augment, cfg.augment_mask, cfg.augment_ngram, cfg.seed)
     transfer = Encoded(train.ids + variants, torch.cat([train.targets, train.targets[sources]]))
@@ -103,7 +108,7 @@ def distill(
         )  # fmt: skip
     state, schedule = fit(student_cfg, net, transfer, enc["dev"], rt, checkpoint, fingerprint, resume, fixed)
     student.requires_grad_(True)
-    return student, state, scores, schedule
+    return Distilled(student, state, scores, schedule)
 
 
 @dataclass
@@ -178,16 +183,17 @@ def fit_recipe(
     fitted = Fitted(model_net, tok, enc, state, chosen)
     if cfg.distill:  # the ensemble becomes the teacher; the artifact gets the student
         stage_key = fingerprint(cfg, data.sha256, data.name, stage="distill" + stage, **key)
-        student, student_state, fitted.teacher_scores, chosen.student = distill(
+        student = distill(
             cfg, model_net, enc, rt, student_checkpoint, stage_key, resume, tok, seen,
             schedule.start if schedule is not None else None, schedule.student if schedule is not None else None,
         )  # fmt: skip
-        chosen.start = fitted.teacher_scores["start"]
+        fitted.teacher_scores, chosen.student = student.teacher_scores, student.schedule
+        chosen.start = student.teacher_scores["start"]
         chosen.student_mixture = fit_mixture(
-            student, enc["dev"], rt, schedule.student_mixture if schedule is not None else None
+            student.net, enc["dev"], rt, schedule.student_mixture if schedule is not None else None
         )
-        fitted.net, fitted.teacher_history = student, state.history
-        fitted.state = dataclasses.replace(student_state, elapsed_s=state.elapsed_s + student_state.elapsed_s)
+        fitted.net, fitted.teacher_history = student.net, state.history
+        fitted.state = dataclasses.replace(student.state, elapsed_s=state.elapsed_s + student.state.elapsed_s)
     fold(fitted.net)
     return fitted
 

@@ -5,8 +5,8 @@ parts fitted on dev. model/sentiment/train.py runs the recipe on top of it."""
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +17,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model import evaluate as ev
+from model.checkpoints import TrainState
+from model.runtime import Runtime
 from model.sentiment.config import SentimentTrainConfig
 from model.sentiment.network import SentimentClassifier
 from model.sentiment.ngrams import BAG_NGRAMS, EMBEDDING_NGRAMS, CharNGramEmbedding
 from model.sentiment.predictor import pad
 from model.tokenization import PAD_ID, UNK_ID, encode_batch
-from model.train import (
-    Budget,
-    Plan,
-    Runtime,
-    TrainState,
-    bucketed_batches,
-    epoch_seed,
-    epochs_for,
-    lr_at,
-    optimizer_step,
-    progress,
-)
+from model.train import Batches, Plan, Step, bucketed_batches, epochs_for
 from model.train import fit as shared_fit
 
 
@@ -121,83 +112,59 @@ class Fixed:
     epochs: list[int]
 
 
+@dataclass
 class SentimentTrainee:
     """The classifier's part of the shared fit loop. The parts (the members and the bag) learn on their own
     losses, so each keeps the epoch where its own dev accuracy was best, and training stops once no part has
     improved for `patience` epochs; under `fixed` (a refit), each keeps the epoch given there."""
 
-    def __init__(
-        self, net: nn.Module, opt: torch.optim.Optimizer, cfg: SentimentTrainConfig, train: Encoded, dev: Encoded,
-        rt: Runtime, fixed: Fixed | None = None,
-    ) -> None:  # fmt: skip
-        self.net, self.module, self.opt, self.cfg, self.data, self.dev, self.rt, self.fixed = (
-            net, unwrap(net), opt, cfg, train, dev, rt, fixed
-        )  # fmt: skip
-        self.planned = fixed.planned if fixed is not None else planned_epochs(cfg, len(train.ids), rt)
-        self.total_steps = steps_per_epoch(cfg, len(train.ids), rt) * self.planned
-        self.scaler = rt.grad_scaler()
+    net: nn.Module  # DDP-wrapped under torchrun
+    cfg: SentimentTrainConfig
+    data: Encoded
+    dev: Encoded
+    rt: Runtime
+    fixed: Fixed | None = None
+    module: SentimentClassifier = field(init=False)
+    unit = "sentences"
 
-    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
-        net, module, opt, cfg, data, rt = self.net, self.module, self.opt, self.cfg, self.data, self.rt
-        total_steps = self.total_steps
-        net.train()
-        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, rt.rank))
-        batches = bucketed_batches([len(s) for s in data.ids], cfg.batch_size, cfg.seed, state.epoch, rt)
-        loss_sum = correct = seen = clipped = 0.0
-        norms: list[float] = []
-        start = time.monotonic()
-        desc = f"epoch {state.epoch + 1}/{self.planned}"
-        bar = progress(batches, desc, rt)
-        for idx in bar:
-            ids, lengths, targets = data.batch(idx)
-            if cfg.word_dropout > 0:
-                drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
-                ids = ids.masked_fill(drop, UNK_ID)
-            ids, targets = ids.to(rt.device), targets.to(rt.device)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-            with rt.autocast():
-                part_logits = net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
-                parts = part_logits.shape[0]
-                flat = part_logits.float().reshape(-1, part_logits.shape[-1])
-                if data.soft is None:
-                    loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
-                else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
-                    t = cfg.distill_temperature
-                    soft = data.soft[idx].to(rt.device).repeat(parts, 1)
-                    loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
-            logits = part_logits.mean(0)
-            clip = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-            trained = [m for m in module.parts if any(p.requires_grad for p in m.parameters())]  # not a frozen bag
-            # the sum of part losses: each part's gradient as if alone, and each part's norm clipped on its own
-            part_norms = optimizer_step(loss * parts, opt, self.scaler, [m.parameters() for m in trained], clip)
-            if part_norms:  # none for an fp16 step skipped on overflow
-                norms.append(sum(part_norms) / len(trained))
-                clipped += sum(n > clip for n in part_norms) / len(trained)
-            state.step += 1
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(idx)
-            if state.step % 25 == 0:
-                rate = seen * rt.world / max(1e-9, time.monotonic() - start)
-                bar.set_postfix(
-                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sent_s=f"{rate:.0f}", refresh=False
-                )
-            if budget.exhausted():
-                break
-        bar.close()
-        norms_t = torch.tensor(norms or [0.0])
-        return {
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "grad_norm_mean": norms_t.mean().item(),
-            "grad_norm_max": norms_t.max().item(),
-            "grad_norm_p99": norms_t.quantile(0.99).item(),
-            "clipped_fraction": clipped / max(len(norms), 1),
-            "sentences_per_s": seen * rt.world / max(1e-9, time.monotonic() - start),
-            "epoch_s": time.monotonic() - start,
-            "complete": float(seen >= sum(len(b) for b in batches)),
-        }
+    def __post_init__(self) -> None:
+        self.module = unwrap(self.net)
+
+    @property
+    def planned(self) -> int:
+        """The epochs the learning-rate schedule spans."""
+        return self.fixed.planned if self.fixed is not None else planned_epochs(self.cfg, len(self.data.ids), self.rt)
+
+    @property
+    def total_steps(self) -> int:
+        return steps_per_epoch(self.cfg, len(self.data.ids), self.rt) * self.planned
+
+    def batches(self, epoch: int) -> Batches:
+        return bucketed_batches([len(s) for s in self.data.ids], self.cfg.batch_size, self.cfg.seed, epoch, self.rt)
+
+    def step(self, idx: list[int]) -> Step:
+        cfg, rt, data = self.cfg, self.rt, self.data
+        ids, lengths, targets = data.batch(idx)
+        if cfg.word_dropout > 0:
+            drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != PAD_ID)
+            ids = ids.masked_fill(drop, UNK_ID)
+        ids, targets = ids.to(rt.device), targets.to(rt.device)
+        part_logits = self.net(ids, lengths, per_member=True)  # (K, B, C): each part fits its own loss
+        parts = part_logits.shape[0]
+        flat = part_logits.float().reshape(-1, part_logits.shape[-1])
+        if data.soft is None:
+            loss = F.cross_entropy(flat, targets.repeat(parts), label_smoothing=cfg.label_smoothing)
+        else:  # distillation: KL to the teacher's tempered probabilities, scaled by T^2 (Hinton et al., 2015)
+            t = cfg.distill_temperature
+            soft = data.soft[idx].to(rt.device).repeat(parts, 1)
+            loss = F.kl_div(F.log_softmax(flat / t, -1), soft, reduction="batchmean") * t * t
+        correct = int((part_logits.mean(0).argmax(1) == targets).sum().item())
+        # backward on the sum of the part losses: each part's gradient as if alone (each clipped on its own)
+        return Step(loss, len(idx), scale=parts, correct=correct)
+
+    def groups(self) -> list[Iterable[torch.Tensor]]:
+        """Each trained part's parameters (not a frozen bag's): each part's gradient norm is clipped on its own."""
+        return [m.parameters() for m in self.module.parts if any(p.requires_grad for p in m.parameters())]
 
     def validate(self) -> dict[str, Any]:
         return {} if self.fixed is not None else _dev_metrics(self.module, self.dev, self.rt)
@@ -249,8 +216,8 @@ def fit(
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     parts = len(module.parts)
     state = TrainState(part_best=[-math.inf] * parts, part_epoch=[0] * parts)
-    trainee = SentimentTrainee(net, opt, cfg, train, dev, rt, fixed)
-    plan = Plan(trainee.planned if fixed is None else max(fixed.epochs), cfg.patience, cfg.max_minutes)
+    trainee = SentimentTrainee(net, cfg, train, dev, rt, fixed)
+    plan = Plan.of(cfg, trainee.planned if fixed is None else max(fixed.epochs), trainee.total_steps)
     state = shared_fit(
         trainee, module, opt, plan, rt, checkpoint=checkpoint, fingerprint=fingerprint, resume=resume, state=state
     )

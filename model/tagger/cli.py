@@ -90,8 +90,8 @@ def load_data(args: argparse.Namespace, seed: int, dev_fraction: float) -> Any:
 
 
 def train(args: argparse.Namespace) -> int:
+    from model.runtime import check_device
     from model.tagger.train import train_tagger
-    from model.train import check_device
 
     if already_trained(args, "tagging"):
         return 0

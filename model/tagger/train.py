@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +20,15 @@ import torch
 
 from model import evaluate as ev
 from model.artifacts import ArtifactConfig, DataInfo
+from model.checkpoints import TrainState, fingerprint
 from model.networks import count_parameters
+from model.runtime import Runtime, setup_runtime, teardown_runtime
 from model.tagger.config import TaggerTrainConfig
 from model.tagger.conll import TaggedCorpus, TaggedSentence
 from model.tagger.network import SequenceTagger
 from model.tagger.tagging import TagEncoder, normalize_word
 from model.tokenization import UNK_ID
-from model.train import (
-    Budget,
-    Plan,
-    Runtime,
-    TrainState,
-    bucketed_batches,
-    epoch_seed,
-    epochs_for,
-    fingerprint,
-    keep_if_higher,
-    lr_at,
-    optimizer_step,
-    progress,
-    publish,
-    setup_runtime,
-    teardown_runtime,
-)
+from model.train import Batches, Plan, Step, bucketed_batches, epochs_for, keep_if_higher, publish
 from model.train import fit as shared_fit
 
 log = logging.getLogger(__name__)
@@ -106,57 +91,42 @@ def planned_epochs(cfg: TaggerTrainConfig, sentences: int) -> int:
     return epochs_for(cfg.epochs, cfg.min_steps, math.ceil(sentences / cfg.batch_size))
 
 
+@dataclass
 class TaggerTrainee:
-    """The tagger's part of the shared fit loop: length-bucketed batches, token loss (or CRF likelihood), dev
-    token accuracy, higher is better."""
+    """The tagger's part of the shared fit loop: length-bucketed batches with word dropout on words seen once,
+    token loss (or the CRF's likelihood), dev token accuracy, higher is better."""
 
-    def __init__(
-        self, net: SequenceTagger, opt: torch.optim.Optimizer, cfg: TaggerTrainConfig, enc: TagEncoder,
-        train: Split, dev: Split, singletons: torch.Tensor, rt: Runtime,
-    ) -> None:  # fmt: skip
-        self.net, self.opt, self.cfg, self.enc, self.train, self.dev, self.rt = net, opt, cfg, enc, train, dev, rt
-        self.singletons = singletons  # (V,) bool: word ids seen once in training, the ones word dropout hides
-        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        self.epochs = planned_epochs(cfg, len(train))
-        self.scaler = rt.grad_scaler()
+    net: SequenceTagger
+    cfg: TaggerTrainConfig
+    enc: TagEncoder
+    train: Split
+    dev: Split
+    singletons: torch.Tensor  # (V,) bool: word ids seen once in training, the ones word dropout hides
+    rt: Runtime
+    unit = "tokens"
 
-    def train_epoch(self, state: TrainState, budget: Budget) -> dict[str, Any]:
-        net, opt, cfg = self.net, self.opt, self.cfg
-        net.train()
-        torch.manual_seed(epoch_seed(cfg.seed, state.epoch, self.rt.rank))
-        batches = bucketed_batches([len(t) for t in self.train.tokens], cfg.batch_size, cfg.seed, state.epoch)
-        total_steps = self.steps_per_epoch * self.epochs
-        loss_sum, tokens, done, start, norms = 0.0, 0, 0, time.monotonic(), []
-        bar = progress(batches, f"epoch {state.epoch + 1}/{self.epochs}", self.rt)
-        for idx in bar:
-            words, chars, lengths, tags = self.train.batch(self.enc, idx)
-            if cfg.word_dropout > 0:
-                hide = self.singletons[words] & (torch.rand(words.shape) < cfg.word_dropout)
-                words = words.masked_fill(hide, UNK_ID)
-            words, chars, tags = to_device(self.rt.device, words, chars, tags)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(state.step, total_steps, cfg.lr, cfg.warmup_fraction)
-            with self.rt.autocast():
-                emissions = net(words, chars if net.config.char_vocab_size else None, lengths)
-                loss = net.loss(emissions.float(), tags, lengths)
-            norms += optimizer_step(loss, opt, self.scaler, [net.parameters()], cfg.clip_norm or math.inf)
-            state.step += 1
-            done += 1
-            n = int(lengths.sum())
-            loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
-            if state.step % 20 == 0:
-                rate = tokens / max(1e-9, time.monotonic() - start)
-                bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", tok_s=f"{rate:.0f}", refresh=False)
-            if budget.exhausted():
-                break
-        bar.close()
-        return {
-            "train_loss": loss_sum / max(tokens, 1),
-            "grad_norm_mean": sum(norms) / max(len(norms), 1),
-            "tokens_per_s": tokens / max(1e-9, time.monotonic() - start),
-            "epoch_s": time.monotonic() - start,
-            "complete": float(done >= len(batches)),
-        }
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.cfg.batch_size)
+
+    @property
+    def epochs(self) -> int:
+        return planned_epochs(self.cfg, len(self.train))
+
+    def batches(self, epoch: int) -> Batches:
+        return bucketed_batches([len(t) for t in self.train.tokens], self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def step(self, idx: list[int]) -> Step:
+        words, chars, lengths, tags = self.train.batch(self.enc, idx)
+        if self.cfg.word_dropout > 0:
+            hide = self.singletons[words] & (torch.rand(words.shape) < self.cfg.word_dropout)
+            words = words.masked_fill(hide, UNK_ID)
+        words, chars, tags = to_device(self.rt.device, words, chars, tags)
+        emissions = self.net(words, chars if self.net.config.char_vocab_size else None, lengths)
+        return Step(self.net.loss(emissions.float(), tags, lengths), int(lengths.sum()))
+
+    def groups(self) -> list[Iterable[torch.Tensor]]:
+        return [self.net.parameters()]
 
     def validate(self) -> dict[str, Any]:
         best, _, _ = predict(self.net, self.enc, self.dev)
@@ -314,9 +284,9 @@ def train_tagger(
             enc.vocab_size, enc.char_vocab_size, count_parameters(net),
         )  # fmt: skip
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        trainee = TaggerTrainee(net, opt, cfg, enc, splits["train"], splits["dev"], singletons, rt)
+        trainee = TaggerTrainee(net, cfg, enc, splits["train"], splits["dev"], singletons, rt)
         key = fingerprint(cfg, corpus.sha256, corpus.name, precision=rt.precision)
-        plan = Plan(trainee.epochs, cfg.patience, cfg.max_minutes)
+        plan = Plan.of(cfg, trainee.epochs, trainee.steps_per_epoch * trainee.epochs)
         state = shared_fit(trainee, net, opt, plan, rt, checkpoint=checkpoint, fingerprint=key, resume=resume)
         temperature = fit_temperature(net, enc, splits["dev"])
         metrics, files = _report(net, enc, corpus, splits, labels, temperature, state)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from model.train import Runtime, check_device, optimizer_step, setup_runtime
+from model.runtime import Runtime, check_device, setup_runtime
+from model.train import optimizer_step
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import model.train as shared
 from model.__main__ import main
 from model.artifacts import read_config
 from model.data import DataError
@@ -164,14 +165,13 @@ def test_training_learns_something(tmp_path: Path, corpus_file: Path) -> None:
 
 
 def test_resume_matches_uninterrupted_run(tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import model.generator.train as tg
 
     corpus = load_corpus(corpus_file)
     reference = train_generator(tiny(epochs=3), corpus, tmp_path / "ref")
 
     real = crash_in_second_epoch(monkeypatch, lambda: train_generator(tiny(epochs=3), corpus, tmp_path / "run"))
     assert (tmp_path / "run.ckpt" / "state.json").exists() and not (tmp_path / "run").exists()
-    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", real)
+    monkeypatch.setattr(shared, "train_epoch", real)
     resumed = train_generator(tiny(epochs=3), corpus, tmp_path / "run", resume=True)
     assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
     history = json.loads((tmp_path / "run" / "config.json").read_text())["training"]["history"]
@@ -272,7 +272,8 @@ def test_a_max_minutes_cap_ends_a_long_corpus_mid_epoch_with_an_artifact_that_sa
 def test_the_budget_says_how_much_of_it_is_spent() -> None:
     """Under --max-minutes the generator's learning-rate schedule follows the budget's spent fraction (a resumed
     run counts the time it already had), so a run that the budget ends has still decayed its rate."""
-    from model.train import Budget, Runtime, lr_at
+    from model.runtime import Runtime
+    from model.train import Budget, lr_at
 
     cpu = Runtime(torch.device("cpu"))
     assert Budget(None, 0.0, cpu).used() == 0.0
@@ -306,11 +307,10 @@ def test_bf16_on_the_cpu_trains_each_cell_into_fp32_weights(tmp_path: Path, corp
 def test_resume_with_another_precision_is_refused(
     tmp_path: Path, corpus_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.generator.train as tg
 
     corpus = load_corpus(corpus_file)
     real = crash_in_second_epoch(monkeypatch, lambda: train_generator(tiny(epochs=2), corpus, tmp_path / "run"))
-    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", real)
+    monkeypatch.setattr(shared, "train_epoch", real)
     with pytest.raises(ValueError, match="made with other settings or data"):
         train_generator(tiny(epochs=2), corpus, tmp_path / "run", resume=True, precision="bf16")
     assert train_generator(tiny(epochs=2), corpus, tmp_path / "run", resume=True)["val_loss"] > 0
@@ -331,10 +331,9 @@ def test_cuda_runs_with_one_seed_agree_and_load_on_the_cpu(tmp_path: Path, corpu
 
 def crash_in_second_epoch(monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
     """Run `run` with the generator's second training epoch interrupted (a kill after the first checkpoint);
-    returns the real train_epoch, for the caller to put back before resuming."""
-    import model.generator.train as tg
+    returns the real model.train.train_epoch, for the caller to put back before resuming."""
 
-    real = tg.GeneratorTrainee.train_epoch
+    real = shared.train_epoch
     calls = {"n": 0}
 
     def crash_on_second(*args, **kwargs):  # noqa: ANN002, ANN003
@@ -343,7 +342,7 @@ def crash_in_second_epoch(monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tg.GeneratorTrainee, "train_epoch", crash_on_second)
+    monkeypatch.setattr(shared, "train_epoch", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run()
     return real

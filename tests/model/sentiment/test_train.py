@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from tokenizers import Tokenizer
 
+import model.train as shared
 from model.sentiment import train as ts
 from model.sentiment import trainee as tr
 from model.sentiment.data import LabelledData, SentimentData, load_user_data
@@ -86,25 +87,25 @@ def test_same_seed_is_reproducible_with_subword_tokenizers(
 
 def _interrupt_before_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the run stop with Ctrl-C as epoch `epoch` (0-based) begins, as a user or a preempted job would."""
-    real = tr.SentimentTrainee.train_epoch
+    real = shared.train_epoch
 
-    def interrupted(self: Any, state: Any, budget: Any) -> Any:
+    def interrupted(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
         if state.epoch == epoch:
             raise KeyboardInterrupt
-        return real(self, state, budget)
+        return real(trainee, state, budget, loop)
 
-    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", interrupted)
+    monkeypatch.setattr(shared, "train_epoch", interrupted)
 
 
 def _record_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     started: list[int] = []
-    real = tr.SentimentTrainee.train_epoch
+    real = shared.train_epoch
 
-    def recording(self: Any, state: Any, budget: Any) -> Any:
+    def recording(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
         started.append(state.epoch)
-        return real(self, state, budget)
+        return real(trainee, state, budget, loop)
 
-    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", recording)
+    monkeypatch.setattr(shared, "train_epoch", recording)
     return started
 
 
@@ -389,16 +390,17 @@ def test_distillation_resumes_after_a_kill(
     reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
     out = tmp_path / "resumed"
     calls = {"n": 0}
-    real = tr.SentimentTrainee.train_epoch
+    real = shared.train_epoch
 
-    def killed_in_distillation(self: Any, state: Any, budget: Any) -> Any:
-        if self.data.soft is not None and state.epoch == 1:  # the teacher's 2 epochs and the student's first are done
+    def killed_in_distillation(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
+        # the teacher's 2 epochs and the student's first are done
+        if trainee.data.soft is not None and state.epoch == 1:
             raise KeyboardInterrupt
         calls["n"] += 1
-        return real(self, state, budget)
+        return real(trainee, state, budget, loop)
 
     with monkeypatch.context() as patch:
-        patch.setattr(tr.SentimentTrainee, "train_epoch", killed_in_distillation)
+        patch.setattr(shared, "train_epoch", killed_in_distillation)
         with pytest.raises(KeyboardInterrupt):
             train_sentiment(cfg, tiny_data, out)
     assert calls["n"] == 3 and not out.exists() and distill_checkpoint_of(out).exists()
@@ -422,15 +424,15 @@ def _with_a_dev_only_word(data: SentimentData) -> SentimentData:
 def _record_refit_epochs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
     """The network's weights after each epoch of a refit."""
     seen: list[dict[str, torch.Tensor]] = []
-    real = tr.SentimentTrainee.train_epoch
+    real = shared.train_epoch
 
-    def recording(self: Any, state: Any, budget: Any) -> Any:
-        stats = real(self, state, budget)
-        if self.fixed is not None:
-            seen.append({k: v.detach().clone() for k, v in self.module.state_dict().items()})
+    def recording(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
+        stats = real(trainee, state, budget, loop)
+        if trainee.fixed is not None:
+            seen.append({k: v.detach().clone() for k, v in trainee.module.state_dict().items()})
         return stats
 
-    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", recording)
+    monkeypatch.setattr(shared, "train_epoch", recording)
     return seen
 
 
@@ -515,13 +517,13 @@ def test_a_refit_cut_short_by_the_budget_leaves_the_first_fit(
     tiny_data: SentimentData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = train_sentiment(small_config(), tiny_data, tmp_path / "first")
-    real = tr.SentimentTrainee.train_epoch
+    real = shared.train_epoch
 
-    def out_of_time(self: Any, state: Any, budget: Any) -> Any:
-        stats = real(self, state, budget)
-        return {**stats, "complete": 0.0} if self.fixed is not None else stats
+    def out_of_time(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
+        stats = real(trainee, state, budget, loop)
+        return {**stats, "complete": 0.0} if trainee.fixed is not None else stats
 
-    monkeypatch.setattr(tr.SentimentTrainee, "train_epoch", out_of_time)
+    monkeypatch.setattr(shared, "train_epoch", out_of_time)
     cut = train_sentiment(small_config(refit=True), tiny_data, tmp_path / "cut")
     assert "refit" not in cut and untimed(cut) == untimed(first)
     assert_same_weights(weights(tmp_path / "cut"), weights(tmp_path / "first"))
@@ -537,16 +539,16 @@ def test_a_refit_resumes_after_a_kill(
         _scripted_dev(patch, script)
         reference = train_sentiment(cfg, tiny_data, tmp_path / "reference")
     out = tmp_path / "resumed"
-    real = tr.SentimentTrainee.train_epoch
+    real = shared.train_epoch
 
-    def killed_in_the_refit(self: Any, state: Any, budget: Any) -> Any:
-        if self.fixed is not None and state.epoch == 1:
+    def killed_in_the_refit(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
+        if trainee.fixed is not None and state.epoch == 1:
             raise KeyboardInterrupt
-        return real(self, state, budget)
+        return real(trainee, state, budget, loop)
 
     with monkeypatch.context() as patch:
         _scripted_dev(patch, script)
-        patch.setattr(tr.SentimentTrainee, "train_epoch", killed_in_the_refit)
+        patch.setattr(shared, "train_epoch", killed_in_the_refit)
         with pytest.raises(KeyboardInterrupt):
             train_sentiment(cfg, tiny_data, out)
     assert not out.exists() and checkpoint_of(out).exists() and ts.checkpoints(out)[2].exists()

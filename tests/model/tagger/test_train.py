@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import model.train as shared
 from model.__main__ import main
 from model.artifacts import read_config
 from model.tagger import train as tt
@@ -103,15 +104,15 @@ def test_small_data_trains_for_its_minimum_steps_and_large_data_for_its_epochs(t
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny(epochs=3)
     reference = tt.train_tagger(cfg, corpus(), tmp_path / "ref")
-    real = tt.TaggerTrainee.train_epoch
+    real = shared.train_epoch
 
-    def crash_on_third(self: Any, state: Any, budget: Any) -> Any:
+    def crash_on_third(trainee: Any, state: Any, budget: Any, loop: Any) -> Any:
         if state.epoch == 2:
             raise KeyboardInterrupt
-        return real(self, state, budget)
+        return real(trainee, state, budget, loop)
 
     with monkeypatch.context() as patch:
-        patch.setattr(tt.TaggerTrainee, "train_epoch", crash_on_third)
+        patch.setattr(shared, "train_epoch", crash_on_third)
         with pytest.raises(KeyboardInterrupt):
             tt.train_tagger(cfg, corpus(), tmp_path / "run")
     assert (tmp_path / "run.ckpt" / "state.json").exists() and not (tmp_path / "run").exists()
