@@ -6,7 +6,7 @@
 prompt, never on what else runs beside it. `StopMatcher` ends a stream at a stop sequence; the stop sequence
 itself is never part of the returned text. `Decoder` is one stream's decoding (prompt, sampled tokens, text to
 emit, finish reason), the one path that the CLI (`stream`, `generate`) and the service's engine both drive;
-the network's state is stepped by `model.networks.Stepper`.
+the network's state is stepped by `model.generator.stepper.Stepper`.
 """
 
 from __future__ import annotations
