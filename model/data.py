@@ -10,6 +10,7 @@ Your own labelled data: .csv, .tsv or .jsonl with a text and a label column (UTF
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import logging
@@ -36,8 +37,9 @@ class DataError(Exception):
 @dataclass(frozen=True)
 class RemoteFile:
     path: str  # relative to the data set directory
-    sha256: str
+    sha256: str  # of the file as it is used (unpacked)
     url: str
+    gzipped: bool = False  # the URL serves it gzip-compressed
 
 
 _SST2_URL = "https://raw.githubusercontent.com/awake020/pytorch_Bert_sst2/master/SST-2/{}"
@@ -47,6 +49,19 @@ _SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/d
 
 
 _UD_EWT_URL = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/en_ewt-ud-{}.conllu"
+
+
+_MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{}.gz"
+_MULTI30K_SHA256 = {
+    "test_2016_flickr.de": "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16",
+    "test_2016_flickr.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
+    "train.de": "2c2b73fd2b548fbcde3a875e0a78d6ee94d498bfdee6bd3eae3945779e9ddf72",
+    "train.en": "460a15fbd157e34a7a9957ee388c1ca247fe47af3ef25fb50442af6c274e0fc6",
+    "val.de": "660e09eb7e1da2f856ea13ee5ad3cf6d36b3d5b0b733c857e94c5747a3dfc660",
+    "val.en": "1f2a23d992769b5b3d209b0a10dd0b77c08cceb1f20dfb97ed0aafa49d107227",
+}
+# Multi30k task 1's splits as this project names them: train, dev (its val) and test (test_2016_flickr)
+_MULTI30K_SPLITS = {"train": "train", "dev": "val", "test": "test_2016_flickr"}
 
 
 BUILTIN: dict[str, dict[str, RemoteFile]] = {
@@ -92,6 +107,13 @@ BUILTIN: dict[str, dict[str, RemoteFile]] = {
             _UD_EWT_URL.format("test"),
         ),
     },
+    "multi30k": {
+        f"{split}.{lang}": RemoteFile(
+            f"multi30k/{name}.{lang}", _MULTI30K_SHA256[f"{name}.{lang}"], _MULTI30K_URL.format(f"{name}.{lang}"), True
+        )
+        for split, name in _MULTI30K_SPLITS.items()
+        for lang in ("de", "en")
+    },
 }
 
 
@@ -124,7 +146,8 @@ def _download(remote: RemoteFile, dest: Path) -> None:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=30) as resp:
-            while chunk := resp.read(1 << 20):
+            stream = gzip.GzipFile(fileobj=resp) if remote.gzipped else resp
+            while chunk := stream.read(1 << 20):
                 out.write(chunk)
         _verified(tmp, remote)
         os.replace(tmp, dest)

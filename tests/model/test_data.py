@@ -3,6 +3,7 @@ data sets."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -396,6 +397,18 @@ def test_resolve_downloads_verifies_and_caches(
     calls = _offline(monkeypatch)
     assert resolve("toy", "train") == got
     assert calls == []
+
+
+def test_resolve_unpacks_a_gzipped_download_and_verifies_the_unpacked_file(
+    monkeypatch: pytest.MonkeyPatch, toy: dict[str, Any], tmp_path: Path
+) -> None:
+    served = tmp_path / "served" / "train.tsv.gz"
+    served.parent.mkdir(parents=True)
+    served.write_bytes(gzip.compress(toy["content"]))
+    remote = RemoteFile("toy/train.tsv", toy["remote"].sha256, served.as_uri(), gzipped=True)
+    monkeypatch.setitem(data.BUILTIN, "toy", {"train": remote})
+    monkeypatch.setenv("RNN_CACHE_DIR", str(tmp_path / "cache"))
+    assert resolve("toy", "train").read_bytes() == toy["content"]
 
 
 def test_resolve_rejects_a_download_with_the_wrong_checksum(

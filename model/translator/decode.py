@@ -1,0 +1,151 @@
+"""Decoding: beam search over a batch of source sentences (beam 1 is greedy decoding), the one path the CLI, the
+evaluation and the service's engine all use.
+
+Each sentence keeps `beam` live hypotheses; a step extends all of them at once (the batch's beams are one batch of
+rows) and keeps, per sentence, the `beam` best extensions by summed log-probability. A hypothesis that emits [EOS]
+is finished and scored with a length penalty, GNMT's ((5 + |y|) / 6) ** alpha (Wu et al. 2016; alpha 0 ranks by
+the plain sum, which favours short output). A sentence is done once it holds `beam` finished hypotheses and no
+live one can still beat them, or at its length limit (`max_len_a` * source length + `max_len_b` subwords), where
+its live hypotheses are finished as they stand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from model.networks import Hidden
+from model.translator.network import Translator
+from model.translator.subwords import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class Hypothesis:
+    """A translation's target ids (without markers), its score (the length-penalised log-probability by which
+    hypotheses are ranked), its summed log-probability, and its attention over the source (one row per emitted
+    id and the final [EOS]; empty unless asked for)."""
+
+    ids: list[int]
+    score: float
+    log_prob: float
+    attention: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class DecodeParams:
+    beam: int = 1
+    n_best: int = 1
+    alpha: float = 0.6  # the length penalty's exponent
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    max_new_tokens: int | None = None  # a hard cap on top of the relative limit
+    attention: bool = False  # keep each hypothesis's attention rows (for alignments)
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or self.n_best < 1 or self.n_best > self.beam:
+            raise ValueError(f"need 1 <= n_best <= beam, got beam {self.beam}, n_best {self.n_best}")
+
+    def limit(self, source_length: int) -> int:
+        """The most target subwords a source of `source_length` subwords may get."""
+        limit = int(self.max_len_a * source_length + self.max_len_b)
+        return max(1, min(limit, self.max_new_tokens) if self.max_new_tokens is not None else limit)
+
+
+def penalty(length: int, alpha: float) -> float:
+    return float(((5 + length) / 6) ** alpha)
+
+
+def _select(hidden: Hidden, index: torch.Tensor) -> Hidden:
+    if isinstance(hidden, tuple):
+        return (hidden[0][:, index], hidden[1][:, index])
+    return hidden[:, index]
+
+
+def pad_sources(sources: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, S) on `device` and lengths (B,) on the CPU."""
+    lengths = torch.tensor([len(s) for s in sources], dtype=torch.long)
+    ids = torch.full((len(sources), int(lengths.max())), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(sources):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids.to(device), lengths
+
+
+@torch.inference_mode()
+def beam_search(net: Translator, sources: list[list[int]], params: DecodeParams) -> list[list[Hypothesis]]:
+    """The `n_best` best hypotheses, best first, of each source (ids ending in [EOS], as encode_source gives)."""
+    was_training = net.training
+    net.eval()
+    device = net.output_bias.device
+    batch, beam = len(sources), params.beam
+    ids, lengths = pad_sources(sources, device)
+    memory = net.encode(ids, lengths)
+    rows = torch.arange(batch, device=device).repeat_interleave(beam)  # (B * K,): each row's sentence
+    memory = memory.select(rows)
+    hidden = net.initial_state(memory)  # (L, B * K, H)
+    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # one live hypothesis per sentence at the start: the others would be its duplicates
+    tokens = torch.full((batch * beam, 0), BOS_ID, dtype=torch.long, device=device)
+    attn_rows: list[torch.Tensor] = []  # per step, (B * K, S)
+    previous = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
+    limits = [params.limit(len(s)) for s in sources]
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    vocab = net.config.target_vocab_size
+    for t in range(max(limits)):
+        logits, hidden, weights = net.step(previous, hidden, memory)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B * K, V)
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        total = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
+        best, flat = total.topk(beam, dim=-1)  # (B, K)
+        origin = flat // vocab + torch.arange(batch, device=device)[:, None] * beam  # (B, K): source row
+        word = flat % vocab
+        origin, word = origin.view(-1), word.view(-1)
+        tokens = torch.cat([tokens[origin], word[:, None]], dim=1)
+        if params.attention:
+            attn_rows = [a[origin] for a in attn_rows] + [weights[origin]]
+        hidden = _select(hidden, origin)
+        scores = best.clone()
+        ended = (word == EOS_ID).view(batch, beam)
+        at_limit = [t + 1 >= limits[b] for b in range(batch)]
+        best_cpu, ended_cpu = best.cpu(), ended.cpu()
+        for b in range(batch):
+            if done[b]:
+                scores[b] = float("-inf")
+                continue
+            for k in range(beam):
+                value = float(best_cpu[b, k])
+                if value == float("-inf"):
+                    continue
+                if bool(ended_cpu[b, k]) or at_limit[b]:
+                    row = b * beam + k
+                    emitted = tokens[row].tolist()
+                    body = emitted[:-1] if emitted[-1] == EOS_ID else emitted
+                    hyp = Hypothesis(body, value / penalty(len(emitted), params.alpha), value)
+                    if params.attention:
+                        hyp.attention = [a[row].tolist() for a in attn_rows]
+                    finished[b].append(hyp)
+                    scores[b, k] = float("-inf")
+            finished[b].sort(key=lambda h: -h.score)
+            if at_limit[b] or _settled(finished[b], scores[b], beam, params.alpha, limits[b], t + 1):
+                done[b] = True
+                scores[b] = float("-inf")
+        if all(done):
+            break
+        previous = word
+    net.train(was_training)
+    return [hyps[: params.n_best] for hyps in finished]
+
+
+def _settled(finished: list[Hypothesis], live: torch.Tensor, beam: int, alpha: float, limit: int, t: int) -> bool:
+    """Done when `beam` hypotheses have finished and no live one can still beat the worst of them: a live sum of
+    log-probabilities only falls, so its best possible score is that sum under the most lenient penalty it can
+    still get (the longest, at the limit, for alpha >= 0)."""
+    if len(finished) < beam:
+        return False
+    best_live = float(live.max())
+    if best_live == float("-inf"):
+        return True
+    lenient = max(penalty(t + 1, alpha), penalty(limit, alpha))
+    return best_live / lenient < finished[beam - 1].score
