@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     sentiment_artifact: Path | Literal["none"] | None = None
     generator_artifact: Path | Literal["none"] | None = None
     tagger_artifact: Path | Literal["none"] | None = None
+    translator_artifact: Path | Literal["none"] | None = None
     # more models beside the defaults, by name: `name=path,name2=path2` or a JSON object; each one's kind comes
     # from its artifact, and requests choose it with `"model": "name"`
     models: Annotated[dict[str, Path], NoDecode] = {}

@@ -21,6 +21,7 @@ from app.serving.generator import GeneratorEngine
 from app.serving.registry import Engine
 from app.serving.sentiment import ClassifierEngine
 from app.serving.tagger import TaggerEngine
+from app.serving.translator import TranslatorEngine
 
 ANSWERING = "rnn.engine"  # the ASGI scope key of the engine a request was given
 
@@ -80,6 +81,10 @@ def generator(request: Request, name: str | None = None) -> GeneratorEngine:
 
 def tagger(request: Request, name: str | None = None) -> TaggerEngine:
     return cast(TaggerEngine, engine_for(request, TaggerEngine.kind, name))
+
+
+def translator(request: Request, name: str | None = None) -> TranslatorEngine:
+    return cast(TranslatorEngine, engine_for(request, TranslatorEngine.kind, name))
 
 
 def check_key(request: Request, keys: KeyRing, variable: str) -> None:

@@ -29,7 +29,7 @@ from app.config import Settings, load_settings
 from app.deps import require_api_key
 from app.loading import load_engines, settle_heap, start_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware, model_posts
-from app.routes import admin, generator, health, hf, openai, sentiment, tagger
+from app.routes import admin, generator, health, hf, openai, sentiment, tagger, translator
 from app.routes.errors import http_error, validation_error
 from app.serving.metrics import Metrics
 
@@ -37,7 +37,7 @@ log = logging.getLogger("app")
 STATIC = Path(__file__).parent / "static"
 # the model routes: each module's `router` (behind the API key when one is set) and `document_limits(schemas,
 # settings)`; one module per kind, then the other protocols (Hugging Face's, OpenAI's)
-MODEL_ROUTES = (sentiment, generator, tagger, hf, openai)  # the kinds' routes, then the protocols'
+MODEL_ROUTES = (sentiment, generator, tagger, translator, hf, openai)  # the kinds' routes, then the protocols'
 # the paths under the in-flight limit (RNN_MAX_CONCURRENT_REQUESTS): the model routes, and POST / and /models/...
 
 

@@ -299,6 +299,75 @@ class TagBatchResponse(BaseModel):
     results: list[TagResponse]
 
 
+MAX_BEAM = 8
+
+
+class TranslateOptions(Strict):
+    """How to decode: the beam (1 is greedy), how many translations to return, a length cap, alignments."""
+
+    beam: Annotated[int, Field(ge=1, le=MAX_BEAM), INTEGRAL] | None = Field(
+        None, examples=[4], description="beam size, 1 (greedy) to 8; default: the model's (GET /models)"
+    )
+    n_best: Annotated[int, Field(ge=1, le=MAX_BEAM), INTEGRAL] = Field(
+        1, examples=[1], description="how many translations to return (at most `beam`): the best, then alternatives"
+    )
+    max_new_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = Field(
+        None, examples=[None], description="at most this many target subwords (default: 1.5 x the source's + 10)"
+    )
+    alignment: bool = Field(False, description="also return each target subword's most-attended source word")
+
+
+class TranslateRequest(TranslateOptions):
+    text: str = Field(..., min_length=1, examples=["Ein Hund läuft über eine Wiese."], json_schema_extra=NON_BLANK)
+    model: str | None = model_name("translator")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if blank(value):
+            raise ValueError("text must contain at least one non-whitespace character")
+        return valid_unicode(value, "text")
+
+
+class AlignedToken(BaseModel):
+    target: str = Field(examples=["▁dog"], description="a target subword")
+    source_word: int = Field(examples=[1], description="the index of the source word it attends to most")
+    source: str = Field(examples=["Hund"])
+    weight: float = Field(examples=[0.71], description="the attention on that word")
+
+
+class Alternative(BaseModel):
+    translation: str = Field(examples=["A dog is running across a meadow."])
+    score: float = Field(examples=[-2.9])
+
+
+class TranslateResponse(BaseModel):
+    translation: str = Field(examples=["A dog runs across a meadow."])
+    score: float = Field(examples=[-2.4], description="the length-normalised log-probability of the translation")
+    alternatives: list[Alternative] | None = None
+    alignment: list[AlignedToken] | None = None
+
+
+class TranslateBatchRequest(TranslateOptions):
+    texts: list[Annotated[str, Field(json_schema_extra=NON_BLANK)]] = Field(
+        ..., min_length=1, examples=[["Ein Hund läuft.", "Zwei Kinder spielen im Sand."]]
+    )
+    model: str | None = model_name("translator")
+
+    @field_validator("texts")
+    @classmethod
+    def _not_blank(cls, values: list[str]) -> list[str]:
+        for i, value in enumerate(values):
+            if blank(value):
+                raise ValueError(f"texts[{i}] must contain at least one non-whitespace character")
+            valid_unicode(value, f"texts[{i}]")
+        return values
+
+
+class TranslateBatchResponse(BaseModel):
+    results: list[TranslateResponse]
+
+
 class ErrorResponse(BaseModel):
     detail: str
 

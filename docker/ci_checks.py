@@ -68,13 +68,16 @@ def routes(port: int, directory: str) -> None:
     print("tag:", [(t["text"], t["tag"]) for t in tagged["tokens"]])
     assert [t["text"] for t in tagged["tokens"]] == ["I", "saw", "the", "saw", "."]
     assert tagged["tokens"][0]["tag"] == "PRON" and tagged["tokens"][2]["tag"] == "DET"
+    translated = ok("/translate", {"text": "Ein Hund läuft über eine Wiese.", "alignment": True})
+    print("translate:", repr(translated["translation"]))
+    assert translated["translation"].strip() and translated["alignment"], translated
     tgi = ok("/", {"inputs": "ROMEO:", "parameters": {"max_new_tokens": 40, "do_sample": True, "seed": 1}})
     oai = ok("/v1/completions", {"model": "generator", "prompt": "ROMEO:", "max_tokens": 40, "seed": 1})
     assert tgi[0]["generated_text"] == oai["choices"][0]["text"] == out["generated_text"], (tgi, oai)
     assert ok("/models/sentiment", {"inputs": "a moving film"})[0][0]["label"] in {"negative", "positive"}
     print("protocols: TGI, OpenAI and the Inference API answer")
     cards = {card["name"]: card for card in ok("/models")}
-    assert list(cards) == ["sentiment", "generator", "tagger"], list(cards)
+    assert list(cards) == ["sentiment", "generator", "tagger", "translator"], list(cards)
     print("serving:", {name: card["serving"] for name, card in cards.items()})
     assert cards["sentiment"]["serving"]["runtime"] == "onnx"  # the image carries ONNX Runtime, and it loads
 
@@ -92,6 +95,9 @@ def answers(port: int, key: str) -> dict[str, Any]:
     status, body = call(port, "/tag", {"text": "I saw the saw."}, key)
     assert status == 200, (status, body)
     out["tag"] = [t["tag"] for t in body["tokens"]]
+    status, body = call(port, "/translate", {"text": "Zwei Kinder spielen im Sand."}, key)
+    assert status == 200, (status, body)
+    out["translate"] = body["translation"]
     return out
 
 

@@ -119,7 +119,8 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, labels: S
     }
 
 
-def _png(fig: Any) -> bytes:
+def png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -143,7 +144,7 @@ def plot_learning_curves(
     ax2.set_ylabel(metric.replace("_", " "))
     ax2.grid(alpha=0.3)
     fig.suptitle("learning curves")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> bytes:
@@ -160,7 +161,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str]) ->
             color = "white" if confusion[i][j] > peak / 2 else "black"
             ax.text(j, i, str(confusion[i][j]), ha="center", va="center", color=color)
     ax.set_title("confusion matrix")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_reliability(before: list[dict[str, float]], after: list[dict[str, float]]) -> bytes:
@@ -175,7 +176,7 @@ def plot_reliability(before: list[dict[str, float]], after: list[dict[str, float
     ax.legend()
     ax.grid(alpha=0.3)
     ax.set_title("reliability diagram")
-    return _png(fig)
+    return png(fig)
 
 
 def calibration_report(
@@ -338,4 +339,4 @@ def plot_tag_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str]
                 color = "white" if shares[i][j] > 0.5 else "black"
                 ax.text(j, i, str(confusion[i][j]), ha="center", va="center", color=color, fontsize=5.5)
     ax.set_title("tag confusion (colour: share of the row)")
-    return _png(fig)
+    return png(fig)

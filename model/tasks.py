@@ -13,8 +13,9 @@ from model.generator.task import TASK as GENERATOR
 from model.kind import Task
 from model.sentiment.task import TASK as SENTIMENT
 from model.tagger.task import TASK as TAGGER
+from model.translator.task import TASK as TRANSLATOR
 
-TASKS: dict[str, Task] = {task.name: task for task in (SENTIMENT, GENERATOR, TAGGER)}
+TASKS: dict[str, Task] = {task.name: task for task in (SENTIMENT, GENERATOR, TAGGER, TRANSLATOR)}
 
 
 def by_artifact_task(artifact_task: str) -> Task:

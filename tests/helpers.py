@@ -127,6 +127,10 @@ def tiny_train_argv(kind: str, folder: Path) -> list[str]:
     elif kind == "tagger":
         data = write_conllu(folder / "tiny.conllu", tagged_sentences(40))
         sizes = ["--embedding-dim", "8", "--hidden-size", "8", "--char-dim", "4", "--char-hidden", "4"]
+    elif kind == "translator":
+        pairs = [("ein Hund läuft .", "a dog runs ."), ("zwei Katzen schlafen .", "two cats sleep .")] * 20
+        data = write_bytes(folder / "tiny.tsv", "".join(f"{s}\t{t}\n" for s, t in pairs))
+        sizes = ["--embedding-dim", "8", "--hidden-size", "8", "--vocab-size", "100", "--dev-sentences", "4"]
     else:
         raise ValueError(f"no tiny training data for {kind!r}")
     return ["train", kind, "--train", str(data), *common, *sizes]

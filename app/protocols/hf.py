@@ -312,6 +312,32 @@ class TokenClassificationRequest(_TextsRequest):
     parameters: TokenClassificationParameters = Field(default_factory=lambda: TokenClassificationParameters())
 
 
+class TranslationGenerateParameters(Strict):
+    """The generation settings a translation takes: the beam and a length cap (other generation settings are refused,
+    naming the field)."""
+
+    num_beams: Int | None = Field(default=None, ge=1, le=8, description="beam size; default: the model's")
+    max_new_tokens: Int | None = Field(default=None, ge=1, description="at most this many target subwords")
+
+
+class TranslationParameters(Strict):
+    src_lang: str | None = Field(default=None, description="accepted: a model here translates one pair of languages")
+    tgt_lang: str | None = Field(default=None, description="accepted: a model here translates one pair of languages")
+    clean_up_tokenization_spaces: bool | None = Field(default=None, description="accepted: output is detokenized")
+    truncation: Literal["do_not_truncate", "longest_first", "only_first", "only_second"] | None = Field(
+        default=None, description="accepted: inputs are never truncated (over RNN_MAX_INPUT_CHARS is a 413)"
+    )
+    generate_parameters: TranslationGenerateParameters | None = None
+
+
+class TranslationRequest(_TextsRequest):
+    """The Inference API's translation: one text, or a list of them; `[{"translation_text"}]` per text."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "Ein Hund läuft über eine Wiese."}]})
+
+    parameters: TranslationParameters = Field(default_factory=lambda: TranslationParameters())
+
+
 def _bio(tag: str) -> tuple[str, str]:
     """("B" | "I", entity) as transformers' pipeline reads a tag: B-X, I-X; anything else continues an entity."""
     if tag.startswith(("B-", "I-")):

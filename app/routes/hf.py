@@ -28,6 +28,7 @@ from app.protocols.hf import (
     TGIRequest,
     TGIResponse,
     TokenClassificationRequest,
+    TranslationRequest,
     is_bio,
     label_scores,
     token_entities,
@@ -51,13 +52,15 @@ from app.serving.generator import EngineFull, GeneratorEngine, Stream, collect
 from app.serving.registry import Engine
 from app.serving.sentiment import ClassifierEngine
 from app.serving.tagger import TaggerEngine
+from app.serving.translator import TranslatorEngine
 from model.generator.sampling import TokenLogprob, prompt_logprobs
 
 router = APIRouter(tags=["hugging face"], responses=HF_ERRORS)  # the API-key check for the POSTs: app/main.py
 # the GETs: a model's card and info, behind the key as /models is
 info_router = APIRouter(tags=["hugging face"], responses=HF_ERRORS, dependencies=[Depends(require_api_key)])
 
-PIPELINE_TAGS = {"generator": "text-generation", "sentiment": "text-classification", "tagger": "token-classification"}
+PIPELINE_TAGS = {"generator": "text-generation", "sentiment": "text-classification", "tagger": "token-classification",
+                 "translator": "translation"}  # fmt: skip
 NAME = Path(..., pattern=MODEL_NAME, description="a model's name in GET /models", examples=["generator"])
 
 
@@ -220,7 +223,8 @@ async def model_task(request: Request, name: str = NAME) -> Any:
     """The model's task in the Hugging Face Inference API's protocol, as `InferenceClient(base_url=
     .../models/{name})` calls it: `text_generation` (TGI's body and answers) for a generator,
     `text_classification` (`[[{"label", "score"}, ...]]`, every label, best first) for a classifier,
-    `token_classification` for a tagger. `inputs` may also be a list of texts (one answer each) for the last two.
+    `token_classification` for a tagger, `translation` (`[{"translation_text"}]`) for a translator. `inputs` may
+    also be a list of texts (one answer each) for the last three.
     """
     engine = answering(request, model_named(request, name))
     payload = await read_json(request)
@@ -234,6 +238,19 @@ async def model_task(request: Request, name: str = NAME) -> Any:
         results = await in_time(engine.classify(texts), settings.request_timeout_s)
         raw, top_k = body.parameters.function_to_apply == "none", body.parameters.top_k
         return [label_scores(r, raw, top_k) for r in results]
+    if isinstance(engine, TranslatorEngine):
+        translation = validated(TranslationRequest, payload)
+        texts = _texts(translation.inputs, settings)
+        given = translation.parameters.generate_parameters
+        cap = given.max_new_tokens if given is not None else None
+        if cap is not None:
+            check_new_tokens(
+                cap, settings.max_new_tokens, ("body", "parameters", "generate_parameters", "max_new_tokens")
+            )
+        params = engine.model.params(beam=given.num_beams if given is not None else None,
+                                     max_new_tokens=cap if cap is not None else settings.max_new_tokens)  # fmt: skip
+        results = await in_time(engine.translate(texts, params), settings.request_timeout_s)
+        return [{"translation_text": r["translation"]} for r in results]
     assert isinstance(engine, TaggerEngine)
     tagging = validated(TokenClassificationRequest, payload)
     texts = _texts(tagging.inputs, settings)

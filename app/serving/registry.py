@@ -16,12 +16,14 @@ from app.serving.generator import GeneratorEngine
 from app.serving.metrics import Metrics
 from app.serving.sentiment import ClassifierEngine
 from app.serving.tagger import TaggerEngine
+from app.serving.translator import TranslatorEngine
 from model.artifacts import Artifact
 from model.generator.predictor import GeneratorModel
 from model.networks import quantize_int8
 from model.sentiment import onnx_runtime
 from model.sentiment.predictor import SentimentModel
 from model.tagger.predictor import TaggerModel
+from model.translator.predictor import TranslatorModel
 
 
 class Predictor(Protocol):
@@ -83,9 +85,14 @@ def tagger(name: str, model: TaggerModel, settings: Settings, metrics: Metrics) 
     return TaggerEngine(model, settings.batch_max_size, settings.batch_max_wait_ms, metrics, name=name)
 
 
+def translator(name: str, model: TranslatorModel, settings: Settings, metrics: Metrics) -> TranslatorEngine:
+    return TranslatorEngine(model, settings.batch_max_size, settings.batch_max_wait_ms, metrics, name=name)
+
+
 # the predictor each builder takes is the one model/tasks.py loads for that key
 ENGINES: dict[str, Callable[[str, Any, Settings, Metrics], Engine]] = {
     "sentiment": classifier,
     "generator": generator,
     "tagger": tagger,
+    "translator": translator,
 }

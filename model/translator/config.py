@@ -45,11 +45,15 @@ class TranslatorTrainConfig:
     threads: int = 0
     max_minutes: float | None = None  # a wall-clock cap a user can ask for (--max-minutes); the preset is epochs
     dev_sentences: int = 500  # dev BLEU (greedy) picks the best epoch on at most this many dev pairs
+    beam: int = 4  # the beam the evaluation uses and the artifact serves by default
+    length_penalty: float = 0.6  # GNMT's alpha (model/translator/decode.py)
 
     def __post_init__(self) -> None:
         check_training(self)
         at_least(self, 1, "embedding_dim", "hidden_size", "num_layers", "max_length", "dev_sentences")
         at_least(self, 100, "vocab_size")
+        if not 1 <= self.beam <= 8:
+            raise ValueError(f"beam must be between 1 and 8, got {self.beam}")
         at_least(self, 0, "min_steps")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
@@ -65,7 +69,7 @@ class TranslatorTrainConfig:
 
 
 TRANSLATOR_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 2, "min_steps": 0, "hidden_size": 256, "embedding_dim": 128, "vocab_size": 4000},
+    "quick": {"epochs": 1, "min_steps": 0, "hidden_size": 256, "embedding_dim": 128, "vocab_size": 4000},
     "default": {},
 }
 

@@ -11,13 +11,15 @@ its live hypotheses are finished as they stand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from tokenizers import Tokenizer
 
 from model.networks import Hidden
 from model.translator.network import Translator
-from model.translator.subwords import BOS_ID, EOS_ID, PAD_ID
+from model.translator.subwords import BOS_ID, EOS_ID, PAD_ID, decode, encode_source
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Hypothesis:
     attention: list[list[float]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeParams:
     beam: int = 1
     n_best: int = 1
@@ -149,3 +151,22 @@ def _settled(finished: list[Hypothesis], live: torch.Tensor, beam: int, alpha: f
         return True
     lenient = max(penalty(t + 1, alpha), penalty(limit, alpha))
     return best_live / lenient < finished[beam - 1].score
+
+
+def translate(
+    net: Translator, source_tok: Tokenizer, target_tok: Tokenizer, texts: Sequence[str], params: DecodeParams,
+    batch_size: int = 64,
+) -> list[list[Hypothesis]]:  # fmt: skip
+    """Each text's n-best hypotheses, in input order, decoded in batches of similar source lengths."""
+    sources = encode_source(source_tok, texts)
+    order = sorted(range(len(texts)), key=lambda i: len(sources[i]))
+    out: dict[int, list[Hypothesis]] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        for i, hyps in zip(idx, beam_search(net, [sources[i] for i in idx], params), strict=True):
+            out[i] = hyps
+    return [out[i] for i in range(len(texts))]
+
+
+def best_texts(target_tok: Tokenizer, results: Sequence[Sequence[Hypothesis]]) -> list[str]:
+    return [decode(target_tok, hyps[0].ids) for hyps in results]

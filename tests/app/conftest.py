@@ -1,5 +1,5 @@
-"""Fixtures for the service tests: three tiny artifacts (a classifier, a generator, a tagger) trained once per
-session (about a second each), settings that ignore the caller's RNN_* environment and any .env file, and
+"""Fixtures for the service tests: four tiny artifacts (a classifier, a generator, a tagger, a translator) trained
+once per session (a second or two each), settings that ignore the caller's RNN_* environment and any .env file, and
 TestClients whose lifespan has run.
 """
 
@@ -30,6 +30,8 @@ from model.generator.data import load_corpus
 from model.sentiment.data import load_user_data
 from model.tagger.config import TaggerTrainConfig
 from model.tagger.conll import TaggedCorpus, TaggedSentence
+from model.translator.config import TranslatorTrainConfig
+from model.translator.data import Pairs, ParallelCorpus
 from tests.helpers import PNG_STUB, sentences, small_config, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +53,23 @@ TAGGED = [
 ]
 TAGS = sorted({tag for _, tags in TAGGED for tag in tags.split()})
 
+# pairs the tiny translator learns by heart: its answers are these translations
+PARALLEL = [
+    ("ein Hund läuft .", "a dog runs ."),
+    ("eine Katze schläft .", "a cat sleeps ."),
+    ("zwei Hunde spielen .", "two dogs play ."),
+    ("ein Mann liest ein Buch .", "a man reads a book ."),
+    ("eine Frau trinkt Kaffee .", "a woman drinks coffee ."),
+    ("zwei Kinder laufen .", "two children run ."),
+]
+
 
 @dataclass(frozen=True)
 class Artifacts:
     sentiment: Path
     generator: Path
     tagger: Path
+    translator: Path
 
 
 def _rnn_vars() -> list[str]:
@@ -65,16 +78,18 @@ def _rnn_vars() -> list[str]:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    """A sentiment, a generator and a tagger artifact, trained in about a second each (plots stubbed: they are
-    not served)."""
+    """A sentiment, a generator, a tagger and a translator artifact, trained in a second or two each (plots
+    stubbed: they are not served)."""
     from model.generator.train import train_generator
     from model.sentiment.train import train_sentiment
     from model.tagger.train import train_tagger
+    from model.translator import train as translator_train
 
     root = tmp_path_factory.mktemp("service-artifacts")
     with pytest.MonkeyPatch.context() as patch:
         for name in ("plot_learning_curves", "plot_confusion", "plot_reliability", "plot_tag_confusion"):
             patch.setattr(evaluate, name, lambda *args, **kwargs: PNG_STUB)
+        patch.setattr(translator_train, "plot_attention", lambda *args, **kwargs: PNG_STUB)
         train_csv = write_csv(root / "train.csv", sentences(48, LABELS, seed=1))
         train_sentiment(small_config(), load_user_data(train_csv, dev_fraction=0.25, seed=0), root / "sentiment")
         corpus = root / "corpus.txt"
@@ -88,7 +103,14 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
                                        hidden_size=16, num_layers=1, dropout=0.0, word_dropout=0.0, lr=2e-2,
                                        patience=100, threads=1, min_steps=0)  # fmt: skip
         train_tagger(tagger_cfg, tagged, root / "tagger")
-    return Artifacts(root / "sentiment", root / "generator", root / "tagger")
+        source, target = [s for s, _ in PARALLEL], [t for _, t in PARALLEL]
+        parallel = ParallelCorpus(Pairs(source * 4, target * 4), Pairs(source, target), None, "tiny-de-en")
+        translator_cfg = TranslatorTrainConfig(
+            epochs=30, batch_size=4, embedding_dim=16, hidden_size=32, vocab_size=100, dropout=0.0,
+            label_smoothing=0.0, lr=1e-2, patience=100, threads=1, min_steps=0, dev_sentences=6, beam=2,
+        )  # fmt: skip
+        translator_train.train_translator(translator_cfg, parallel, root / "translator")
+    return Artifacts(root / "sentiment", root / "generator", root / "tagger", root / "translator")
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +136,7 @@ def clean_settings(artifacts: Artifacts, **overrides: Any) -> Settings:
             "sentiment_artifact": artifacts.sentiment,
             "generator_artifact": artifacts.generator,
             "tagger_artifact": artifacts.tagger,
+            "translator_artifact": artifacts.translator,
             "torch_threads": 1,
             **overrides,
         }
@@ -202,6 +225,7 @@ def running_server(
         RNN_SENTIMENT_ARTIFACT=str(artifacts.sentiment),
         RNN_GENERATOR_ARTIFACT=str(artifacts.generator),
         RNN_TAGGER_ARTIFACT=str(artifacts.tagger),
+        RNN_TRANSLATOR_ARTIFACT=str(artifacts.translator),
         RNN_TORCH_THREADS="1",
         RNN_LOG_LEVEL=log_level,
     )

@@ -21,7 +21,7 @@ from huggingface_hub.errors import HfHubHTTPError, OverloadedError, ValidationEr
 
 from model.generator.predictor import GeneratorModel, load_generator
 from model.generator.sampling import id_to_text
-from tests.app.conftest import LABELS, Artifacts, Server, running_server
+from tests.app.conftest import LABELS, PARALLEL, Artifacts, Server, running_server
 
 pytestmark = pytest.mark.slow
 KEY = "client-test-key"
@@ -194,6 +194,17 @@ def test_token_classification_gives_each_word_its_tag_and_offsets(server: Server
                                                           ("NOUN", "saw")]  # fmt: skip
 
 
+def test_translation_is_the_services_own_answer(server: Server) -> None:
+    client = InferenceClient(base_url=f"{server.url}/models/translator")
+    for source, target in PARALLEL:
+        assert client.translation(source).translation_text == target
+    beam_one = client.translation(PARALLEL[0][0], src_lang="de", tgt_lang="en", generate_parameters={"num_beams": 1})
+    ours = httpx.post(f"{server.url}/translate", json={"text": PARALLEL[0][0], "beam": 1}).json()
+    assert beam_one.translation_text == ours["translation"]
+    with pytest.raises(HfHubHTTPError, match="temperature"):  # a setting it cannot honour is refused by name
+        client.translation(PARALLEL[0][0], generate_parameters={"temperature": 0.5})
+
+
 def test_tei_predict(server: Server) -> None:
     one = httpx.post(f"{server.url}/predict", json={"inputs": "a good and lovely film"})
     assert one.status_code == 200 and [p["label"] for p in one.json()] != []
@@ -272,7 +283,7 @@ def test_logprobs_and_echo(oa: openai.OpenAI, hf: InferenceClient) -> None:
 
 
 def test_models_list_and_retrieve(oa: openai.OpenAI) -> None:
-    assert [m.id for m in oa.models.list()] == ["sentiment", "generator", "tagger"]
+    assert [m.id for m in oa.models.list()] == ["sentiment", "generator", "tagger", "translator"]
     model = oa.models.retrieve("generator")
     assert model.id == "generator" and model.owned_by == "rnn-nlp-service" and model.created > 0
 
@@ -311,7 +322,7 @@ def test_the_api_key_goes_through_each_clients_usual_way(keyed: Server) -> None:
     assert len(sentiment.text_classification("a good film")) == 2
     client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEY, max_retries=0)
     assert client.completions.create(model="generator", prompt="All:", max_tokens=5).choices[0].text
-    assert [m.id for m in client.models.list()] == ["sentiment", "generator", "tagger"]
+    assert [m.id for m in client.models.list()] == ["sentiment", "generator", "tagger", "translator"]
     with pytest.raises(openai.AuthenticationError, match="API key"):
         openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="wrong", max_retries=0).models.list()
 

@@ -90,7 +90,7 @@ def test_models_as_name_path_pairs_or_a_json_object(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("RNN_MODELS", value)
     settings = load_settings(_env_file=None)
     assert settings.models == {"mine": Path("/srv/mine"), "pos.v2": Path("artifacts/pos")}
-    assert list(artifact_paths(settings)) == ["sentiment", "generator", "tagger", "mine", "pos.v2"]
+    assert list(artifact_paths(settings)) == ["sentiment", "generator", "tagger", "translator", "mine", "pos.v2"]
     assert artifact_paths(settings)["tagger"] == Path("artifacts/tagger")
 
 
@@ -150,7 +150,9 @@ def test_every_setting_is_documented_in_the_readme_and_the_env_example() -> None
 
 def test_a_kind_may_be_left_out_and_every_kind_defaults_under_the_artifacts_dir(tmp_path: Path) -> None:
     settings = load_settings(_env_file=None, artifacts_dir=tmp_path, tagger_artifact="None")
-    assert artifact_paths(settings) == {"sentiment": tmp_path / "sentiment", "generator": tmp_path / "generator"}
+    assert artifact_paths(settings) == {
+        "sentiment": tmp_path / "sentiment", "generator": tmp_path / "generator", "translator": tmp_path / "translator"
+    }  # fmt: skip
     assert kinds_off(settings) == ["tagger"]
     mine = load_settings(_env_file=None, sentiment_artifact=tmp_path / "mine")
     assert artifact_paths(mine)["sentiment"] == tmp_path / "mine"

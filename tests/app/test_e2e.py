@@ -57,7 +57,13 @@ def test_the_server_serves_and_stops_cleanly_on_sigterm(server: Server) -> None:
             ["DET", "NOUN", "VERB", "PRON"], ["PRON", "VERB"]
         ]  # fmt: skip
 
-        assert [card["name"] for card in c.get("/models").json()] == ["sentiment", "generator", "tagger", "mine"]
+        assert [card["name"] for card in c.get("/models").json()] == [
+            "sentiment",
+            "generator",
+            "tagger",
+            "translator",
+            "mine",
+        ]
         r = c.post("/sentiment", json={"text": "weary0 weary1 a film", "model": "mine"})
         assert r.status_code == 200 and sorted(r.json()["probabilities"]) == THREE_LABELS
         assert c.post("/sentiment", json={"text": "good", "model": "nope"}).status_code == 404

@@ -38,7 +38,10 @@ def write_version(source: Path, out: Path, nudge: float = 0.0) -> str:
     the trainer writes one: atomically, so a poll never sees it half done. Returns its sha256."""
     old = load_artifact(source)
     state = {k: v + nudge if v.is_floating_point() else v for k, v in old.state_dict.items()}
-    save_artifact(out, old.config, state, old.tokenizer)
+    # the files the model needs beside its weights (a translator's target vocabulary); not the classifier's graph,
+    # which the nudged weights no longer match (loading exports a new one)
+    needed = {name: (source / name).read_bytes() for name in old.files if name == "target_tokenizer.json"}
+    save_artifact(out, old.config, state, old.tokenizer, needed)
     return load_artifact(out).sha256
 
 
@@ -114,7 +117,7 @@ def test_a_swapped_out_engine_of_every_kind_is_freed_without_the_cycle_collector
     """A swap collects only the objects made since the last freeze (app/loading.py's settle_heap): the old engine
     was frozen at start-up, so only reference counting can free it, and a reference cycle would keep it, its
     model and its network for the life of the process."""
-    shelves = {kind: tmp_path / kind for kind in ("sentiment", "generator", "tagger")}
+    shelves = {kind: tmp_path / kind for kind in ("sentiment", "generator", "tagger", "translator")}
     for kind, shelf in shelves.items():
         write_version(getattr(artifacts, kind), shelf / "1")
     paths = {f"{kind}_artifact": shelf for kind, shelf in shelves.items()}
@@ -127,6 +130,7 @@ def test_a_swapped_out_engine_of_every_kind_is_freed_without_the_cycle_collector
         c.post("/sentiment", json={"text": TEXT})
         c.post("/tag", json={"text": "I saw it"})
         c.post("/generate", json={"inputs": "First", "parameters": {"max_new_tokens": 5}})
+        c.post("/translate", json={"text": "ein Hund läuft .", "beam": 2, "alignment": True})
         for kind, shelf in shelves.items():
             write_version(getattr(artifacts, kind), shelf / "2", nudge=0.05)
         wait_for(lambda: all(card(c, kind)["version"] == 2 for kind in shelves))

@@ -16,11 +16,11 @@ from app.serving.registry import ENGINES
 from model.tasks import TASKS
 from tests.app.conftest import LABELS, THREE_LABELS, Artifacts, ClientFactory, clean_settings, metric
 
-LOADED = "['sentiment', 'generator', 'tagger', 'mine']"
+LOADED = "['sentiment', 'generator', 'tagger', 'translator', 'mine']"
 
 
 def test_every_kind_has_an_engine_and_a_default_artifact_setting() -> None:
-    assert list(ENGINES) == list(TASKS) == list(default_names()) == ["sentiment", "generator", "tagger"]
+    assert list(ENGINES) == list(TASKS) == list(default_names()) == ["sentiment", "generator", "tagger", "translator"]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def mine(artifacts: Artifacts, three_labels: Path) -> Iterator[TestClient]:
 
 def test_the_extra_model_has_a_card_after_the_defaults(mine: TestClient, three_labels: Path) -> None:
     cards = mine.get("/models").json()
-    assert [c["name"] for c in cards] == ["sentiment", "generator", "tagger", "mine"]
-    assert cards[3]["task"] == "sentiment" and cards[3]["labels"] == THREE_LABELS
-    assert cards[3]["serving"] == cards[0]["serving"]  # runs as the default classifier does
+    assert [c["name"] for c in cards] == ["sentiment", "generator", "tagger", "translator", "mine"]
+    assert cards[4]["task"] == "sentiment" and cards[4]["labels"] == THREE_LABELS
+    assert cards[4]["serving"] == cards[0]["serving"]  # runs as the default classifier does
     assert mine.get("/ready").json() == {"status": "ready"}
 
 
@@ -104,7 +104,7 @@ def test_an_extra_model_takes_its_kind_from_its_artifact(make_client: ClientFact
     assert c.post("/generate", json={**body, "model": "gen2"}).json() == c.post("/generate", json=body).json()
     tagged = c.post("/tag", json={"text": "I saw the saw .", "model": "pos"}).json()
     assert tagged == c.post("/tag", json={"text": "I saw the saw ."}).json()
-    assert [card["task"] for card in c.get("/models").json()][3:] == ["generation", "tagging"]
+    assert [card["task"] for card in c.get("/models").json()][4:] == ["generation", "tagging"]
 
 
 def test_a_bad_extra_artifact_stops_start_up_naming_it(
@@ -123,7 +123,7 @@ def test_a_deployment_without_a_kind_serves_the_others(make_client: ClientFactor
     """RNN_TAGGER_ARTIFACT=none: the tagger is not loaded, its routes say why with 404, and the service is ready."""
     c = make_client(tagger_artifact="none")
     assert c.get("/ready").status_code == 200
-    assert [card["name"] for card in c.get("/models").json()] == ["sentiment", "generator"]
+    assert [card["name"] for card in c.get("/models").json()] == ["sentiment", "generator", "translator"]
     r = c.post("/tag", json={"text": "I saw it"})
     assert r.status_code == 404 and "RNN_TAGGER_ARTIFACT=none" in r.json()["detail"], r.text
     assert c.post("/sentiment", json={"text": "a fine film"}).status_code == 200

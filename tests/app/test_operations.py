@@ -64,7 +64,7 @@ def test_model_cards_match_the_artifacts(client: TestClient, artifacts: Artifact
     r = client.get("/models")
     assert r.status_code == 200
     cards = {card["name"]: card for card in r.json()}
-    assert list(cards) == ["sentiment", "generator", "tagger"]
+    assert list(cards) == ["sentiment", "generator", "tagger", "translator"]
     for name in cards:
         path = getattr(artifacts, name)
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))

@@ -31,11 +31,14 @@ def republish(path: Path, nudge: float) -> str:
     return load_artifact(path).sha256
 
 
+KINDS = ("sentiment", "generator", "tagger", "translator")
+
+
 @pytest.fixture
 def own_artifacts(artifacts: Artifacts, tmp_path: Path) -> Artifacts:
     """A private copy: these tests rewrite them."""
-    copy = Artifacts(tmp_path / "sentiment", tmp_path / "generator", tmp_path / "tagger")
-    for name in ("sentiment", "generator", "tagger"):
+    copy = Artifacts(*(tmp_path / name for name in KINDS))
+    for name in KINDS:
         shutil.copytree(getattr(artifacts, name), getattr(copy, name))
     return copy
 
@@ -68,7 +71,7 @@ def test_reload_swaps_in_every_new_artifact_and_refuses_a_bad_one(
     shutil.copytree(own_artifacts.sentiment, mine)
     c = make_client(**_own(own_artifacts, models={"mine": mine}))
     before = {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}
-    assert list(before) == ["sentiment", "generator", "tagger", "mine"]
+    assert list(before) == ["sentiment", "generator", "tagger", "translator", "mine"]
     new = {"sentiment": republish(own_artifacts.sentiment, 0.01), "tagger": republish(own_artifacts.tagger, 0.01),
            "mine": republish(mine, 0.02)}  # fmt: skip
     assert all(new[name] != before[name] for name in new)
@@ -78,6 +81,7 @@ def test_reload_swaps_in_every_new_artifact_and_refuses_a_bad_one(
         {"name": "sentiment", "task": "sentiment", "sha256": new["sentiment"]},
         {"name": "generator", "task": "generation", "sha256": before["generator"]},
         {"name": "tagger", "task": "tagging", "sha256": new["tagger"]},
+        {"name": "translator", "task": "translation", "sha256": before["translator"]},
         {"name": "mine", "task": "sentiment", "sha256": new["mine"]},
     ]
     assert {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()} == {**before, **new}
@@ -158,7 +162,10 @@ def test_reloads_under_load_fail_no_request(own_artifacts: Artifacts, tmp_path: 
                 t.join(30)
         cards = {m["name"]: m["sha256"] for m in httpx.get(f"{server.url}/models", headers=AUTH).json()}
         tagger = load_artifact(own_artifacts.tagger).sha256
-        assert cards == {"sentiment": sha, "generator": sha2, "tagger": tagger}, server.output()
+        translator = load_artifact(own_artifacts.translator).sha256
+        assert cards == {"sentiment": sha, "generator": sha2, "tagger": tagger, "translator": translator}, (
+            server.output()
+        )
         assert set(statuses) == {200}, (statuses, server.output())
         assert sum(statuses.values()) > 20
 

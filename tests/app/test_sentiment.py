@@ -260,7 +260,8 @@ def test_the_classifier_serves_its_artifacts_graph_without_an_export(
 def test_auto_runtime_is_onnx_when_installed(client: TestClient) -> None:
     from model.sentiment.onnx_runtime import available
 
-    [sentiment, generator, tagger] = client.get("/models").json()
+    [sentiment, generator, tagger, translator] = client.get("/models").json()
     assert sentiment["serving"]["runtime"] == ("onnx" if available() else "torch")
     assert generator["serving"] == {"runtime": "numpy"}
     assert tagger["serving"] == {"runtime": "torch"}
+    assert translator["serving"] == {"runtime": "torch", "beam": 2}

@@ -195,5 +195,5 @@ def test_a_model_of_another_kind_or_no_model_by_that_name(client: TestClient) ->
     assert error["loc"] == ["body", "model"] and "sentiment model" in error["msg"] and "tagger model" in error["msg"]
     r = client.post("/tag/batch", json={"texts": ["I saw it"], "model": "nope"})
     assert r.status_code == 404
-    assert r.json()["detail"] == "no model named 'nope'; loaded: ['sentiment', 'generator', 'tagger']"
+    assert r.json()["detail"] == "no model named 'nope'; loaded: ['sentiment', 'generator', 'tagger', 'translator']"
     assert client.post("/tag", json={"text": "I saw it", "model": "tagger"}).status_code == 200

@@ -84,7 +84,7 @@ def test_an_empty_directory_of_versions_waits_for_its_first_version(
         ready = c.get("/ready")
         assert ready.status_code == 503 and "waiting for the first version of: sentiment" in ready.json()["reason"]
         assert c.post("/tag", json={"text": "I saw it"}).status_code == 200
-        assert [m["name"] for m in c.get("/models").json()] == ["generator", "tagger"]
+        assert [m["name"] for m in c.get("/models").json()] == ["generator", "tagger", "translator"]
         shutil.copytree(artifacts.sentiment, tmp_path / ".1.tmp")
         (tmp_path / ".1.tmp").rename(base / "1")  # as save_artifact publishes one
         deadline = time.monotonic() + 30
@@ -92,7 +92,7 @@ def test_an_empty_directory_of_versions_waits_for_its_first_version(
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert c.post("/sentiment", json={"text": "a fine film"}).headers["x-model-version"] == "1"
-        assert [m["name"] for m in c.get("/models").json()] == ["sentiment", "generator", "tagger"]
+        assert [m["name"] for m in c.get("/models").json()] == ["sentiment", "generator", "tagger", "translator"]
     (base / "1").rename(tmp_path / "gone")
     with pytest.raises(Exception, match="no version may serve"):  # versions there, none usable: an error
         (base / "2").mkdir()

@@ -18,7 +18,7 @@ from tests.helpers import tagged_sentences
 
 
 def test_every_kind_names_its_parts() -> None:
-    assert list(TASKS) == ["sentiment", "generator", "tagger"]
+    assert list(TASKS) == ["sentiment", "generator", "tagger", "translator"]
     for name, task in TASKS.items():
         assert task.name == name and dataclasses.is_dataclass(task.network_config)
         cli = task.cli_module()
