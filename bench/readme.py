@@ -57,7 +57,7 @@ def glance() -> str:
         _load("tagger_default"),
     )
     serve, speed, first, swaps = _load("serve"), _load("generator_speed"), _load("first_answer"), _load("swaps")
-    isa, soak = _load("isa"), _load("soak")
+    isa, soak, tq = _load("isa"), _load("soak"), _load("translator_quality")
     row(
         "SST-2 sentiment, test accuracy",
         "sentiment-on-sst-2",
@@ -81,6 +81,14 @@ def glance() -> str:
         "UD English EWT tagger, UPOS test accuracy",
         "part-of-speech-tagging-on-ud-english-ewt",
         lambda: (f"{t['default']['test_accuracy']:.4f}", f"most frequent tag {t['baseline']['test_accuracy']:.4f}"),
+    )
+    row(
+        "Multi30k German to English, test BLEU (lower-cased)",
+        "translation-on-multi30k-german-to-english",
+        lambda: (
+            f"{tq['presets'][0]['bleu_lowercase_tokens']:.2f} ({tq['presets'][0]['preset']} preset)",
+            f"copy the source {tq['copy_source']['bleu_lowercase_tokens']:.2f}",
+        ),
     )
     row(
         "POST /sentiment, 64 connections",

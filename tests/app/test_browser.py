@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from model.versions import RESERVED
-from tests.app.conftest import Artifacts, running_server
+from tests.app.conftest import PARALLEL, Artifacts, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -101,6 +101,22 @@ def test_errors_are_shown_not_swallowed(page) -> None:  # noqa: ANN001
     assert "RNN_MAX_INPUT_CHARS" in page.locator("#tag-output").inner_text()
 
 
+def test_translation_shows_the_text_and_its_alignment_heatmap(page, server: str) -> None:  # noqa: ANN001
+    source, target = PARALLEL[3]
+    page.fill("#translate-input", source)
+    page.click("#translate-submit")
+    page.locator("#translate-output .translation").wait_for(timeout=15_000)
+    assert page.locator("#translate-output .translation").inner_text() == target
+    answer = httpx.post(f"{server}/translate", json={"text": source, "alignment": True}).json()
+    rows = page.locator("#translate-output table.alignment tr")
+    assert rows.count() == len(answer["alignment"]) + 1  # a header of source words, then one row per subword
+    assert page.locator("#translate-output th.source").count() == max(a["source_word"] for a in answer["alignment"]) + 1
+    page.fill("#translate-input", "a" * 2001)
+    page.click("#translate-submit")
+    page.locator("#translate-output .error").wait_for(timeout=10_000)
+    assert "RNN_MAX_INPUT_CHARS" in page.locator("#translate-output").inner_text()
+
+
 def test_the_page_says_which_version_serves_and_what_is_training(page, artifacts: Artifacts, tmp_path: Path) -> None:  # noqa: ANN001, E501
     shelf = tmp_path / "sentiment"
     shutil.copytree(artifacts.sentiment, shelf / "1")
@@ -108,7 +124,7 @@ def test_the_page_says_which_version_serves_and_what_is_training(page, artifacts
     with running_server(artifacts, tmp_path, log_level="warning", env={"RNN_SENTIMENT_ARTIFACT": str(shelf)}) as s:
         other = page.context.browser.new_page()  # the module's browser, on this server
         other.goto(s.url + "/")
-        other.wait_for_function("document.getElementById('models-status').textContent.includes('tagger')")
-        expected = "sentiment: version 1, version 2 training · generator: loaded · tagger: loaded"
+        other.wait_for_function("document.getElementById('models-status').textContent.includes('translator')")
+        expected = "sentiment: version 1, version 2 training · generator: loaded · tagger: loaded · translator: loaded"
         assert other.locator("#models-status").inner_text() == expected
         other.close()
