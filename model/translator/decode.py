@@ -94,50 +94,78 @@ def beam_search(net: Translator, sources: list[list[int]], params: DecodeParams)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     done = [False] * batch
     vocab = net.config.target_vocab_size
+    minus_inf = float("-inf")
+    width = min(2 * beam, beam * vocab)
     for t in range(max(limits)):
         logits, hidden, weights = net.step(previous, hidden, memory)
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B * K, V)
-        log_probs[:, PAD_ID] = float("-inf")
-        log_probs[:, BOS_ID] = float("-inf")
+        log_probs[:, PAD_ID] = minus_inf
+        log_probs[:, BOS_ID] = minus_inf
         total = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
-        best, flat = total.topk(beam, dim=-1)  # (B, K)
-        origin = flat // vocab + torch.arange(batch, device=device)[:, None] * beam  # (B, K): source row
-        word = flat % vocab
-        origin, word = origin.view(-1), word.view(-1)
+        # 2K candidates per sentence: after the ones that end, K still continue (a beam never narrows)
+        values, flat = (x.cpu() for x in total.topk(width, dim=-1))  # (B, 2K)
+        origins = flat // vocab + torch.arange(batch)[:, None] * beam  # the row each candidate extends
+        words = flat % vocab
+        keep_origin = torch.arange(batch * beam)  # (B * K,): the rows the next step continues
+        keep_word = torch.full((batch * beam,), EOS_ID, dtype=torch.long)
+        keep_score = torch.full((batch, beam), minus_inf)
+        for b in range(batch):
+            if done[b]:
+                continue
+            live = 0
+            for j in range(width):
+                value = float(values[b, j])
+                if value == minus_inf or live == beam:
+                    break
+                row, w = int(origins[b, j]), int(words[b, j])
+                if w == EOS_ID:
+                    if j < beam:  # an ending counts when it is among the K best extensions
+                        finished[b].append(_hypothesis(tokens[row].tolist(), True, value, row, weights, attn_rows,
+                                                       params))  # fmt: skip
+                    continue
+                slot = b * beam + live
+                keep_origin[slot], keep_word[slot], keep_score[b, live] = row, w, value
+                live += 1
+        origin, word = keep_origin.to(device), keep_word.to(device)
         tokens = torch.cat([tokens[origin], word[:, None]], dim=1)
         if params.attention:
             attn_rows = [a[origin] for a in attn_rows] + [weights[origin]]
         hidden = _select(hidden, origin)
-        scores = best.clone()
-        ended = (word == EOS_ID).view(batch, beam)
-        at_limit = [t + 1 >= limits[b] for b in range(batch)]
-        best_cpu, ended_cpu = best.cpu(), ended.cpu()
         for b in range(batch):
             if done[b]:
-                scores[b] = float("-inf")
                 continue
-            for k in range(beam):
-                value = float(best_cpu[b, k])
-                if value == float("-inf"):
-                    continue
-                if bool(ended_cpu[b, k]) or at_limit[b]:
-                    row = b * beam + k
-                    emitted = tokens[row].tolist()
-                    body = emitted[:-1] if emitted[-1] == EOS_ID else emitted
-                    hyp = Hypothesis(body, value / penalty(len(emitted), params.alpha), value)
-                    if params.attention:
-                        hyp.attention = [a[row].tolist() for a in attn_rows]
-                    finished[b].append(hyp)
-                    scores[b, k] = float("-inf")
+            if t + 1 >= limits[b]:  # at its length limit a sentence's live hypotheses end as they stand
+                for k in range(beam):
+                    value = float(keep_score[b, k])
+                    if value != minus_inf:
+                        row = b * beam + k
+                        finished[b].append(_hypothesis(tokens[row].tolist(), False, value, row, None, attn_rows,
+                                                       params))  # fmt: skip
             finished[b].sort(key=lambda h: -h.score)
-            if at_limit[b] or _settled(finished[b], scores[b], beam, params.alpha, limits[b], t + 1):
+            if t + 1 >= limits[b] or _settled(finished[b], keep_score[b], beam, params.alpha, limits[b], t + 1):
                 done[b] = True
-                scores[b] = float("-inf")
+                keep_score[b] = minus_inf
+        scores = keep_score.to(device)
         if all(done):
             break
         previous = word
     net.train(was_training)
     return [hyps[: params.n_best] for hyps in finished]
+
+
+def _hypothesis(
+    body: list[int], ended: bool, log_prob: float, row: int, weights: torch.Tensor | None,
+    attn_rows: list[torch.Tensor], params: DecodeParams,
+) -> Hypothesis:  # fmt: skip
+    """A finished hypothesis: `body` (the ids emitted before this step's [EOS], when `ended`, or all of them at
+    the length limit), ranked by its log-probability under the length penalty ([EOS] counts in its length); its
+    attention rows when asked for, the ending step's (`weights`) included."""
+    length = len(body) + (1 if ended else 0)
+    hyp = Hypothesis(body, log_prob / penalty(length, params.alpha), log_prob)
+    if params.attention:
+        rows = [a[row] for a in attn_rows] + ([weights[row]] if ended and weights is not None else [])
+        hyp.attention = [r.tolist() for r in rows]
+    return hyp
 
 
 def _settled(finished: list[Hypothesis], live: torch.Tensor, beam: int, alpha: float, limit: int, t: int) -> bool:
