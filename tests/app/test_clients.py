@@ -21,6 +21,7 @@ from huggingface_hub.errors import HfHubHTTPError, OverloadedError, ValidationEr
 
 from model.generator.predictor import GeneratorModel, load_generator
 from model.generator.sampling import id_to_text
+from model.tasks import TASKS
 from tests.app.conftest import LABELS, PARALLEL, Artifacts, Server, running_server
 
 pytestmark = pytest.mark.slow
@@ -283,7 +284,7 @@ def test_logprobs_and_echo(oa: openai.OpenAI, hf: InferenceClient) -> None:
 
 
 def test_models_list_and_retrieve(oa: openai.OpenAI) -> None:
-    assert [m.id for m in oa.models.list()] == ["sentiment", "generator", "tagger", "translator"]
+    assert [m.id for m in oa.models.list()] == list(TASKS)
     model = oa.models.retrieve("generator")
     assert model.id == "generator" and model.owned_by == "rnn-nlp-service" and model.created > 0
 
@@ -322,7 +323,7 @@ def test_the_api_key_goes_through_each_clients_usual_way(keyed: Server) -> None:
     assert len(sentiment.text_classification("a good film")) == 2
     client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEY, max_retries=0)
     assert client.completions.create(model="generator", prompt="All:", max_tokens=5).choices[0].text
-    assert [m.id for m in client.models.list()] == ["sentiment", "generator", "tagger", "translator"]
+    assert [m.id for m in client.models.list()] == list(TASKS)
     with pytest.raises(openai.AuthenticationError, match="API key"):
         openai.OpenAI(base_url=f"{keyed.url}/v1", api_key="wrong", max_retries=0).models.list()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.config import ARTIFACT_SUFFIX, Settings, SettingsError, artifact_paths, default_names, kinds_off, load_settings
+from model.tasks import TASKS
 from tests.app.conftest import REPO
 
 
@@ -90,7 +91,7 @@ def test_models_as_name_path_pairs_or_a_json_object(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("RNN_MODELS", value)
     settings = load_settings(_env_file=None)
     assert settings.models == {"mine": Path("/srv/mine"), "pos.v2": Path("artifacts/pos")}
-    assert list(artifact_paths(settings)) == ["sentiment", "generator", "tagger", "translator", "mine", "pos.v2"]
+    assert list(artifact_paths(settings)) == [*TASKS, "mine", "pos.v2"]
     assert artifact_paths(settings)["tagger"] == Path("artifacts/tagger")
 
 

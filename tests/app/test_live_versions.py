@@ -23,6 +23,7 @@ from app.config import Settings
 from app.main import create_app
 from model.__main__ import main as train_main
 from model.artifacts import load_artifact, save_artifact
+from model.tasks import TASKS
 from model.versions import RESERVED
 from tests.app.conftest import Artifacts, metric, serving
 from tests.helpers import tiny_train_argv
@@ -92,10 +93,14 @@ def test_a_version_that_may_not_serve_is_skipped_once_and_removing_the_newest_ro
     with TestClient(create_app(settings_for(sentiment_artifact=shelf, model_poll_seconds=0.02))) as c:
         write_version(artifacts.sentiment, shelf / "2", nudge=0.05)
         wait_for(lambda: card(c)["version"] == 2)
-        write_version(artifacts.sentiment, shelf / "3", nudge=0.1)
-        weights = shelf / "3" / "model.safetensors"
+        # each put in place whole, as a trainer does: the poller never sees one half written (or not yet corrupt)
+        staging = shelf.parent / "staging"
+        write_version(artifacts.sentiment, staging / "3", nudge=0.1)
+        weights = staging / "3" / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:-16])  # corrupt: its manifest no longer verifies
-        shutil.copytree(artifacts.generator, shelf / "4")  # another task
+        shutil.copytree(artifacts.generator, staging / "4")  # another task
+        (staging / "3").rename(shelf / "3")
+        (staging / "4").rename(shelf / "4")
         wait_for(lambda: metric(c.get("/metrics").text, "rnn_model_versions_skipped_total", model="sentiment") == 2)
         polls = [r for r in caplog.records if "now serving" in r.getMessage()]
         time.sleep(0.3)  # a dozen more polls: nothing counted twice, nothing swapped
@@ -117,7 +122,7 @@ def test_a_swapped_out_engine_of_every_kind_is_freed_without_the_cycle_collector
     """A swap collects only the objects made since the last freeze (app/loading.py's settle_heap): the old engine
     was frozen at start-up, so only reference counting can free it, and a reference cycle would keep it, its
     model and its network for the life of the process."""
-    shelves = {kind: tmp_path / kind for kind in ("sentiment", "generator", "tagger", "translator")}
+    shelves = {kind: tmp_path / kind for kind in TASKS}
     for kind, shelf in shelves.items():
         write_version(getattr(artifacts, kind), shelf / "1")
     paths = {f"{kind}_artifact": shelf for kind, shelf in shelves.items()}

@@ -16,7 +16,7 @@ from app.serving.registry import ENGINES
 from model.tasks import TASKS
 from tests.app.conftest import LABELS, THREE_LABELS, Artifacts, ClientFactory, clean_settings, metric
 
-LOADED = "['sentiment', 'generator', 'tagger', 'translator', 'mine']"
+LOADED = str([*TASKS, "mine"])
 
 
 def test_every_kind_has_an_engine_and_a_default_artifact_setting() -> None:
@@ -32,7 +32,7 @@ def mine(artifacts: Artifacts, three_labels: Path) -> Iterator[TestClient]:
 
 def test_the_extra_model_has_a_card_after_the_defaults(mine: TestClient, three_labels: Path) -> None:
     cards = mine.get("/models").json()
-    assert [c["name"] for c in cards] == ["sentiment", "generator", "tagger", "translator", "mine"]
+    assert [c["name"] for c in cards] == [*TASKS, "mine"]
     assert cards[4]["task"] == "sentiment" and cards[4]["labels"] == THREE_LABELS
     assert cards[4]["serving"] == cards[0]["serving"]  # runs as the default classifier does
     assert mine.get("/ready").json() == {"status": "ready"}

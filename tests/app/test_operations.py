@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from app import auth
 from app.config import Settings
 from app.main import create_app
+from model.tasks import TASKS
 from tests.app.conftest import LABELS, TAGS, Artifacts, ClientFactory, metric
 
 SettingsFor = Callable[..., Settings]
@@ -64,7 +65,7 @@ def test_model_cards_match_the_artifacts(client: TestClient, artifacts: Artifact
     r = client.get("/models")
     assert r.status_code == 200
     cards = {card["name"]: card for card in r.json()}
-    assert list(cards) == ["sentiment", "generator", "tagger", "translator"]
+    assert list(cards) == list(TASKS)
     for name in cards:
         path = getattr(artifacts, name)
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from model.artifacts import load_artifact, save_artifact
+from model.tasks import TASKS
 from tests.app.conftest import Artifacts, ClientFactory, running_server
 
 KEY = "s3cret-admin"
@@ -31,7 +32,7 @@ def republish(path: Path, nudge: float) -> str:
     return load_artifact(path).sha256
 
 
-KINDS = ("sentiment", "generator", "tagger", "translator")
+KINDS = tuple(TASKS)
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_reload_swaps_in_every_new_artifact_and_refuses_a_bad_one(
     shutil.copytree(own_artifacts.sentiment, mine)
     c = make_client(**_own(own_artifacts, models={"mine": mine}))
     before = {m["name"]: m["sha256"] for m in c.get("/models", headers=AUTH).json()}
-    assert list(before) == ["sentiment", "generator", "tagger", "translator", "mine"]
+    assert list(before) == [*TASKS, "mine"]
     new = {"sentiment": republish(own_artifacts.sentiment, 0.01), "tagger": republish(own_artifacts.tagger, 0.01),
            "mine": republish(mine, 0.02)}  # fmt: skip
     assert all(new[name] != before[name] for name in new)

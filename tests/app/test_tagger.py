@@ -15,6 +15,7 @@ from app.main import create_app
 from app.serving.metrics import Metrics
 from app.serving.tagger import TaggerEngine
 from model.tagger.predictor import TaggerModel, load_tagger
+from model.tasks import TASKS
 from tests.app.conftest import TAGGED, Artifacts, ClientFactory, metric, serving
 
 SettingsFor = Callable[..., Settings]
@@ -195,5 +196,5 @@ def test_a_model_of_another_kind_or_no_model_by_that_name(client: TestClient) ->
     assert error["loc"] == ["body", "model"] and "sentiment model" in error["msg"] and "tagger model" in error["msg"]
     r = client.post("/tag/batch", json={"texts": ["I saw it"], "model": "nope"})
     assert r.status_code == 404
-    assert r.json()["detail"] == "no model named 'nope'; loaded: ['sentiment', 'generator', 'tagger', 'translator']"
+    assert r.json()["detail"] == f"no model named 'nope'; loaded: {list(TASKS)}"
     assert client.post("/tag", json={"text": "I saw it", "model": "tagger"}).status_code == 200
