@@ -138,7 +138,8 @@ checks routes
 [ "$(docker inspect --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$API")" = "10001:10001 true" ]
 if docker exec "$API" touch /srv/written 2>/dev/null; then log "the api's root filesystem is writable"; exit 1; fi
 log "non-root and read-only: checked"
-compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx 3
+kinds="$("$PY" -m model kinds | wc -l)"  # every kind has its quick version: each one skipped
+compose run --rm --no-deps trainer 2>/dev/null | grep -c '"skipped"' | grep -qx "$kinds"
 log "the trainer leaves trained models alone: checked"
 restarts="$(docker inspect --format '{{.RestartCount}}' "$API")"
 log "a new sentiment version trained while the api runs"
