@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from model.artifacts import Artifact, ArtifactError, load_artifact
 from model.networks import count_parameters
 from model.translator.config import TranslatorConfig
-from model.translator.decode import DecodeParams, Hypothesis, beam_search
+from model.translator.decode import DecodeParams, Hypothesis, beam_search, translate
 from model.translator.network import Translator
 from model.translator.subwords import decode, encode_source, source_words
 
@@ -105,14 +105,8 @@ class TranslatorModel:
         params = params or self.defaults
         if alignment and not params.attention:
             params = replace(params, attention=True)
-        sources = self.encode(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(sources[i]))
-        out: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            for i, hyps in zip(idx, self.search([sources[i] for i in idx], params), strict=True):
-                out[i] = self.result(texts[i], hyps, alignment)
-        return [out[i] for i in range(len(texts))]
+        results = translate(self.network, self.source_tokenizer, self.target_tokenizer, texts, params, batch_size)
+        return [self.result(text, hyps, alignment) for text, hyps in zip(texts, results, strict=True)]
 
 
 def load_translator(path: str | Path) -> TranslatorModel:
