@@ -84,6 +84,19 @@ def valid_unicode_items(values: list[str], where: str) -> list[str]:
     return values
 
 
+def readable(value: str, where: str) -> str:
+    """A text a model can read: some non-whitespace, and valid Unicode."""
+    if blank(value):
+        raise ValueError(f"{where} must contain at least one non-whitespace character")
+    return valid_unicode(value, where)
+
+
+def readable_items(values: list[str], where: str) -> list[str]:
+    for i, value in enumerate(values):
+        readable(value, f"{where}[{i}]")
+    return values
+
+
 def finite(value: float | None) -> float | None:
     """Python's json reads NaN and Infinity, which no sampling or penalty parameter can take."""
     if value is not None and not math.isfinite(value):
@@ -100,10 +113,8 @@ class SentimentRequest(Strict):
 
     @field_validator("text")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if blank(value):
-            raise ValueError("text must contain at least one non-whitespace character")
-        return valid_unicode(value, "text")
+    def _readable(cls, value: str) -> str:
+        return readable(value, "text")
 
 
 class TokenWeight(BaseModel):
@@ -126,12 +137,8 @@ class SentimentBatchRequest(Strict):
 
     @field_validator("texts")
     @classmethod
-    def _not_blank(cls, values: list[str]) -> list[str]:
-        for i, value in enumerate(values):
-            if blank(value):
-                raise ValueError(f"texts[{i}] must contain at least one non-whitespace character")
-            valid_unicode(value, f"texts[{i}]")
-        return values
+    def _readable(cls, values: list[str]) -> list[str]:
+        return readable_items(values, "texts")
 
 
 class SentimentBatchResponse(BaseModel):
@@ -283,9 +290,7 @@ class TagBatchRequest(Strict):
     @field_validator("texts")
     @classmethod
     def _unicode_texts(cls, values: list[str]) -> list[str]:
-        for i, value in enumerate(values):
-            valid_unicode(value, f"texts[{i}]")
-        return values
+        return valid_unicode_items(values, "texts")
 
     @field_validator("tokens")
     @classmethod
@@ -323,10 +328,8 @@ class TranslateRequest(TranslateOptions):
 
     @field_validator("text")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if blank(value):
-            raise ValueError("text must contain at least one non-whitespace character")
-        return valid_unicode(value, "text")
+    def _readable(cls, value: str) -> str:
+        return readable(value, "text")
 
 
 class AlignedToken(BaseModel):
@@ -356,12 +359,8 @@ class TranslateBatchRequest(TranslateOptions):
 
     @field_validator("texts")
     @classmethod
-    def _not_blank(cls, values: list[str]) -> list[str]:
-        for i, value in enumerate(values):
-            if blank(value):
-                raise ValueError(f"texts[{i}] must contain at least one non-whitespace character")
-            valid_unicode(value, f"texts[{i}]")
-        return values
+    def _readable(cls, values: list[str]) -> list[str]:
+        return readable_items(values, "texts")
 
 
 class TranslateBatchResponse(BaseModel):

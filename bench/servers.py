@@ -2,7 +2,9 @@
 
     python -m bench.servers ceiling --port P   # parses the same request body, returns a constant: the HTTP ceiling
                                                # (/sentiment, and /tag with one constant tag per word)
-    python -m bench.servers naive --port P     # the same classifier, one forward per request, no batching
+    python -m bench.servers naive --port P     # the same classifier, one forward per request, no batching, and
+                                               # the same translator (RNN_TRANSLATOR_ARTIFACT), one beam search
+                                               # per request
 
 Both answer GET /ready with 200 once they can serve, like the service.
 """
@@ -19,8 +21,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.config import load_settings
-from app.schemas import SentimentRequest, SentimentResponse, TagRequest, TagResponse
+from app.schemas import (
+    SentimentRequest,
+    SentimentResponse,
+    TagRequest,
+    TagResponse,
+    TranslateRequest,
+    TranslateResponse,
+)
 from model.sentiment.predictor import load_sentiment
+from model.translator.predictor import load_translator
 
 
 def ceiling_app() -> FastAPI:
@@ -43,11 +53,19 @@ def ceiling_app() -> FastAPI:
     return app
 
 
-def naive_app(artifact: Path) -> FastAPI:
-    """What a first version looks like: a sync route (FastAPI runs it in its thread pool), one forward each."""
+def naive_app(artifact: Path, translator: Path | None = None) -> FastAPI:
+    """What a first version looks like: a sync route (FastAPI runs it in its thread pool), one forward (or one
+    beam search) each."""
     app = FastAPI()
     model = load_sentiment(artifact)
     model.predict(["warm up"])
+    if translator is not None:
+        translation = load_translator(translator)
+        translation.translate(["Ein Hund läuft."])
+
+        @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
+        def translate(body: TranslateRequest) -> dict[str, Any]:
+            return translation.translate([body.text], translation.params(beam=body.beam))[0]
 
     @app.get("/ready")
     async def ready() -> dict[str, str]:
@@ -69,7 +87,12 @@ def main() -> None:
     threads = int(os.environ.get("RNN_TORCH_THREADS", "0"))
     if threads:
         torch.set_num_threads(threads)
-    app = ceiling_app() if args.kind == "ceiling" else naive_app(args.artifact)
+    translator = os.environ.get("RNN_TRANSLATOR_ARTIFACT", "none")
+    app = (
+        ceiling_app()
+        if args.kind == "ceiling"
+        else naive_app(args.artifact, None if translator == "none" else Path(translator))
+    )
     settings = load_settings()
     # the service's own uvicorn settings (app/__main__.py): one process, RNN_LOOP and RNN_HTTP
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop=settings.loop, http=settings.http,

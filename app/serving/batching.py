@@ -1,16 +1,29 @@
-"""What the micro-batching engines (classifier, tagger) share: a queue, one collector task taking the next batch
-off it, one model thread, and the count of calls in progress that a hot reload's drain waits for."""
+"""What the micro-batching engines (classifier, tagger, translator) share: a queue, one collector task taking the
+next batch off it, one model thread, the count of calls in progress that a hot reload's drain waits for, and how a
+batch's futures get their answers or, when the model fails, its error (the requests fail, the collector goes on)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from app.serving.metrics import Metrics
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class Waiting(Protocol):
+    """A queued item: its request awaits `future`, which is done early when the request has gone."""
+
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+
+T = TypeVar("T", bound=Waiting)
 
 
 class MicroBatcher(Generic[T]):
@@ -31,6 +44,17 @@ class MicroBatcher(Generic[T]):
 
     async def _collect(self) -> None:
         raise NotImplementedError
+
+    async def next_live(self) -> list[T]:
+        """The next batch off the queue (next_batch) without the items whose requests have gone, counted in the
+        batch-size histogram."""
+        while True:
+            batch = await next_batch(self.queue, self.max_batch, self.max_wait)
+            self.queue_depth.set(self.queue.qsize())
+            live = [item for item in batch if not item.future.done()]
+            if live:
+                self.batch_size.observe(len(live))
+                return live
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._collect(), name=f"{self.kind}-batcher-{self.name}")
@@ -66,3 +90,18 @@ async def next_batch(queue: asyncio.Queue[T], max_size: int, max_wait: float) ->
         except TimeoutError:
             break
     return batch
+
+
+def answer(items: Iterable[Waiting], results: Iterable[Any]) -> None:
+    """Each item's future its result, unless its request has gone."""
+    for item, result in zip(items, results, strict=True):
+        if not item.future.done():
+            item.future.set_result(result)
+
+
+def fail(items: Iterable[Waiting], exc: BaseException, kind: str) -> None:
+    """A model failure fails these requests, not the collector: logged once, each waiting future gets `exc`."""
+    log.error("%s batch failed", kind, exc_info=exc)
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(exc)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from app.serving.batching import MicroBatcher, next_batch
+from app.serving.batching import MicroBatcher, answer, fail
 from app.serving.metrics import Metrics
 from model.sentiment.onnx_runtime import OnnxClassifier
 from model.sentiment.predictor import SentimentModel
@@ -102,12 +102,7 @@ class ClassifierEngine(MicroBatcher[_Item]):
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await next_batch(self.queue, self.max_batch, self.max_wait)
-            self.queue_depth.set(self.queue.qsize())
-            live = [item for item in batch if not item.future.done()]
-            if not live:
-                continue
-            self.batch_size.observe(len(live))
+            live = await self.next_live()
             texts = [item.text for item in live]
             try:
                 # tokenizing and padding here, on the loop: the model thread then takes the GIL only to start and
@@ -117,15 +112,10 @@ class ClassifierEngine(MicroBatcher[_Item]):
                 runner = self.singles_runner if singles else self.model.runner
                 outputs = await loop.run_in_executor(self.executor, self.model.infer, chunks, self.members, runner)
                 results = self.model.results(self.model.ordered(chunks, outputs))
-            except Exception as exc:  # a model failure fails these requests, not the batcher
-                log.exception("classifier batch failed")
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+            except Exception as exc:
+                fail(live, exc, "classifier")
                 continue
-            for item, result in zip(live, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
+            answer(live, results)
 
     def _occlusion(self, text: str, label_index: int) -> list[dict[str, Any]]:
         """Leave-one-out: a word's weight is how much the predicted label's probability drops without it."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.serving.batching import MicroBatcher, next_batch
+from app.serving.batching import MicroBatcher, answer, fail
 from app.serving.metrics import Metrics
 from model.tagger.predictor import Tagged, TaggerModel
 from model.tagger.tagging import tokenize_with_offsets
@@ -76,21 +76,12 @@ class TaggerEngine(MicroBatcher[_Item]):
         loop = asyncio.get_running_loop()
         labels = self.model.labels
         while True:
-            batch = await next_batch(self.queue, self.max_batch, self.max_wait)
-            self.queue_depth.set(self.queue.qsize())
-            live = [item for item in batch if not item.future.done()]
-            if not live:
-                continue
-            self.batch_size.observe(len(live))
+            live = await self.next_live()
             try:
                 tags, scores = await loop.run_in_executor(self.executor, self.model.infer, [i.tokens for i in live])
-            except Exception as exc:  # a model failure fails these requests, not the batcher
-                log.exception("tagger batch failed")
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+            except Exception as exc:
+                fail(live, exc, "tagger")
                 continue
-            for item, row, probs in zip(live, tags, scores, strict=True):
-                if not item.future.done():
-                    item.future.set_result([{"text": token, "tag": labels[k], "score": p}
-                                            for token, k, p in zip(item.tokens, row, probs, strict=True)])  # fmt: skip
+            answer(live, ([{"text": token, "tag": labels[k], "score": p}
+                           for token, k, p in zip(item.tokens, row, probs, strict=True)]
+                          for item, row, probs in zip(live, tags, scores, strict=True)))  # fmt: skip

@@ -1,29 +1,41 @@
-"""The translator engine: a micro-batcher in front of beam search, so the decoder steps of every request in
-flight run as one batch.
+"""The translator engine: continuous batching over beam searches, so the decoder steps of every request in flight
+run as one batch, beams included.
 
     text --> source subwords (on the loop) --> queue, one item per text, with its decoding parameters
-         --> [collector: take what waits, then up to max_wait for more, max_size texts at most]
-         --> per set of decoding parameters (beam, n-best, length limit, attention), one beam search in the model
-             thread: every text's beams are rows of one batch --> each future its hypotheses
+         --> [collector task, looping while there is work:
+                admit:   what waits (when idle: what arrives within max_wait), up to max_batch texts in flight,
+                         encoded together and added to the search (model/translator/decode.py's BeamSearch)
+                drop:    texts whose requests were cancelled leave
+                step:    in the model thread, every text's beams advance one subword in ONE decoder step, again
+                         until one finishes, a text waits to join, or SLICE_S has passed
+                answer:  each finished text's future gets its hypotheses]
 
-Texts of one request and of different requests share a batch alike; a text's result does not depend on its batch
-(tests/model/translator/test_decode.py).
+Texts of one request and of different requests, with different beams, n-best and length limits, share the steps
+alike; a text joins at the next step rather than after the texts before it have finished, and its result does not
+depend on who it shares steps with (tests/model/translator/test_decode.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.serving.batching import MicroBatcher, next_batch
+from app.serving.batching import MicroBatcher, answer, fail, next_batch
 from app.serving.metrics import Metrics
-from model.translator.decode import DecodeParams, Hypothesis
+from model.translator.decode import BeamSearch, DecodeParams, Hypothesis
 from model.translator.predictor import TranslatorModel
 
 log = logging.getLogger(__name__)
+
+# the model thread runs steps for at most this long before the collector looks again: it answers finished texts at
+# once and admits waiting ones at the next step either way, so the slice only bounds how long a cancelled
+# request's beams keep being decoded and how long a reload's drain waits
+SLICE_S = 0.05
 
 
 @dataclass
@@ -72,26 +84,45 @@ class TranslatorEngine(MicroBatcher[_Item]):
     # ---------------------------------------------------------------- internals
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
+        search = BeamSearch(self.model.network)
+        live: dict[Hashable, _Item] = {}  # the texts in the search, by key
+        keys = itertools.count()
         while True:
-            batch = await next_batch(self.queue, self.max_batch, self.max_wait)
+            if live:
+                batch: list[_Item] = []
+                while len(live) + len(batch) < self.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+            else:
+                batch = await next_batch(self.queue, self.max_batch, self.max_wait)
             self.queue_depth.set(self.queue.qsize())
-            live = [item for item in batch if not item.future.done()]
+            admitted: dict[Hashable, _Item] = {next(keys): item for item in batch if not item.future.done()}
+            cancelled = {key for key, item in live.items() if item.future.done()}
+            for key in cancelled:
+                del live[key]
+            live.update(admitted)
             if not live:
                 continue
-            self.batch_size.observe(len(live))
-            groups: dict[DecodeParams, list[_Item]] = {}
-            for item in live:
-                groups.setdefault(item.params, []).append(item)
-            for params, items in groups.items():
-                try:
-                    found = await loop.run_in_executor(self.executor, self.model.search, [i.source for i in items],
-                                                       params)  # fmt: skip
-                except Exception as exc:  # a model failure fails these requests, not the batcher
-                    log.exception("translator batch failed")
-                    for item in items:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    continue
-                for item, hyps in zip(items, found, strict=True):
-                    if not item.future.done():
-                        item.future.set_result(hyps)
+            if admitted:
+                self.batch_size.observe(len(live))  # the texts decoding together when new ones join
+            try:
+                finished = await loop.run_in_executor(self.executor, self._advance, search, admitted, cancelled)
+            except Exception as exc:  # the search's state is lost: every text in it fails
+                fail(live.values(), exc, "translator")
+                live.clear()
+                search = BeamSearch(self.model.network)
+                continue
+            answer([live.pop(key) for key, _ in finished], [hyps for _, hyps in finished])
+
+    def _advance(
+        self, search: BeamSearch, admitted: dict[Hashable, _Item], cancelled: set[Hashable]
+    ) -> list[tuple[Hashable, list[Hypothesis]]]:
+        """In the model thread: drop, admit, then step until a text finishes, one waits, or the slice is over."""
+        search.drop(set(cancelled))
+        search.add([i.source for i in admitted.values()], [i.params for i in admitted.values()], list(admitted))
+        deadline = time.perf_counter() + SLICE_S
+        finished: list[tuple[Hashable, list[Hypothesis]]] = []
+        while search and not finished:
+            finished = search.step()
+            if self.queue.qsize() or time.perf_counter() > deadline:  # a read of the queue's length only
+                break
+        return finished

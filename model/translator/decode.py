@@ -11,14 +11,14 @@ its live hypotheses are finished as they stand.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer
 
 from model.networks import Hidden
-from model.translator.network import Translator
+from model.translator.network import Memory, Translator
 from model.translator.subwords import BOS_ID, EOS_ID, PAD_ID, decode, encode_source
 
 
@@ -64,6 +64,13 @@ def _select(hidden: Hidden, index: torch.Tensor) -> Hidden:
     return hidden[:, index]
 
 
+def _concat(a: Hidden, b: Hidden) -> Hidden:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return (torch.cat([a[0], b[0]], dim=1), torch.cat([a[1], b[1]], dim=1))
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+    return torch.cat([a, b], dim=1)
+
+
 def pad_sources(sources: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids (B, S) on `device` and lengths (B,) on the CPU."""
     lengths = torch.tensor([len(s) for s in sources], dtype=torch.long)
@@ -73,99 +80,204 @@ def pad_sources(sources: list[list[int]], device: torch.device) -> tuple[torch.T
     return ids.to(device), lengths
 
 
-@torch.inference_mode()
-def beam_search(net: Translator, sources: list[list[int]], params: DecodeParams) -> list[list[Hypothesis]]:
-    """The `n_best` best hypotheses, best first, of each source (ids ending in [EOS], as encode_source gives)."""
-    was_training = net.training
-    net.eval()
-    device = net.output_bias.device
-    batch, beam = len(sources), params.beam
-    ids, lengths = pad_sources(sources, device)
-    memory = net.encode(ids, lengths)
-    rows = torch.arange(batch, device=device).repeat_interleave(beam)  # (B * K,): each row's sentence
-    memory = memory.select(rows)
-    hidden = net.initial_state(memory)  # (L, B * K, H)
-    scores = torch.full((batch, beam), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live hypothesis per sentence at the start: the others would be its duplicates
-    tokens = torch.full((batch * beam, 0), BOS_ID, dtype=torch.long, device=device)
-    attn_rows: list[torch.Tensor] = []  # per step, (B * K, S)
-    previous = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
-    limits = [params.limit(len(s)) for s in sources]
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    vocab = net.config.target_vocab_size
-    minus_inf = float("-inf")
-    width = min(2 * beam, beam * vocab)
-    for t in range(max(limits)):
-        logits, hidden, weights = net.step(previous, hidden, memory)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B * K, V)
-        log_probs[:, PAD_ID] = minus_inf
-        log_probs[:, BOS_ID] = minus_inf
-        total = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
-        # 2K candidates per sentence: after the ones that end, K still continue (a beam never narrows)
-        values, flat = (x.cpu() for x in total.topk(width, dim=-1))  # (B, 2K)
-        origins = flat // vocab + torch.arange(batch)[:, None] * beam  # the row each candidate extends
-        words = flat % vocab
-        keep_origin = torch.arange(batch * beam)  # (B * K,): the rows the next step continues
-        keep_word = torch.full((batch * beam,), EOS_ID, dtype=torch.long)
-        keep_score = torch.full((batch, beam), minus_inf)
-        for b in range(batch):
-            if done[b]:
-                continue
-            live = 0
-            for j in range(width):
-                value = float(values[b, j])
-                if value == minus_inf or live == beam:
+@dataclass
+class _Sentence:
+    """One source sentence in a search: its `beam` rows (consecutive), their scores, what has finished."""
+
+    key: Hashable  # the caller's handle, returned with its hypotheses
+    params: DecodeParams
+    source_length: int
+    limit: int
+    scores: torch.Tensor  # (beam,), CPU: the summed log-probability of each live row, -inf where none
+    finished: list[Hypothesis] = field(default_factory=list)
+    steps: int = 0
+
+    @property
+    def beam(self) -> int:
+        return self.params.beam
+
+
+class BeamSearch:
+    """Beam search as a batch that sentences join and leave between steps: each sentence keeps `beam` rows, one
+    step runs the decoder over the rows of every sentence present (whatever its beam, its length limit, or when
+    it joined), and a sentence leaves with its hypotheses as soon as it is done. `beam_search` runs one set of
+    sentences to the end; the service's engine (app/serving/translator.py) admits new requests between steps.
+
+    Each sentence's rows see only its own source (padded positions are masked), so its result does not depend on
+    the others present (tests/model/translator/test_decode.py)."""
+
+    def __init__(self, net: Translator) -> None:
+        self.net = net
+        self.device = net.output_bias.device
+        self.sentences: list[_Sentence] = []
+        self.memory: Memory | None = None  # (N, S, ...) for the N rows, S the longest source present
+        self.hidden: Hidden | None = None  # (L, N, H)
+        self.previous = torch.zeros(0, dtype=torch.long, device=self.device)  # (N,): each row's last id
+        self.tokens: list[list[int]] = []  # per row, the ids emitted so far
+        self.attention: list[list[torch.Tensor]] = []  # per row, one CPU row per emitted id (when asked for)
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    @property
+    def rows(self) -> int:
+        return len(self.tokens)
+
+    @torch.inference_mode()
+    def add(self, sources: Sequence[list[int]], params: Sequence[DecodeParams], keys: Sequence[Hashable]) -> None:
+        """Encode `sources` (ids ending in [EOS]) together and let them join at the next step."""
+        if not sources:
+            return
+        ids, lengths = pad_sources(list(sources), self.device)
+        memory = self.net.encode(ids, lengths)
+        beams = torch.tensor([p.beam for p in params], device=self.device)
+        memory = memory.select(torch.arange(len(sources), device=self.device).repeat_interleave(beams))
+        hidden = self.net.initial_state(memory)
+        for source, p, key in zip(sources, params, keys, strict=True):
+            scores = torch.full((p.beam,), float("-inf"))
+            scores[0] = 0.0  # one live row at the start: the others would be its duplicates
+            self.sentences.append(_Sentence(key, p, len(source), p.limit(len(source)), scores))
+        n = memory.states.shape[0]
+        if self.memory is None or self.hidden is None:
+            self.memory, self.hidden = memory, hidden
+        else:
+            self.memory, self.hidden = self.memory.join(memory), _concat(self.hidden, hidden)
+        self.previous = torch.cat([self.previous, torch.full((n,), BOS_ID, dtype=torch.long, device=self.device)])
+        self.tokens += [[] for _ in range(n)]
+        self.attention += [[] for _ in range(n)]
+
+    @torch.inference_mode()
+    def drop(self, keys: set[Hashable]) -> None:
+        """Remove these sentences (their requests were cancelled) without finishing them."""
+        if any(s.key in keys for s in self.sentences):
+            self._keep([s for s in self.sentences if s.key not in keys])
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Hashable, list[Hypothesis]]]:
+        """Advance every sentence by one target subword; the (key, n-best hypotheses) of those that are done."""
+        assert self.memory is not None and self.hidden is not None and self.sentences
+        logits, hidden, weights = self.net.step(self.previous, self.hidden, self.memory)
+        self.hidden = hidden
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        starts = [0]
+        for s in self.sentences[:-1]:
+            starts.append(starts[-1] + s.beam)
+        candidates = self._candidates(log_probs, starts)
+        wanted = any(s.params.attention for s in self.sentences)
+        step_attention = weights.float().cpu() if wanted else None
+        origins: list[int] = []  # the row each new row continues
+        words: list[int] = []
+        widths: list[int] = []  # the source positions of each new row's attention to keep (0: none)
+        done: list[tuple[Hashable, list[Hypothesis]]] = []
+        staying: list[_Sentence] = []
+        minus_inf = float("-inf")
+        for s, start, (values, flat) in zip(self.sentences, starts, candidates, strict=True):
+            vocab = log_probs.shape[1]
+            keep = torch.full((s.beam,), minus_inf)
+            slots: list[tuple[int, int]] = []
+            for j in range(values.shape[0]):
+                value = float(values[j])
+                if value == minus_inf or len(slots) == s.beam:
                     break
-                row, w = int(origins[b, j]), int(words[b, j])
+                row, w = start + int(flat[j]) // vocab, int(flat[j]) % vocab
                 if w == EOS_ID:
-                    if j < beam:  # an ending counts when it is among the K best extensions
-                        finished[b].append(_hypothesis(tokens[row].tolist(), True, value, row, weights, attn_rows,
-                                                       params))  # fmt: skip
+                    if j < s.beam:  # an ending counts when it is among the K best extensions
+                        self._finish(s, row, True, value, step_attention)
                     continue
-                slot = b * beam + live
-                keep_origin[slot], keep_word[slot], keep_score[b, live] = row, w, value
-                live += 1
-        origin, word = keep_origin.to(device), keep_word.to(device)
-        tokens = torch.cat([tokens[origin], word[:, None]], dim=1)
-        if params.attention:
-            attn_rows = [a[origin] for a in attn_rows] + [weights[origin]]
-        hidden = _select(hidden, origin)
-        for b in range(batch):
-            if done[b]:
+                keep[len(slots)] = value
+                slots.append((row, w))
+            slots += [(start, EOS_ID)] * (s.beam - len(slots))  # rows no candidate fills stay dead (-inf)
+            s.scores, s.steps = keep, s.steps + 1
+            ended = s.steps >= s.limit
+            if ended:  # at its length limit a sentence's live rows end as they stand, this step's word included
+                for k, (row, w) in enumerate(slots):
+                    if float(keep[k]) != minus_inf:
+                        self._finish(s, row, False, float(keep[k]), step_attention, extra=w)
+            s.finished.sort(key=lambda h: -h.score)
+            if ended or _settled(s.finished, keep, s.beam, s.params.alpha, s.limit, s.steps):
+                done.append((s.key, s.finished[: s.params.n_best]))
                 continue
-            if t + 1 >= limits[b]:  # at its length limit a sentence's live hypotheses end as they stand
-                for k in range(beam):
-                    value = float(keep_score[b, k])
-                    if value != minus_inf:
-                        row = b * beam + k
-                        finished[b].append(_hypothesis(tokens[row].tolist(), False, value, row, None, attn_rows,
-                                                       params))  # fmt: skip
-            finished[b].sort(key=lambda h: -h.score)
-            if t + 1 >= limits[b] or _settled(finished[b], keep_score[b], beam, params.alpha, limits[b], t + 1):
-                done[b] = True
-                keep_score[b] = minus_inf
-        scores = keep_score.to(device)
-        if all(done):
-            break
-        previous = word
-    net.train(was_training)
-    return [hyps[: params.n_best] for hyps in finished]
+            staying.append(s)
+            origins += [row for row, _ in slots]
+            words += [w for _, w in slots]
+            widths += [s.source_length if s.params.attention else 0] * s.beam
+        self._advance(staying, origins, words, widths, step_attention)
+        return done
 
+    # ------------------------------------------------------------------ internals
 
-def _hypothesis(
-    body: list[int], ended: bool, log_prob: float, row: int, weights: torch.Tensor | None,
-    attn_rows: list[torch.Tensor], params: DecodeParams,
-) -> Hypothesis:  # fmt: skip
-    """A finished hypothesis: `body` (the ids emitted before this step's [EOS], when `ended`, or all of them at
-    the length limit), ranked by its log-probability under the length penalty ([EOS] counts in its length); its
-    attention rows when asked for, the ending step's (`weights`) included."""
-    length = len(body) + (1 if ended else 0)
-    hyp = Hypothesis(body, log_prob / penalty(length, params.alpha), log_prob)
-    if params.attention:
-        rows = [a[row] for a in attn_rows] + ([weights[row]] if ended and weights is not None else [])
-        hyp.attention = [r.tolist() for r in rows]
-    return hyp
+    def _candidates(self, log_probs: torch.Tensor, starts: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per sentence, its 2K best extensions (values, flat index into its K x V) on the CPU: after the ones that
+        end, K still continue, so a beam never narrows. Sentences of one beam width share one top-k."""
+        vocab = log_probs.shape[1]
+        out: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * len(self.sentences)
+        widths: dict[int, list[int]] = {}
+        for i, s in enumerate(self.sentences):
+            widths.setdefault(s.beam, []).append(i)
+        for beam, members in widths.items():
+            rows = torch.tensor([starts[i] + k for i in members for k in range(beam)], device=log_probs.device)
+            scores = torch.cat([self.sentences[i].scores for i in members]).to(log_probs.device)
+            total = (scores[:, None] + log_probs[rows]).view(len(members), beam * vocab)
+            values, flat = (x.cpu() for x in total.topk(min(2 * beam, beam * vocab), dim=-1))
+            for m, i in enumerate(members):
+                out[i] = (values[m], flat[m])
+        return out
+
+    def _finish(
+        self, s: _Sentence, row: int, ended: bool, log_prob: float, step_attention: torch.Tensor | None,
+        extra: int | None = None,
+    ) -> None:  # fmt: skip
+        """A finished hypothesis of row `row`: its ids (plus `extra`, this step's word, at the length limit),
+        ranked by its log-probability under the length penalty ([EOS] counts in its length); its attention rows
+        when asked for, this step's included."""
+        body = self.tokens[row] + ([] if extra is None else [extra])
+        length = len(body) + (1 if ended else 0)
+        hyp = Hypothesis(body, log_prob / penalty(length, s.params.alpha), log_prob)
+        if s.params.attention and step_attention is not None:
+            rows = self.attention[row] + [step_attention[row, : s.source_length]]
+            hyp.attention = [r.tolist() for r in rows]
+        s.finished.append(hyp)
+
+    def _advance(
+        self, staying: list[_Sentence], origins: list[int], words: list[int], widths: list[int],
+        step_attention: torch.Tensor | None,
+    ) -> None:  # fmt: skip
+        """The next step's rows: row i continues row origins[i] with words[i] (and, where widths[i] > 0, with its
+        attention over that many source positions)."""
+        self.tokens = [self.tokens[o] + [w] for o, w in zip(origins, words, strict=True)]
+        if step_attention is None:
+            self.attention = [[] for _ in origins]
+        else:
+            self.attention = [self.attention[o] + [step_attention[o, :n]] if n else []
+                              for o, n in zip(origins, widths, strict=True)]  # fmt: skip
+        self.sentences = staying
+        self.previous = torch.tensor(words, dtype=torch.long, device=self.device)
+        self._select_rows(torch.tensor(origins, dtype=torch.long, device=self.device))
+
+    def _keep(self, staying: list[_Sentence]) -> None:
+        """Keep only `staying`'s rows, as they are (a cancellation between steps)."""
+        starts, start = {}, 0
+        for s in self.sentences:
+            starts[id(s)] = start
+            start += s.beam
+        origins = [starts[id(s)] + k for s in staying for k in range(s.beam)]
+        self.tokens = [self.tokens[o] for o in origins]
+        self.attention = [self.attention[o] for o in origins]
+        index = torch.tensor(origins, dtype=torch.long, device=self.device)
+        self.previous = self.previous[index]
+        self.sentences = staying
+        self._select_rows(index)
+
+    def _select_rows(self, index: torch.Tensor) -> None:
+        assert self.memory is not None and self.hidden is not None
+        if index.numel() == 0:
+            self.memory = self.hidden = None
+            return
+        longest = max(s.source_length for s in self.sentences)
+        self.memory = self.memory.select(index).narrow(longest)  # the longest source present sets the width
+        self.hidden = _select(self.hidden, index)
 
 
 def _settled(finished: list[Hypothesis], live: torch.Tensor, beam: int, alpha: float, limit: int, t: int) -> bool:
@@ -179,6 +291,21 @@ def _settled(finished: list[Hypothesis], live: torch.Tensor, beam: int, alpha: f
         return True
     lenient = max(penalty(t + 1, alpha), penalty(limit, alpha))
     return best_live / lenient < finished[beam - 1].score
+
+
+def beam_search(net: Translator, sources: list[list[int]], params: DecodeParams) -> list[list[Hypothesis]]:
+    """The `n_best` best hypotheses, best first, of each source (ids ending in [EOS], as encode_source gives)."""
+    was_training = net.training
+    net.eval()
+    search = BeamSearch(net)
+    search.add(sources, [params] * len(sources), list(range(len(sources))))
+    found: dict[Hashable, list[Hypothesis]] = {}
+    try:
+        while search:
+            found.update(search.step())
+    finally:
+        net.train(was_training)
+    return [found[i] for i in range(len(sources))]
 
 
 def translate(

@@ -43,6 +43,27 @@ class Memory:
         """The rows `index` (N,): a beam's copies of its sentence's memory."""
         return Memory(self.states[index], self.keys[index], self.mask[index], self.summary[index])
 
+    def narrow(self, width: int) -> Memory:
+        """The first `width` source positions (those past every row's length are padding)."""
+        if width >= self.states.shape[1]:
+            return self
+        return Memory(self.states[:, :width], self.keys[:, :width], self.mask[:, :width], self.summary)
+
+    def join(self, other: Memory) -> Memory:
+        """These rows, then `other`'s, the shorter padded (masked) to the longer's width."""
+        width = max(self.states.shape[1], other.states.shape[1])
+        a, b = self.widen(width), other.widen(width)
+        return Memory(torch.cat([a.states, b.states]), torch.cat([a.keys, b.keys]), torch.cat([a.mask, b.mask]),
+                      torch.cat([a.summary, b.summary]))  # fmt: skip
+
+    def widen(self, width: int) -> Memory:
+        """Padded with masked positions to `width`."""
+        extra = width - self.states.shape[1]
+        if extra <= 0:
+            return self
+        return Memory(F.pad(self.states, (0, 0, 0, extra)), F.pad(self.keys, (0, 0, 0, extra)),
+                      F.pad(self.mask, (0, extra), value=False), self.summary)  # fmt: skip
+
 
 class Translator(nn.Module):
     def __init__(self, config: TranslatorConfig) -> None:

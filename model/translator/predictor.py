@@ -9,13 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from tokenizers import Tokenizer
 
 from model.artifacts import Artifact, ArtifactError, load_artifact
 from model.networks import count_parameters
 from model.translator.config import TranslatorConfig
-from model.translator.decode import DecodeParams, Hypothesis, beam_search, translate
+from model.translator.decode import DecodeParams, Hypothesis, translate
 from model.translator.network import Translator
 from model.translator.subwords import decode, encode_source, source_words
 
@@ -59,11 +58,6 @@ class TranslatorModel:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return encode_source(self.source_tokenizer, texts)
-
-    @torch.inference_mode()
-    def search(self, sources: list[list[int]], params: DecodeParams) -> list[list[Hypothesis]]:
-        """Beam search over encoded sources (one batch: beams included)."""
-        return beam_search(self.network, sources, params)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return decode(self.target_tokenizer, ids)

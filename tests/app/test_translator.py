@@ -1,15 +1,18 @@
 """POST /translate and /translate/batch: the tiny translator's learned pairs, the answers equal the artifact's
-own, n-best and alignments, limits with errors naming the field, and decoding batched across requests."""
+own, n-best and alignments, limits with errors naming the field, and decoding batched across requests, step by
+step."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from model.translator.decode import BeamSearch
 from model.translator.predictor import TranslatorModel, load_translator
 from tests.app.conftest import PARALLEL, Artifacts, ClientFactory, metric, serving
 from tests.app.test_tagger import SettingsFor
@@ -115,6 +118,40 @@ def test_requests_in_flight_share_decoding_batches(settings_for: SettingsFor) ->
     assert translations == [target for _, target in PARALLEL * 3]
     count = metric(metrics, "rnn_batch_size_count", model="translator")
     assert count is not None and count < len(PARALLEL) * 3
+
+
+def test_a_request_joins_the_steps_of_one_in_flight(settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step-level batching: a request that arrives while another is decoding joins its search at the next step
+    (the first steps decode one text, later ones both; the batch-size histogram, observed as texts join, sees 1
+    and then 2), and both answers are their own texts'."""
+    real_step = BeamSearch.step
+    sizes: list[int] = []
+
+    def step(self: BeamSearch) -> Any:
+        sizes.append(len(self))
+        time.sleep(0.02)  # long enough for the second request to arrive mid-way through the first
+        return real_step(self)
+
+    monkeypatch.setattr(BeamSearch, "step", step)
+    (long_source, long_target), (short_source, short_target) = PARALLEL[3], PARALLEL[0]
+
+    async def scenario() -> tuple[list[str], str]:
+        app = create_app(settings_for(batch_max_wait_ms=0))
+        async with serving(app) as c:
+            sizes.clear()  # the warm-up's steps
+
+            async def ask(text: str, delay: float) -> str:
+                await asyncio.sleep(delay)
+                return (await c.post("/translate", json={"text": text, "beam": 2})).json()["translation"]
+
+            answers = await asyncio.gather(ask(long_source, 0.0), ask(short_source, 0.05))
+            return list(answers), (await c.get("/metrics")).text
+
+    answers, metrics = asyncio.run(scenario())
+    assert answers == [long_target, short_target]
+    assert sizes[0] == 1 and 2 in sizes
+    assert metric(metrics, "rnn_batch_size_count", model="translator") == 2
+    assert metric(metrics, "rnn_batch_size_sum", model="translator") == 3
 
 
 def test_the_model_is_listed_with_its_decoding_defaults(client: TestClient) -> None:

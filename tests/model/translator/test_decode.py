@@ -1,5 +1,6 @@
-"""Beam search: beam 1 is greedy decoding, n-best lists come best first, and on a tiny model a wide beam finds
-what exhaustive search finds."""
+"""Beam search: beam 1 is greedy decoding, n-best lists come best first, on a tiny model a wide beam finds what
+exhaustive search finds, and a sentence gets the same hypotheses whoever shares its steps (other beams, other
+limits, sentences joining and leaving mid-way)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from model.translator.config import TranslatorConfig
-from model.translator.decode import DecodeParams, beam_search, pad_sources, penalty
+from model.translator.decode import BeamSearch, DecodeParams, Hypothesis, beam_search, pad_sources, penalty
 from model.translator.network import Translator
 from model.translator.subwords import BOS_ID, EOS_ID, PAD_ID
 
@@ -96,3 +97,52 @@ def test_a_wide_beam_finds_the_exhaustive_best(alpha: float) -> None:
     )
     assert [h.ids for h in found] == [body for _, body in scored[:5]]
     assert [h.score for h in found] == pytest.approx([score for score, _ in scored[:5]], abs=1e-4)
+
+
+def same(a: list[Hypothesis], b: list[Hypothesis]) -> None:
+    assert [h.ids for h in a] == [h.ids for h in b]
+    assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    for x, y in zip(a, b, strict=True):
+        assert len(x.attention) == len(y.attention)
+        for rx, ry in zip(x.attention, y.attention, strict=True):
+            assert rx == pytest.approx(ry, abs=1e-5)
+
+
+def test_sentences_join_and_leave_a_search_between_steps() -> None:
+    """What the service's engine does: a search with sentences of different beams, n-best, limits and attention,
+    more joining after some steps; each gets what it gets alone."""
+    net = net_of()
+    plans = [
+        (SOURCES[0], DecodeParams(beam=4, n_best=2, attention=True)),
+        (SOURCES[1], DecodeParams(beam=1)),
+        (SOURCES[2], DecodeParams(beam=3, max_len_a=0.0, max_len_b=2)),
+        ([20, 21, 22, 23, 24, 25, 26, 27, 3], DecodeParams(beam=2, attention=True)),  # joins later, longest source
+        ([15, 3], DecodeParams(beam=8, n_best=8)),
+    ]
+    search = BeamSearch(net)
+    search.add([s for s, _ in plans[:3]], [p for _, p in plans[:3]], [0, 1, 2])
+    found: dict[object, list[Hypothesis]] = {}
+    for _ in range(2):
+        found.update(search.step())
+    search.add([s for s, _ in plans[3:]], [p for _, p in plans[3:]], [3, 4])
+    while search:
+        found.update(search.step())
+    assert sorted(found) == [0, 1, 2, 3, 4]
+    for key, (source, params) in enumerate(plans):
+        (alone,) = beam_search(net, [source], params)
+        same(found[key], alone)
+    assert found[0][0].attention and len(found[0][0].attention[0]) == len(SOURCES[0])
+
+
+def test_a_dropped_sentence_leaves_the_others_as_they_were() -> None:
+    net, params = net_of(), DecodeParams(beam=3)
+    search = BeamSearch(net)
+    search.add(SOURCES, [params] * 3, ["a", "b", "c"])
+    found = dict(search.step())
+    search.drop({"b"})
+    assert search.rows == 3 * (len(search))
+    while search:
+        found.update(search.step())
+    assert "b" not in found
+    for key, source in zip("ac", (SOURCES[0], SOURCES[2]), strict=True):
+        same(found[key], beam_search(net, [source], params)[0])
