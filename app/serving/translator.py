@@ -101,6 +101,8 @@ class TranslatorEngine(MicroBatcher[_Item]):
                 del live[key]
             live.update(admitted)
             if not live:
+                if search:  # every text in it has gone: a fresh search rather than decoding them on
+                    search = BeamSearch(self.model.network)
                 continue
             if admitted:
                 self.batch_size.observe(len(live))  # the texts decoding together when new ones join

@@ -154,6 +154,35 @@ def test_a_request_joins_the_steps_of_one_in_flight(settings_for: SettingsFor, m
     assert metric(metrics, "rnn_batch_size_sum", model="translator") == 3
 
 
+def test_a_request_that_times_out_mid_search_leaves_the_engine_serving(
+    settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request whose texts are dropped mid-search (its timeout) takes them out of the search: the next
+    request gets its own answer, and nothing of the first comes back."""
+    real_step = BeamSearch.step
+    slow = [True]
+
+    def step(self: BeamSearch) -> Any:
+        if slow[0]:
+            time.sleep(0.03)
+        return real_step(self)
+
+    monkeypatch.setattr(BeamSearch, "step", step)
+
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        app = create_app(settings_for(request_timeout_s=0.05))
+        async with serving(app) as c:
+            first = await c.post("/translate", json={"text": PARALLEL[3][0]})
+            await asyncio.sleep(0.1)  # the collector sees the first request gone
+            slow[0] = False
+            second = await c.post("/translate", json={"text": PARALLEL[1][0]})
+            return first.status_code, second.json()
+
+    status, second = asyncio.run(scenario())
+    assert status == 503
+    assert second["translation"] == PARALLEL[1][1]
+
+
 def test_the_model_is_listed_with_its_decoding_defaults(client: TestClient) -> None:
     models = {m["name"]: m for m in client.get("/models").json()}
     assert models["translator"]["task"] == "translation"
