@@ -66,6 +66,7 @@ bench: install
 	$(PY) bench/sentiment_quality.py --update-readme --keep artifacts/sentiment --keep-ensemble artifacts/sentiment-ensemble
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) bench/generator_quality.py --update-readme --keep artifacts/generator
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) bench/tagger_quality.py --update-readme --keep artifacts/tagger
+	$(PY) bench/translator_quality.py --update-readme --keep artifacts/translator
 	$(PY) bench/isa.py --update-readme
 	$(PY) bench/service_accuracy.py --update-readme
 	$(PY) bench/explanations.py --sentences 100 --steps 16 --update-readme

@@ -57,7 +57,7 @@ def glance() -> str:
         _load("tagger_default"),
     )
     serve, speed, first, swaps = _load("serve"), _load("generator_speed"), _load("first_answer"), _load("swaps")
-    isa, soak, tq = _load("isa"), _load("soak"), _load("translator_quality")
+    soak, tq = _load("soak"), _load("translator_quality")
     row(
         "SST-2 sentiment, test accuracy",
         "sentiment-on-sst-2",
@@ -120,14 +120,6 @@ def glance() -> str:
             f"{max(r['p99_ms'] for r in swaps['runs'] if r['run'].startswith('swap')) / swaps['runs'][0]['p99_ms']:.1f}"
             f"x idle, {sum(r['errors'] for r in swaps['runs'])} failed",
             "target 3x, 0 failed",
-        ),
-    )
-    row(
-        "the same preset on another CPU",
-        "the-same-preset-on-any-machine",
-        lambda: (
-            "generator {:.4f} / {:.4f}".format(*[r["quality"] for r in isa["runs"] if r["kind"] == "generator"][:2]),
-            "native / held to AVX2",
         ),
     )
     row(

@@ -137,9 +137,12 @@ def render_ablation(rows: dict[str, Any]) -> str:
     body = [[name, f"{r['train_s']:.0f}", *metric_cells(r), f"{r['perplexity']:.2f}"] for name, r in rows.items()]
     header = ["quick preset, one change", "training s", "sacreBLEU", "BLEU, lower-cased tokens", "chrF",
               "perplexity"]  # fmt: skip
+    first = next(iter(rows.values()))
+    net, epochs = first["network"], first["epochs_run"]
     return table(header, body) + (
-        "\n\nEach row trains the quick preset (one epoch, GRU 256, 4,000 subwords a side) with one change, on the"
-        " same data and seed; test_2016_flickr, beam 4. A one-epoch budget shows how fast each variant learns,"
+        f"\n\nEach row trains the quick preset ({epochs} epoch(s), {net['cell'].upper()} {net['hidden_size']},"
+        f" {net['source_vocab_size']:,} / {net['target_vocab_size']:,} subwords) with one change, on the same data"
+        f" and seed; test_2016_flickr, beam {first['beam']}. So short a budget shows how fast each variant learns,"
         " not where it ends."
     )
 

@@ -5,6 +5,7 @@ step."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -126,10 +127,12 @@ def test_a_request_joins_the_steps_of_one_in_flight(settings_for: SettingsFor, m
     and then 2), and both answers are their own texts'."""
     real_step = BeamSearch.step
     sizes: list[int] = []
+    stepping = threading.Event()
 
     def step(self: BeamSearch) -> Any:
         sizes.append(len(self))
-        time.sleep(0.02)  # long enough for the second request to arrive mid-way through the first
+        stepping.set()
+        time.sleep(0.05)  # the first text takes several steps: time for the second to arrive mid-way
         return real_step(self)
 
     monkeypatch.setattr(BeamSearch, "step", step)
@@ -139,12 +142,14 @@ def test_a_request_joins_the_steps_of_one_in_flight(settings_for: SettingsFor, m
         app = create_app(settings_for(batch_max_wait_ms=0))
         async with serving(app) as c:
             sizes.clear()  # the warm-up's steps
+            stepping.clear()
 
-            async def ask(text: str, delay: float) -> str:
-                await asyncio.sleep(delay)
+            async def ask(text: str, after_first_step: bool) -> str:
+                while after_first_step and not stepping.is_set():
+                    await asyncio.sleep(0.005)
                 return (await c.post("/translate", json={"text": text, "beam": 2})).json()["translation"]
 
-            answers = await asyncio.gather(ask(long_source, 0.0), ask(short_source, 0.05))
+            answers = await asyncio.gather(ask(long_source, False), ask(short_source, True))
             return list(answers), (await c.get("/metrics")).text
 
     answers, metrics = asyncio.run(scenario())
