@@ -88,7 +88,7 @@ class _Sentence:
     params: DecodeParams
     source_length: int
     limit: int
-    scores: torch.Tensor  # (beam,), CPU: the summed log-probability of each live row, -inf where none
+    scores: list[float]  # the summed log-probability of each of its rows, -inf where none is live
     finished: list[Hypothesis] = field(default_factory=list)
     steps: int = 0
 
@@ -134,8 +134,7 @@ class BeamSearch:
         memory = memory.select(torch.arange(len(sources), device=self.device).repeat_interleave(beams))
         hidden = self.net.initial_state(memory)
         for source, p, key in zip(sources, params, keys, strict=True):
-            scores = torch.full((p.beam,), float("-inf"))
-            scores[0] = 0.0  # one live row at the start: the others would be its duplicates
+            scores = [0.0] + [float("-inf")] * (p.beam - 1)  # one live row at the start: the others would copy it
             self.sentences.append(_Sentence(key, p, len(source), p.limit(len(source)), scores))
         n = memory.states.shape[0]
         if self.memory is None or self.hidden is None:
@@ -173,30 +172,30 @@ class BeamSearch:
         done: list[tuple[Hashable, list[Hypothesis]]] = []
         staying: list[_Sentence] = []
         minus_inf = float("-inf")
+        vocab = log_probs.shape[1]
         for s, start, (values, flat) in zip(self.sentences, starts, candidates, strict=True):
-            vocab = log_probs.shape[1]
-            keep = torch.full((s.beam,), minus_inf)
+            keep: list[float] = []
             slots: list[tuple[int, int]] = []
-            for j in range(values.shape[0]):
-                value = float(values[j])
+            for j, (value, index) in enumerate(zip(values, flat, strict=True)):
                 if value == minus_inf or len(slots) == s.beam:
                     break
-                row, w = start + int(flat[j]) // vocab, int(flat[j]) % vocab
+                row, w = start + index // vocab, index % vocab
                 if w == EOS_ID:
                     if j < s.beam:  # an ending counts when it is among the K best extensions
                         self._finish(s, row, True, value, step_attention)
                     continue
-                keep[len(slots)] = value
+                keep.append(value)
                 slots.append((row, w))
-            slots += [(start, EOS_ID)] * (s.beam - len(slots))  # rows no candidate fills stay dead (-inf)
+            keep += [minus_inf] * (s.beam - len(slots))  # rows no candidate fills stay dead
+            slots += [(start, EOS_ID)] * (s.beam - len(slots))
             s.scores, s.steps = keep, s.steps + 1
             ended = s.steps >= s.limit
             if ended:  # at its length limit a sentence's live rows end as they stand, this step's word included
-                for k, (row, w) in enumerate(slots):
-                    if float(keep[k]) != minus_inf:
-                        self._finish(s, row, False, float(keep[k]), step_attention, extra=w)
+                for (row, w), value in zip(slots, keep, strict=True):
+                    if value != minus_inf:
+                        self._finish(s, row, False, value, step_attention, extra=w)
             s.finished.sort(key=lambda h: -h.score)
-            if ended or _settled(s.finished, keep, s.beam, s.params.alpha, s.limit, s.steps):
+            if ended or _settled(s.finished, max(keep), s.beam, s.params.alpha, s.limit, s.steps):
                 done.append((s.key, s.finished[: s.params.n_best]))
                 continue
             staying.append(s)
@@ -208,21 +207,25 @@ class BeamSearch:
 
     # ------------------------------------------------------------------ internals
 
-    def _candidates(self, log_probs: torch.Tensor, starts: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per sentence, its 2K best extensions (values, flat index into its K x V) on the CPU: after the ones that
+    def _candidates(self, log_probs: torch.Tensor, starts: list[int]) -> list[tuple[list[float], list[int]]]:
+        """Per sentence, its 2K best extensions (values, flat index into its K x V), as lists: after the ones that
         end, K still continue, so a beam never narrows. Sentences of one beam width share one top-k."""
         vocab = log_probs.shape[1]
-        out: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * len(self.sentences)
+        out: list[tuple[list[float], list[int]]] = [([], [])] * len(self.sentences)
         widths: dict[int, list[int]] = {}
         for i, s in enumerate(self.sentences):
             widths.setdefault(s.beam, []).append(i)
         for beam, members in widths.items():
-            rows = torch.tensor([starts[i] + k for i in members for k in range(beam)], device=log_probs.device)
-            scores = torch.cat([self.sentences[i].scores for i in members]).to(log_probs.device)
-            total = (scores[:, None] + log_probs[rows]).view(len(members), beam * vocab)
-            values, flat = (x.cpu() for x in total.topk(min(2 * beam, beam * vocab), dim=-1))
-            for m, i in enumerate(members):
-                out[i] = (values[m], flat[m])
+            scores = torch.tensor([x for i in members for x in self.sentences[i].scores], device=log_probs.device)
+            if len(widths) == 1:  # every row, in order
+                mine = log_probs
+            else:
+                mine = log_probs[torch.tensor([starts[i] + k for i in members for k in range(beam)],
+                                              device=log_probs.device)]  # fmt: skip
+            total = (scores[:, None] + mine).view(len(members), beam * vocab)
+            values, flat = total.topk(min(2 * beam, beam * vocab), dim=-1)
+            for i, v, f in zip(members, values.tolist(), flat.tolist(), strict=True):
+                out[i] = (v, f)
         return out
 
     def _finish(
@@ -252,9 +255,12 @@ class BeamSearch:
         else:
             self.attention = [self.attention[o] + [step_attention[o, :n]] if n else []
                               for o, n in zip(origins, widths, strict=True)]  # fmt: skip
+        left = len(staying) < len(self.sentences)
         self.sentences = staying
         self.previous = torch.tensor(words, dtype=torch.long, device=self.device)
-        self._select_rows(torch.tensor(origins, dtype=torch.long, device=self.device))
+        # a row continues a row of its own sentence, whose memory is the same: the memory changes only when a
+        # sentence leaves
+        self._select_rows(torch.tensor(origins, dtype=torch.long, device=self.device), memory=left)
 
     def _keep(self, staying: list[_Sentence]) -> None:
         """Keep only `staying`'s rows, as they are (a cancellation between steps)."""
@@ -270,23 +276,23 @@ class BeamSearch:
         self.sentences = staying
         self._select_rows(index)
 
-    def _select_rows(self, index: torch.Tensor) -> None:
+    def _select_rows(self, index: torch.Tensor, memory: bool = True) -> None:
         assert self.memory is not None and self.hidden is not None
         if index.numel() == 0:
             self.memory = self.hidden = None
             return
-        longest = max(s.source_length for s in self.sentences)
-        self.memory = self.memory.select(index).narrow(longest)  # the longest source present sets the width
+        if memory:
+            longest = max(s.source_length for s in self.sentences)
+            self.memory = self.memory.select(index).narrow(longest)  # the longest source present sets the width
         self.hidden = _select(self.hidden, index)
 
 
-def _settled(finished: list[Hypothesis], live: torch.Tensor, beam: int, alpha: float, limit: int, t: int) -> bool:
+def _settled(finished: list[Hypothesis], best_live: float, beam: int, alpha: float, limit: int, t: int) -> bool:
     """Done when `beam` hypotheses have finished and no live one can still beat the worst of them: a live sum of
-    log-probabilities only falls, so its best possible score is that sum under the most lenient penalty it can
-    still get (the longest, at the limit, for alpha >= 0)."""
+    log-probabilities (the best is `best_live`) only falls, so its best possible score is that sum under the most
+    lenient penalty it can still get (the longest, at the limit, for alpha >= 0)."""
     if len(finished) < beam:
         return False
-    best_live = float(live.max())
     if best_live == float("-inf"):
         return True
     lenient = max(penalty(t + 1, alpha), penalty(limit, alpha))
