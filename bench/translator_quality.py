@@ -5,8 +5,8 @@ with the reference). Sections:
   presets   the default and quick presets;
   ablation  one change at a time to the quick preset (same size, same epochs): additive attention instead of
             multiplicative, no attention (Cho et al.'s fixed summary), a one-direction encoder, LSTM cells;
-  decoding  greedy against beam 4 and 8 on the default preset's artifact (the quick one's when the default was not
-            trained in this run): BLEU and sentences/s, one process, batches of 64;
+  decoding  greedy against beam 4 and 8 on --artifact, or else the default preset's artifact (the quick one's when the
+            default was not trained in this run): BLEU and sentences/s, one process, batches of 64;
   pair      the other direction, English -> German, given as your own line-aligned files (--source/--target):
             the quick preset against copying the source on that pair.
 
@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--sections", default="presets,ablation,decoding,pair")
     parser.add_argument("--presets", default="default,quick")
     parser.add_argument("--keep", type=Path, help="also keep the default preset's artifact here")
+    parser.add_argument("--artifact", type=Path, help="decoding: this artifact (default: the one trained in this run)")
     parser.add_argument("--data-dir", help="Multi30k mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
@@ -226,8 +227,12 @@ def main() -> None:
             rows = ablation(corpus, workdir, trained.get("quick"))
             publish("translator_ablation", {"rows": rows, "markdown": render_ablation(rows)}, args.update_readme)
         if "decoding" in sections:
-            chosen = trained.get("default") or trained.get("quick") or run("quick", corpus, workdir / "quick")
-            d = decoding(Path(chosen["artifact"]), corpus)
+            if args.artifact is not None:
+                artifact = args.artifact
+            else:
+                chosen = trained.get("default") or trained.get("quick") or run("quick", corpus, workdir / "quick")
+                artifact = Path(chosen["artifact"])
+            d = decoding(artifact, corpus)
             publish("translator_decoding", {**d, "markdown": render_decoding(d)}, args.update_readme)
         if "pair" in sections:
             p = other_pair(corpus, workdir)
