@@ -36,6 +36,7 @@ ROUTES = {
     "/sentiment": {"text": "a fine film"},
     "/generate": {"prompt": "ROMEO:", "max_new_tokens": 20, "seed": 1},
     "/tag": {"text": "I saw the saw."},
+    "/translate": {"text": "Ein Hund läuft über eine Wiese.", "beam": 1},
 }
 TARGET_FIRST, TARGET_ALL = 90.0, 180.0
 DEFAULTS_DEADLINE_S = 5400  # the three default presets one after another at one thread: about 30 minutes here
