@@ -31,6 +31,7 @@ from app.schemas import (
 )
 from model.sentiment.predictor import load_sentiment
 from model.translator.predictor import load_translator
+from model.versions import resolve
 
 
 def ceiling_app() -> FastAPI:
@@ -57,10 +58,10 @@ def naive_app(artifact: Path, translator: Path | None = None) -> FastAPI:
     """What a first version looks like: a sync route (FastAPI runs it in its thread pool), one forward (or one
     beam search) each."""
     app = FastAPI()
-    model = load_sentiment(artifact)
+    model = load_sentiment(resolve(artifact, "sentiment"))  # a directory of versions: its newest
     model.predict(["warm up"])
     if translator is not None:
-        translation = load_translator(translator)
+        translation = load_translator(resolve(translator, "translation"))
         translation.translate(["Ein Hund läuft."])
 
         @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
