@@ -7,8 +7,8 @@ run as one batch, beams included.
                          encoded together and added to the search (model/translator/decode.py's BeamSearch)
                 drop:    texts whose requests were cancelled leave
                 step:    in the model thread, every text's beams advance one subword in ONE decoder step, again
-                         until one finishes, a text waits to join, or SLICE_S has passed
-                answer:  each finished text's future gets its hypotheses]
+                         and again; a text that finishes gets its answer at once (handed to the loop), and the
+                         thread goes back to the collector when enough texts wait to join, or after SLICE_S]
 
 Texts of one request and of different requests, with different beams, n-best and length limits, share the steps
 alike; a text joins at the next step rather than after the texts before it have finished, and its result does not
@@ -32,10 +32,13 @@ from model.translator.predictor import TranslatorModel
 
 log = logging.getLogger(__name__)
 
-# the model thread runs steps for at most this long before the collector looks again: it answers finished texts at
-# once and admits waiting ones at the next step either way, so the slice only bounds how long a cancelled
-# request's beams keep being decoded and how long a reload's drain waits
-SLICE_S = 0.05
+# the model thread runs steps for at most this long before the collector admits what waits (and drops what has
+# gone): the longest a text waits to join under load, and how long a cancelled request's beams go on
+SLICE_S = 0.02
+# ... or it returns sooner, once the texts waiting are this share of those decoding (or any, when few decode): each
+# admission encodes the newcomers and copies the search's encoder states, so under load texts join a few at a time
+# rather than one per step (bench/serve.py's /translate rows)
+JOIN_SHARE = 0.25
 
 
 @dataclass
@@ -107,24 +110,34 @@ class TranslatorEngine(MicroBatcher[_Item]):
             if admitted:
                 self.batch_size.observe(len(live))  # the texts decoding together when new ones join
             try:
-                finished = await loop.run_in_executor(self.executor, self._advance, search, admitted, cancelled)
+                finished = await loop.run_in_executor(
+                    self.executor, self._advance, loop, search, admitted, cancelled, dict(live)
+                )
             except Exception as exc:  # the search's state is lost: every text in it fails
                 fail(live.values(), exc, "translator")
                 live.clear()
                 search = BeamSearch(self.model.network)
                 continue
-            answer([live.pop(key) for key, _ in finished], [hyps for _, hyps in finished])
+            for key in finished:  # answered already, from the model thread
+                del live[key]
 
     def _advance(
-        self, search: BeamSearch, admitted: dict[Hashable, _Item], cancelled: set[Hashable]
-    ) -> list[tuple[Hashable, list[Hypothesis]]]:
-        """In the model thread: drop, admit, then step until a text finishes, one waits, or the slice is over."""
+        self, loop: asyncio.AbstractEventLoop, search: BeamSearch, admitted: dict[Hashable, _Item],
+        cancelled: set[Hashable], live: dict[Hashable, _Item],
+    ) -> list[Hashable]:  # fmt: skip
+        """In the model thread: drop, admit, then step, answering each text as it finishes, until enough texts
+        wait to join or the slice is over; the keys answered."""
         search.drop(set(cancelled))
         search.add([i.source for i in admitted.values()], [i.params for i in admitted.values()], list(admitted))
         deadline = time.perf_counter() + SLICE_S
-        finished: list[tuple[Hashable, list[Hypothesis]]] = []
-        while search and not finished:
+        answered: list[Hashable] = []
+        while search:
             finished = search.step()
-            if self.queue.qsize() or time.perf_counter() > deadline:  # a read of the queue's length only
+            if finished:
+                items = [live[key] for key, _ in finished]
+                loop.call_soon_threadsafe(answer, items, [hyps for _, hyps in finished])
+                answered += [key for key, _ in finished]
+            joining = min(self.queue.qsize(), self.max_batch - len(search))  # a read of the queue's length only
+            if time.perf_counter() > deadline or joining > JOIN_SHARE * len(search):
                 break
-        return finished
+        return answered
