@@ -91,6 +91,7 @@ class _Sentence:
     scores: list[float]  # the summed log-probability of each of its rows, -inf where none is live
     finished: list[Hypothesis] = field(default_factory=list)
     steps: int = 0
+    gone: bool = False  # done and answered; its rows stay, unused, until the search compacts them
 
     @property
     def beam(self) -> int:
@@ -104,7 +105,12 @@ class BeamSearch:
     sentences to the end; the service's engine (app/serving/translator.py) admits new requests between steps.
 
     Each sentence's rows see only its own source (padded positions are masked), so its result does not depend on
-    the others present (tests/model/translator/test_decode.py)."""
+    the others present (tests/model/translator/test_decode.py).
+
+    Taking a sentence's rows out copies the encoder states of every row, so the rows of a sentence that is done stay
+    (and are stepped, unused) until they are a quarter of all rows, or until sentences join or are dropped, which
+    copy them anyway: under load, when some sentence finishes at nearly every step, that is one copy per several
+    sentences rather than one per step (bench/serve.py's /translate rows)."""
 
     def __init__(self, net: Translator) -> None:
         self.net = net
@@ -117,7 +123,8 @@ class BeamSearch:
         self.attention: list[list[torch.Tensor]] = []  # per row, one CPU row per emitted id (when asked for)
 
     def __len__(self) -> int:
-        return len(self.sentences)
+        """The sentences still decoding."""
+        return sum(not s.gone for s in self.sentences)
 
     @property
     def rows(self) -> int:
@@ -128,6 +135,7 @@ class BeamSearch:
         """Encode `sources` (ids ending in [EOS]) together and let them join at the next step."""
         if not sources:
             return
+        self._compact()
         ids, lengths = pad_sources(list(sources), self.device)
         memory = self.net.encode(ids, lengths)
         beams = torch.tensor([p.beam for p in params], device=self.device)
@@ -149,12 +157,12 @@ class BeamSearch:
     def drop(self, keys: set[Hashable]) -> None:
         """Remove these sentences (their requests were cancelled) without finishing them."""
         if any(s.key in keys for s in self.sentences):
-            self._keep([s for s in self.sentences if s.key not in keys])
+            self._keep([s for s in self.sentences if s.key not in keys and not s.gone])
 
     @torch.inference_mode()
     def step(self) -> list[tuple[Hashable, list[Hypothesis]]]:
         """Advance every sentence by one target subword; the (key, n-best hypotheses) of those that are done."""
-        assert self.memory is not None and self.hidden is not None and self.sentences
+        assert self.memory is not None and self.hidden is not None and len(self)
         logits, hidden, weights = self.net.step(self.previous, self.hidden, self.memory)
         self.hidden = hidden
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
@@ -164,16 +172,20 @@ class BeamSearch:
         for s in self.sentences[:-1]:
             starts.append(starts[-1] + s.beam)
         candidates = self._candidates(log_probs, starts)
-        wanted = any(s.params.attention for s in self.sentences)
+        wanted = any(s.params.attention and not s.gone for s in self.sentences)
         step_attention = weights.float().cpu() if wanted else None
         origins: list[int] = []  # the row each new row continues
         words: list[int] = []
         widths: list[int] = []  # the source positions of each new row's attention to keep (0: none)
         done: list[tuple[Hashable, list[Hypothesis]]] = []
-        staying: list[_Sentence] = []
         minus_inf = float("-inf")
         vocab = log_probs.shape[1]
         for s, start, (values, flat) in zip(self.sentences, starts, candidates, strict=True):
+            if s.gone:  # its rows go on as they are, unused
+                origins += range(start, start + s.beam)
+                words += [EOS_ID] * s.beam
+                widths += [0] * s.beam
+                continue
             keep: list[float] = []
             slots: list[tuple[int, int]] = []
             for j, (value, index) in enumerate(zip(values, flat, strict=True)):
@@ -197,12 +209,14 @@ class BeamSearch:
             s.finished.sort(key=lambda h: -h.score)
             if ended or _settled(s.finished, max(keep), s.beam, s.params.alpha, s.limit, s.steps):
                 done.append((s.key, s.finished[: s.params.n_best]))
-                continue
-            staying.append(s)
+                s.gone = True
             origins += [row for row, _ in slots]
             words += [w for _, w in slots]
-            widths += [s.source_length if s.params.attention else 0] * s.beam
-        self._advance(staying, origins, words, widths, step_attention)
+            widths += [s.source_length if s.params.attention and not s.gone else 0] * s.beam
+        self._advance(origins, words, widths, step_attention)
+        unused = sum(s.beam for s in self.sentences if s.gone)
+        if unused * 4 >= self.rows:
+            self._compact()
         return done
 
     # ------------------------------------------------------------------ internals
@@ -214,10 +228,12 @@ class BeamSearch:
         out: list[tuple[list[float], list[int]]] = [([], [])] * len(self.sentences)
         widths: dict[int, list[int]] = {}
         for i, s in enumerate(self.sentences):
-            widths.setdefault(s.beam, []).append(i)
+            if not s.gone:
+                widths.setdefault(s.beam, []).append(i)
+        every = len(widths) == 1 and not any(s.gone for s in self.sentences)
         for beam, members in widths.items():
             scores = torch.tensor([x for i in members for x in self.sentences[i].scores], device=log_probs.device)
-            if len(widths) == 1:  # every row, in order
+            if every:  # every row, in order
                 mine = log_probs
             else:
                 mine = log_probs[torch.tensor([starts[i] + k for i in members for k in range(beam)],
@@ -244,9 +260,8 @@ class BeamSearch:
         s.finished.append(hyp)
 
     def _advance(
-        self, staying: list[_Sentence], origins: list[int], words: list[int], widths: list[int],
-        step_attention: torch.Tensor | None,
-    ) -> None:  # fmt: skip
+        self, origins: list[int], words: list[int], widths: list[int], step_attention: torch.Tensor | None
+    ) -> None:
         """The next step's rows: row i continues row origins[i] with words[i] (and, where widths[i] > 0, with its
         attention over that many source positions)."""
         self.tokens = [self.tokens[o] + [w] for o, w in zip(origins, words, strict=True)]
@@ -255,15 +270,18 @@ class BeamSearch:
         else:
             self.attention = [self.attention[o] + [step_attention[o, :n]] if n else []
                               for o, n in zip(origins, widths, strict=True)]  # fmt: skip
-        left = len(staying) < len(self.sentences)
-        self.sentences = staying
         self.previous = torch.tensor(words, dtype=torch.long, device=self.device)
-        # a row continues a row of its own sentence, whose memory is the same: the memory changes only when a
-        # sentence leaves
-        self._select_rows(torch.tensor(origins, dtype=torch.long, device=self.device), memory=left)
+        # a row continues a row of its own sentence, whose encoder states are the same: only the states move
+        assert self.hidden is not None
+        self.hidden = _select(self.hidden, torch.tensor(origins, dtype=torch.long, device=self.device))
+
+    def _compact(self) -> None:
+        """Take out the rows of the sentences that are done."""
+        if any(s.gone for s in self.sentences):
+            self._keep([s for s in self.sentences if not s.gone])
 
     def _keep(self, staying: list[_Sentence]) -> None:
-        """Keep only `staying`'s rows, as they are (a cancellation between steps)."""
+        """Keep only `staying`'s rows, as they are."""
         starts, start = {}, 0
         for s in self.sentences:
             starts[id(s)] = start
@@ -276,14 +294,13 @@ class BeamSearch:
         self.sentences = staying
         self._select_rows(index)
 
-    def _select_rows(self, index: torch.Tensor, memory: bool = True) -> None:
+    def _select_rows(self, index: torch.Tensor) -> None:
         assert self.memory is not None and self.hidden is not None
         if index.numel() == 0:
             self.memory = self.hidden = None
             return
-        if memory:
-            longest = max(s.source_length for s in self.sentences)
-            self.memory = self.memory.select(index).narrow(longest)  # the longest source present sets the width
+        longest = max(s.source_length for s in self.sentences)
+        self.memory = self.memory.select(index).narrow(longest)  # the longest source present sets the width
         self.hidden = _select(self.hidden, index)
 
 
