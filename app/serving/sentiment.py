@@ -10,7 +10,6 @@ it (tokenizer call, padding, result dicts), so the model thread holds the GIL on
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from app.serving.metrics import Metrics
 from model.sentiment.onnx_runtime import OnnxClassifier
 from model.sentiment.predictor import SentimentModel
 
-log = logging.getLogger(__name__)
 WORD = re.compile(r"\S+")
 MAX_EXPLAIN_WORDS = 256
 

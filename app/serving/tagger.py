@@ -11,7 +11,6 @@ An empty sentence is answered at once, without a forward.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +19,6 @@ from app.serving.batching import MicroBatcher, answer, fail
 from app.serving.metrics import Metrics
 from model.tagger.predictor import Tagged, TaggerModel
 from model.tagger.tagging import tokenize_with_offsets
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

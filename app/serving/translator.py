@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
@@ -29,8 +28,6 @@ from app.serving.batching import MicroBatcher, answer, fail, next_batch
 from app.serving.metrics import Metrics
 from model.translator.decode import BeamSearch, DecodeParams, Hypothesis
 from model.translator.predictor import TranslatorModel
-
-log = logging.getLogger(__name__)
 
 # the model thread runs steps for at most this long before the collector admits what waits (and drops what has
 # gone): the longest a text waits to join under load, and how long a cancelled request's beams go on
