@@ -168,9 +168,7 @@ class BeamSearch:
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         log_probs[:, PAD_ID] = float("-inf")
         log_probs[:, BOS_ID] = float("-inf")
-        starts = [0]
-        for s in self.sentences[:-1]:
-            starts.append(starts[-1] + s.beam)
+        starts = self._starts()
         candidates = self._candidates(log_probs, starts)
         wanted = any(s.params.attention and not s.gone for s in self.sentences)
         step_attention = weights.float().cpu() if wanted else None
@@ -280,13 +278,19 @@ class BeamSearch:
         if any(s.gone for s in self.sentences):
             self._keep([s for s in self.sentences if not s.gone])
 
-    def _keep(self, staying: list[_Sentence]) -> None:
-        """Keep only `staying`'s rows, as they are."""
-        starts, start = {}, 0
+    def _starts(self) -> list[int]:
+        """Each sentence's first row (its rows are consecutive)."""
+        starts, start = [], 0
         for s in self.sentences:
-            starts[id(s)] = start
+            starts.append(start)
             start += s.beam
-        origins = [starts[id(s)] + k for s in staying for k in range(s.beam)]
+        return starts
+
+    def _keep(self, staying: list[_Sentence]) -> None:
+        """Keep only `staying`'s rows (a part of the sentences, in their order), as they are."""
+        kept = {id(s) for s in staying}
+        origins = [start + k for s, start in zip(self.sentences, self._starts(), strict=True) if id(s) in kept
+                   for k in range(s.beam)]  # fmt: skip
         self.tokens = [self.tokens[o] for o in origins]
         self.attention = [self.attention[o] for o in origins]
         index = torch.tensor(origins, dtype=torch.long, device=self.device)
