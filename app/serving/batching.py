@@ -81,8 +81,7 @@ async def next_batch(queue: asyncio.Queue[T], max_size: int, max_wait: float) ->
     """Wait for an item; take what else waits, then more as it comes for up to `max_wait` s; `max_size` at most."""
     loop = asyncio.get_running_loop()
     batch = [await queue.get()]
-    while len(batch) < max_size and not queue.empty():
-        batch.append(queue.get_nowait())
+    batch += take_waiting(queue, max_size - 1)
     deadline = loop.time() + max_wait
     while len(batch) < max_size and (remaining := deadline - loop.time()) > 0:
         try:
@@ -90,6 +89,14 @@ async def next_batch(queue: asyncio.Queue[T], max_size: int, max_wait: float) ->
         except TimeoutError:
             break
     return batch
+
+
+def take_waiting(queue: asyncio.Queue[T], room: int) -> list[T]:
+    """What waits on the queue now, `room` items at most, without waiting for more."""
+    items: list[T] = []
+    while len(items) < room and not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 def answer(items: Iterable[Waiting], results: Iterable[Any]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.serving.batching import MicroBatcher, answer, fail, next_batch
+from app.serving.batching import MicroBatcher, answer, fail, next_batch, take_waiting
 from app.serving.metrics import Metrics
 from model.translator.decode import BeamSearch, DecodeParams, Hypothesis
 from model.translator.predictor import TranslatorModel
@@ -89,9 +89,7 @@ class TranslatorEngine(MicroBatcher[_Item]):
         keys = itertools.count()
         while True:
             if live:
-                batch: list[_Item] = []
-                while len(live) + len(batch) < self.max_batch and not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
+                batch = take_waiting(self.queue, self.max_batch - len(live))
             else:
                 batch = await next_batch(self.queue, self.max_batch, self.max_wait)
             self.queue_depth.set(self.queue.qsize())
