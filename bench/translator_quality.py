@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sacrebleu
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
@@ -40,7 +38,7 @@ from model.config import merge  # noqa: E402
 from model.translator.config import translator_preset  # noqa: E402
 from model.translator.data import ParallelCorpus, SplitFiles, load_parallel  # noqa: E402
 from model.translator.predictor import load_translator  # noqa: E402
-from model.translator.train import train_translator  # noqa: E402
+from model.translator.train import scores, train_translator  # noqa: E402
 from model.versions import writing  # noqa: E402
 
 TARGETS = {"default": (33.5, 600.0), "quick": (10.0, 90.0)}  # BLEU on lower-cased tokens, training seconds
@@ -68,15 +66,6 @@ def run(preset: str, corpus: ParallelCorpus, out: Path, change: dict[str, Any] |
         "met": test["bleu_lowercase_tokens"] >= bleu and metrics["train_seconds"] <= seconds,
         "artifact": str(out),
         "kernels": kernels(),
-    }
-
-
-def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    refs = [references]
-    return {
-        "bleu": sacrebleu.corpus_bleu(hypotheses, refs).score,
-        "bleu_lowercase_tokens": sacrebleu.corpus_bleu(hypotheses, refs, lowercase=True).score,
-        "chrf": sacrebleu.corpus_chrf(hypotheses, refs).score,
     }
 
 
