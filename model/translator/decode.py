@@ -107,17 +107,21 @@ class BeamSearch:
     Each sentence's rows see only its own source (padded positions are masked), so its result does not depend on
     the others present (tests/model/translator/test_decode.py).
 
-    Taking a sentence's rows out copies the encoder states of every row, so the rows of a sentence that is done stay
-    (and are stepped, unused) until they are a quarter of all rows, or until sentences join or are dropped, which
+    The encoder states are kept once per sentence, not per row: a step attends through `Translator.step`'s grid of
+    (sentence, beam slot), so a beam of 4 costs no copy of its source (bench/serve.py's /translate rows). Taking a
+    sentence out still copies every other sentence's states, so the rows of a sentence that is done stay (and
+    are stepped, unused) until they are a quarter of all rows, or until sentences join or are dropped, which
     copy them anyway: under load, when some sentence finishes at nearly every step, that is one copy per several
-    sentences rather than one per step (bench/serve.py's /translate rows)."""
+    sentences rather than one per step."""
 
     def __init__(self, net: Translator) -> None:
         self.net = net
         self.device = net.output_bias.device
         self.sentences: list[_Sentence] = []
-        self.memory: Memory | None = None  # (N, S, ...) for the N rows, S the longest source present
-        self.hidden: Hidden | None = None  # (L, N, H)
+        self.memory: Memory | None = None  # (B, S, ...) for the B sentences, S the longest source present
+        self.hidden: Hidden | None = None  # (L, N, H) for the N rows
+        self.width = 1  # the widest beam present: the grid of Translator.step is (B, width)
+        self.place = torch.zeros(0, dtype=torch.long, device=self.device)  # (N,): each row's slot in that grid
         self.previous = torch.zeros(0, dtype=torch.long, device=self.device)  # (N,): each row's last id
         self.tokens: list[list[int]] = []  # per row, the ids emitted so far
         self.attention: list[list[torch.Tensor]] = []  # per row, one CPU row per emitted id (when asked for)
@@ -139,12 +143,13 @@ class BeamSearch:
         ids, lengths = pad_sources(list(sources), self.device)
         memory = self.net.encode(ids, lengths)
         beams = torch.tensor([p.beam for p in params], device=self.device)
-        memory = memory.select(torch.arange(len(sources), device=self.device).repeat_interleave(beams))
-        hidden = self.net.initial_state(memory)
+        hidden = _select(
+            self.net.initial_state(memory), torch.arange(len(sources), device=self.device).repeat_interleave(beams)
+        )
         for source, p, key in zip(sources, params, keys, strict=True):
             scores = [0.0] + [float("-inf")] * (p.beam - 1)  # one live row at the start: the others would copy it
             self.sentences.append(_Sentence(key, p, len(source), p.limit(len(source)), scores))
-        n = memory.states.shape[0]
+        n = int(beams.sum())
         if self.memory is None or self.hidden is None:
             self.memory, self.hidden = memory, hidden
         else:
@@ -152,6 +157,7 @@ class BeamSearch:
         self.previous = torch.cat([self.previous, torch.full((n,), BOS_ID, dtype=torch.long, device=self.device)])
         self.tokens += [[] for _ in range(n)]
         self.attention += [[] for _ in range(n)]
+        self._lay_out()
 
     @torch.inference_mode()
     def drop(self, keys: set[Hashable]) -> None:
@@ -163,7 +169,7 @@ class BeamSearch:
     def step(self) -> list[tuple[Hashable, list[Hypothesis]]]:
         """Advance every sentence by one target subword; the (key, n-best hypotheses) of those that are done."""
         assert self.memory is not None and self.hidden is not None and len(self)
-        logits, hidden, weights = self.net.step(self.previous, self.hidden, self.memory)
+        logits, hidden, weights = self.net.step(self.previous, self.hidden, self.memory, self.place, self.width)
         self.hidden = hidden
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         log_probs[:, PAD_ID] = float("-inf")
@@ -291,21 +297,26 @@ class BeamSearch:
         kept = {id(s) for s in staying}
         origins = [start + k for s, start in zip(self.sentences, self._starts(), strict=True) if id(s) in kept
                    for k in range(s.beam)]  # fmt: skip
+        sentences = [i for i, s in enumerate(self.sentences) if id(s) in kept]
         self.tokens = [self.tokens[o] for o in origins]
         self.attention = [self.attention[o] for o in origins]
         index = torch.tensor(origins, dtype=torch.long, device=self.device)
         self.previous = self.previous[index]
         self.sentences = staying
-        self._select_rows(index)
-
-    def _select_rows(self, index: torch.Tensor) -> None:
         assert self.memory is not None and self.hidden is not None
-        if index.numel() == 0:
+        if not staying:
             self.memory = self.hidden = None
-            return
-        longest = max(s.source_length for s in self.sentences)
-        self.memory = self.memory.select(index).narrow(longest)  # the longest source present sets the width
-        self.hidden = _select(self.hidden, index)
+        else:
+            longest = max(s.source_length for s in staying)  # the longest source present sets the width
+            self.memory = self.memory.select(torch.tensor(sentences, device=self.device)).narrow(longest)
+            self.hidden = _select(self.hidden, index)
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        """Each row's slot in the (sentence, beam slot) grid that a step attends through."""
+        self.width = max((s.beam for s in self.sentences), default=1)
+        slots = [i * self.width + k for i, s in enumerate(self.sentences) for k in range(s.beam)]
+        self.place = torch.tensor(slots, dtype=torch.long, device=self.device)
 
 
 def _settled(finished: list[Hypothesis], best_live: float, beam: int, alpha: float, limit: int, t: int) -> bool:

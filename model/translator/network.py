@@ -40,7 +40,7 @@ class Memory:
     summary: torch.Tensor
 
     def select(self, index: torch.Tensor) -> Memory:
-        """The rows `index` (N,): a beam's copies of its sentence's memory."""
+        """The sentences `index`, in that order."""
         return Memory(self.states[index], self.keys[index], self.mask[index], self.summary[index])
 
     def narrow(self, width: int) -> Memory:
@@ -132,9 +132,13 @@ class Translator(nn.Module):
     def project(self, outputs: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) and attention (B, T, S) from the decoder's outputs (B, T, H)."""
         context, weights = self.attend(outputs, memory)
-        mixed = self.drop(torch.tanh(self.combine(torch.cat([outputs, context], dim=-1))))  # (B, T, E)
+        return self.readout(outputs, context), weights
+
+    def readout(self, outputs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) from decoder outputs and their contexts (..., H)."""
+        mixed = self.drop(torch.tanh(self.combine(torch.cat([outputs, context], dim=-1))))  # (..., E)
         weight = self.target_embedding.weight if self.output is None else self.output.weight
-        return F.linear(mixed, weight, self.output_bias), weights
+        return F.linear(mixed, weight, self.output_bias)
 
     def forward(
         self, source: torch.Tensor, lengths: torch.Tensor, target_in: torch.Tensor
@@ -145,9 +149,22 @@ class Translator(nn.Module):
         outputs, _ = self.decoder(self.drop(self.target_embedding(target_in)), self.initial_state(memory))
         return self.project(outputs, memory)
 
-    def step(self, previous: torch.Tensor, hidden: Hidden, memory: Memory) -> tuple[torch.Tensor, Hidden, torch.Tensor]:
+    def step(
+        self, previous: torch.Tensor, hidden: Hidden, memory: Memory, place: torch.Tensor | None = None,
+        width: int = 1,
+    ) -> tuple[torch.Tensor, Hidden, torch.Tensor]:  # fmt: skip
         """One decoding step for N rows: the previous target ids (N,) -> logits (N, V), the new state, attention
-        (N, S)."""
+        (N, S). Row i attends to memory row i, or, with `place`, several rows share one sentence's memory (B
+        sentences): row i is slot place[i] of a (B, width) grid, so slot b * width + k belongs to sentence b. The
+        attention then runs as for a teacher-forced batch whose time steps are the sentence's rows, and no beam
+        needs its own copy of the encoder states."""
         outputs, hidden = self.decoder(self.target_embedding(previous)[:, None, :], hidden)  # (N, 1, H)
-        logits, weights = self.project(outputs, memory)
-        return logits[:, 0], hidden, weights[:, 0]
+        if place is None:
+            logits, weights = self.project(outputs, memory)
+            return logits[:, 0], hidden, weights[:, 0]
+        rows = outputs[:, 0]  # (N, H)
+        grid = rows.new_zeros(memory.states.shape[0] * width, rows.shape[1])
+        grid[place] = rows
+        context, weights = self.attend(grid.view(-1, width, rows.shape[1]), memory)  # (B, width, H), (B, width, S)
+        context = context.reshape(-1, context.shape[-1])[place]
+        return self.readout(rows, context), hidden, weights.reshape(-1, weights.shape[-1])[place]

@@ -17,9 +17,15 @@ from model.translator.subwords import BOS_ID, EOS_ID, PAD_ID
 SOURCES = [[5, 6, 7, 8, 9, 3], [10, 11, 3], [12, 13, 14, 3]]
 
 
-def net_of(vocab: int = 25, seed: int = 0) -> Translator:
+def net_of(vocab: int = 25, seed: int = 0, **overrides: object) -> Translator:
     torch.manual_seed(seed)
-    config = TranslatorConfig(source_vocab_size=30, target_vocab_size=vocab, embedding_dim=8, hidden_size=12)
+    config = TranslatorConfig(
+        source_vocab_size=30,
+        target_vocab_size=vocab,
+        embedding_dim=8,
+        hidden_size=12,
+        **overrides,  # type: ignore[arg-type]
+    )
     net = Translator(config).eval()
     with torch.no_grad():  # a random network rarely ends a sentence: make [EOS] likely enough to matter
         net.output_bias[EOS_ID] = 2.0
@@ -108,10 +114,14 @@ def same(a: list[Hypothesis], b: list[Hypothesis]) -> None:
             assert rx == pytest.approx(ry, abs=1e-5)
 
 
-def test_sentences_join_and_leave_a_search_between_steps() -> None:
+@pytest.mark.parametrize(
+    "overrides", [{}, {"attention": "additive"}, {"attention": "none"}, {"cell": "lstm"}], ids=repr
+)
+def test_sentences_join_and_leave_a_search_between_steps(overrides: dict[str, str]) -> None:
     """What the service's engine does: a search with sentences of different beams, n-best, limits and attention,
-    more joining after some steps; each gets what it gets alone."""
-    net = net_of()
+    more joining after some steps; each gets what it gets alone (the rows of a beam share their sentence's
+    encoder states through Translator.step's grid, whatever the attention or cell)."""
+    net = net_of(**overrides)
     plans = [
         (SOURCES[0], DecodeParams(beam=4, n_best=2, attention=True)),
         (SOURCES[1], DecodeParams(beam=1)),
