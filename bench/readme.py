@@ -33,7 +33,7 @@ def _replace(doc: Path, name: str, markdown: str) -> None:
     doc.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
 
 
-def _load(name: str) -> dict[str, Any]:
+def load_result(name: str) -> dict[str, Any]:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -51,13 +51,18 @@ def glance() -> str:
         rows.append([f"[{what}](docs/results.md#{anchor})", ours, theirs])
 
     s, small, g, t = (
-        _load("sentiment_default"),
-        _load("sentiment_small"),
-        _load("generator_default"),
-        _load("tagger_default"),
+        load_result("sentiment_default"),
+        load_result("sentiment_small"),
+        load_result("generator_default"),
+        load_result("tagger_default"),
     )
-    serve, speed, first, swaps = _load("serve"), _load("generator_speed"), _load("first_answer"), _load("swaps")
-    soak, tq = _load("soak"), _load("translator_quality")
+    serve, speed, first, swaps = (
+        load_result("serve"),
+        load_result("generator_speed"),
+        load_result("first_answer"),
+        load_result("swaps"),
+    )
+    soak, tq = load_result("soak"), load_result("translator_quality")
     row(
         "SST-2 sentiment, test accuracy",
         "sentiment-on-sst-2",

@@ -9,7 +9,8 @@ with the reference). Sections:
   decoding  greedy against beam 4 and 8 on --artifact, or else the default preset's artifact (the quick one's when the
             default was not trained in this run): BLEU and sentences/s, one process, batches of 64;
   pair      the other direction, English -> German, given as your own line-aligned files (--source/--target):
-            the quick preset against copying the source on that pair.
+            the --presets against copying the source on that pair, beside German -> English (this run's presets
+            rows, or else the last saved ones).
 
 Prints JSON; `--update-readme` rewrites its tables in docs/results.md.
 
@@ -32,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
+from bench.readme import kernels, kernels_note, load_result, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import merge  # noqa: E402
 from model.translator.config import translator_preset  # noqa: E402
@@ -109,7 +110,7 @@ def decoding(artifact: Path, corpus: ParallelCorpus) -> dict[str, Any]:
     return {"artifact_preset": read_config(artifact).training.get("preset"), "beams": rows}
 
 
-def other_pair(corpus: ParallelCorpus, workdir: Path) -> dict[str, Any]:
+def other_pair(corpus: ParallelCorpus, workdir: Path, presets: list[str]) -> dict[str, Any]:
     """English -> German from line-aligned files, as a user gives their own pair (--source/--target)."""
     assert corpus.test is not None
     files: dict[str, SplitFiles] = {}
@@ -119,7 +120,8 @@ def other_pair(corpus: ParallelCorpus, workdir: Path) -> dict[str, Any]:
         target.write_text("\n".join(pairs.source) + "\n", encoding="utf-8")
         files[split] = SplitFiles(source=source, target=target)
     reverse = load_parallel(files["train"], files["dev"], files["test"])
-    return {"quick": run("quick", reverse, workdir / "en-de"), "copy_source": copy_source(reverse)}
+    trained = {preset: run(preset, reverse, workdir / f"en-de-{preset}") for preset in presets}
+    return {"presets": trained, "copy_source": copy_source(reverse)}
 
 
 def metric_cells(r: dict[str, Any]) -> list[str]:
@@ -150,13 +152,16 @@ def render_decoding(d: dict[str, Any]) -> str:
     )
 
 
-def render_pair(p: dict[str, Any], de_en: dict[str, Any] | None) -> str:
-    body = [["quick preset, English → German", *metric_cells(p["quick"]), f"{p['quick']['train_s']:.0f}"],
-            ["copy the source, English → German", *metric_cells(p["copy_source"]), ""]]  # fmt: skip
-    if de_en is not None:
-        body.append(
-            ["quick preset, German → English (for comparison)", *metric_cells(de_en), f"{de_en['train_s']:.0f}"]
-        )
+def render_pair(p: dict[str, Any], de_en: dict[str, dict[str, Any]]) -> str:
+    body = [[f"{preset} preset, English → German", *metric_cells(r), f"{r['train_s']:.0f}"]
+            for preset, r in p["presets"].items()]  # fmt: skip
+    body.append(["copy the source, English → German", *metric_cells(p["copy_source"]), ""])
+    for preset in p["presets"]:
+        if preset in de_en:
+            r = de_en[preset]
+            body.append(
+                [f"{preset} preset, German → English (for comparison)", *metric_cells(r), f"{r['train_s']:.0f}"]
+            )
     header = ["model", "sacreBLEU", "BLEU, lower-cased tokens", "chrF", "training s"]
     return table(header, body) + (
         "\n\nThe same Multi30k sentences the other way round, handed to the trainer as plain line-aligned files"
@@ -228,8 +233,9 @@ def main() -> None:
             d = decoding(artifact, corpus)
             publish("translator_decoding", {**d, "markdown": render_decoding(d)}, args.update_readme)
         if "pair" in sections:
-            p = other_pair(corpus, workdir)
-            publish("translator_pair", {**p, "markdown": render_pair(p, trained.get("quick"))}, args.update_readme)
+            p = other_pair(corpus, workdir, args.presets.split(","))
+            de_en = trained or {r["preset"]: r for r in load_result("translator_quality").get("presets", [])}
+            publish("translator_pair", {**p, "markdown": render_pair(p, de_en)}, args.update_readme)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2))
 
 
