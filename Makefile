@@ -54,9 +54,9 @@ train: install
 serve: install
 	mkdir -p $(addprefix artifacts/,$(KINDS))
 	@echo "serving; the models train in the background (artifacts/training.log): quick versions first, then the defaults"
-	setsid sh -c 'for kind in $(KINDS); do \
-		$(PY) -m model train $$kind --preset quick --threads 2 --new-version --if-missing --out artifacts/$$kind || exit 1; \
-	done; for kind in $(KINDS); do \
+	setsid sh -c 'printf "%s\n" $(KINDS) | xargs -P 2 -I KIND \
+		$(PY) -m model train KIND --preset quick --threads 1 --new-version --if-missing --out artifacts/KIND || exit 1; \
+	for kind in $(KINDS); do \
 		nice -n 10 $(PY) -m model train $$kind --threads 1 --new-version --unless-newest --out artifacts/$$kind || exit 1; \
 	done' >> artifacts/training.log 2>&1 & \
 	trainer=$$!; trap 'kill -- -$$trainer 2>/dev/null' EXIT INT TERM; $(PY) -m app
