@@ -5,7 +5,7 @@ with the reference). Sections:
   presets   the default and quick presets;
   ablation  one change at a time to the quick preset (same size, same epochs): additive attention instead of
             multiplicative, no attention (Cho et al.'s fixed summary), a one-direction encoder, LSTM cells, one
-            joint subword vocabulary instead of one per side, Unigram subwords instead of BPE;
+            joint subword vocabulary instead of one per side, BPE subwords instead of Unigram;
   decoding  greedy against beam 4 and 8 on --artifact, or else the default preset's artifact (the quick one's when the
             default was not trained in this run): BLEU and sentences/s, one process, batches of 64;
   pair      the other direction, English -> German, given as your own line-aligned files (--source/--target):
@@ -81,13 +81,13 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "one-direction encoder": {"bidirectional": False},
     "LSTM cells": {"cell": "lstm"},
     "one joint subword vocabulary for both sides": {"joint_vocabulary": True},
-    "Unigram subwords instead of BPE": {"subwords": "unigram"},
+    "BPE subwords instead of Unigram": {"subwords": "bpe"},
 }
 
 
 def ablation(corpus: ParallelCorpus, workdir: Path, base: dict[str, Any] | None) -> dict[str, Any]:
     """The quick preset, then each change in ABLATIONS on top of it alone (`base`: its row when already run)."""
-    rows = {"quick preset (multiplicative attention, bidirectional GRU, BPE per side)":
+    rows = {"quick preset (multiplicative attention, bidirectional GRU, Unigram per side)":
             base or run("quick", corpus, workdir / "q")}  # fmt: skip
     for name, change in ABLATIONS.items():
         rows[name] = run("quick", corpus, workdir / name.split()[0], change)

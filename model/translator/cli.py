@@ -51,7 +51,7 @@ def add_train(sub: Any) -> None:
     g.add_argument("--layers", dest="num_layers", type=int)
     g.add_argument("--dropout", type=float)
     bool_flag(g, "tie-embeddings", "the output layer shares the target embedding (on)")
-    g.add_argument("--subwords", choices=SUBWORDS, help="bpe (default) or unigram")
+    g.add_argument("--subwords", choices=SUBWORDS, help="unigram (default) or bpe")
     bool_flag(g, "joint-vocabulary", "one subword vocabulary for both languages (off: one per side)")
     g.add_argument("--vocab-size", type=int, help="subwords per vocabulary (8000)")
     g.add_argument("--max-length", type=int, help="subwords per side of a training pair (64)")

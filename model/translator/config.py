@@ -26,7 +26,9 @@ class TranslatorTrainConfig:
     num_layers: int = 1
     dropout: float = 0.3
     tie_embeddings: bool = True  # the target embedding is the output layer's weight
-    subwords: Subwords = "bpe"
+    # Unigram (Kudo 2018) rather than BPE: +3.9 BLEU at the quick size, +2.4 at the default one, in the same time
+    # (docs/results.md, translation ablation and presets)
+    subwords: Subwords = "unigram"
     joint_vocabulary: bool = False  # one subword vocabulary for both sides, or one per side
     vocab_size: int = 5000  # per side (or joint)
     max_length: int = 64  # subwords per side; longer pairs are an error, or skipped with skip_bad_rows
