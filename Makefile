@@ -46,7 +46,8 @@ train: install
 	for kind in $(KINDS); do $(PY) -m model train $$kind --new-version --unless-newest --out artifacts/$$kind || exit 1; done
 
 # a first answer in minutes: the service starts at once, and a background trainer writes the quick preset of every
-# kind that has no version yet (half a minute to a minute and a half each on 2 cores: docs/results.md, first
+# kind that has no version yet, two at a time on one thread each (small models gain less from a second thread than
+# from a second job: every route answers within about two and a half minutes on 2 cores, docs/results.md, first
 # answers), then the default presets at low priority on one thread; each is written as the next version of
 # artifacts/KIND and swapped in live (RNN_MODEL_POLL_SECONDS).
 # A kind waiting for its first version answers 503 meanwhile. The trainer's log is artifacts/training.log; it stops
