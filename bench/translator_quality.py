@@ -14,7 +14,11 @@ with the reference). Sections:
 
 Prints JSON; `--update-readme` rewrites its tables in docs/results.md.
 
-    python bench/translator_quality.py [--sections presets,ablation,decoding,pair] [--update-readme] [--keep DIR]
+    python bench/translator_quality.py [--sections presets,ablation,decoding,pair] [--presets default,quick]
+                                       [--update-readme] [--keep DIR]
+
+A preset left out of --presets keeps its rows from the last run's results (bench/results/), so the quick rows can be
+rerun alone.
 
 Targets (issue 33): default BLEU on lower-cased tokens >= 33.5 in <= 10 minutes of training on these 2 cores;
 quick >= 10 BLEU in <= 90 s.
@@ -212,15 +216,20 @@ def main() -> None:
     report: dict[str, Any] = {"presets": [], "copy_source": copy_source(corpus), "kernels": kernels()}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        saved = {r["preset"]: r for r in load_result("translator_quality").get("presets", [])}
         if "presets" in sections:
             for preset in args.presets.split(","):
                 out = args.keep if preset == "default" and args.keep else workdir / preset
                 report["presets"].append(run(preset, corpus, out))
+            # a preset not run this time keeps its row from the last run (each row is one training)
+            report["presets"] = order(
+                [*report["presets"], *(r for name, r in saved.items() if name not in args.presets)]
+            )
             report["markdown"] = render(report)
             save_json("translator_quality", report)
             if args.update_readme:
                 update_section("translator_quality", report["markdown"])
-        trained = {r["preset"]: r for r in report["presets"]}
+        trained = {r["preset"]: r for r in report["presets"] if r["preset"] in args.presets.split(",")}
         if "ablation" in sections:
             rows = ablation(corpus, workdir, trained.get("quick"))
             publish("translator_ablation", {"rows": rows, "markdown": render_ablation(rows)}, args.update_readme)
@@ -234,9 +243,17 @@ def main() -> None:
             publish("translator_decoding", {**d, "markdown": render_decoding(d)}, args.update_readme)
         if "pair" in sections:
             p = other_pair(corpus, workdir, args.presets.split(","))
-            de_en = trained or {r["preset"]: r for r in load_result("translator_quality").get("presets", [])}
+            before = load_result("translator_pair").get("presets", {})
+            p["presets"] = {name: p["presets"].get(name) or before[name] for name in ("default", "quick")
+                            if name in p["presets"] or name in before}  # fmt: skip
+            de_en = {r["preset"]: r for r in report["presets"]} or saved
             publish("translator_pair", {**p, "markdown": render_pair(p, de_en)}, args.update_readme)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2))
+
+
+def order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The default preset's row first."""
+    return sorted(rows, key=lambda r: r["preset"] != "default")
 
 
 def publish(name: str, report: dict[str, Any], update: bool) -> None:
