@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help="Multi30k mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
-    sections = args.sections.split(",")
+    sections, presets = args.sections.split(","), args.presets.split(",")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     corpus = load_parallel(data_dir=args.data_dir)
     report: dict[str, Any] = {"presets": [], "copy_source": copy_source(corpus), "kernels": kernels()}
@@ -218,18 +218,16 @@ def main() -> None:
         workdir = Path(tmp)
         saved = {r["preset"]: r for r in load_result("translator_quality").get("presets", [])}
         if "presets" in sections:
-            for preset in args.presets.split(","):
+            for preset in presets:
                 out = args.keep if preset == "default" and args.keep else workdir / preset
                 report["presets"].append(run(preset, corpus, out))
             # a preset not run this time keeps its row from the last run (each row is one training)
-            report["presets"] = order(
-                [*report["presets"], *(r for name, r in saved.items() if name not in args.presets)]
-            )
+            report["presets"] = order([*report["presets"], *(r for name, r in saved.items() if name not in presets)])
             report["markdown"] = render(report)
             save_json("translator_quality", report)
             if args.update_readme:
                 update_section("translator_quality", report["markdown"])
-        trained = {r["preset"]: r for r in report["presets"] if r["preset"] in args.presets.split(",")}
+        trained = {r["preset"]: r for r in report["presets"] if r["preset"] in presets}
         if "ablation" in sections:
             rows = ablation(corpus, workdir, trained.get("quick"))
             publish("translator_ablation", {"rows": rows, "markdown": render_ablation(rows)}, args.update_readme)
@@ -242,7 +240,7 @@ def main() -> None:
             d = decoding(artifact, corpus)
             publish("translator_decoding", {**d, "markdown": render_decoding(d)}, args.update_readme)
         if "pair" in sections:
-            p = other_pair(corpus, workdir, args.presets.split(","))
+            p = other_pair(corpus, workdir, presets)
             before = load_result("translator_pair").get("presets", {})
             p["presets"] = {name: p["presets"].get(name) or before[name] for name in ("default", "quick")
                             if name in p["presets"] or name in before}  # fmt: skip
