@@ -162,7 +162,7 @@ def publish(name: str, report: dict[str, Any], update_readme: bool) -> None:
     save_json(name, report)
     if update_readme:
         update_section(name, report["markdown"])
-    print(report["markdown"])
+    print(report["markdown"], flush=True)  # a long benchmark's log shows each table as it is done
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

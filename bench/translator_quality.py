@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import kernels, kernels_note, load_result, save_json, table, update_section  # noqa: E402
+from bench.readme import kernels, kernels_note, load_result, publish, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import merge  # noqa: E402
 from model.translator.config import translator_preset  # noqa: E402
@@ -221,8 +221,7 @@ def main() -> None:
             for preset in presets:
                 out = args.keep if preset == "default" and args.keep else workdir / preset
                 report["presets"].append(run(preset, corpus, out))
-            # a preset not run this time keeps its row from the last run (each row is one training)
-            report["presets"] = order([*report["presets"], *(r for name, r in saved.items() if name not in presets)])
+            report["presets"] = list(with_saved({r["preset"]: r for r in report["presets"]}, saved).values())
             report["markdown"] = render(report)
             save_json("translator_quality", report)
             if args.update_readme:
@@ -241,24 +240,17 @@ def main() -> None:
             publish("translator_decoding", {**d, "markdown": render_decoding(d)}, args.update_readme)
         if "pair" in sections:
             p = other_pair(corpus, workdir, presets)
-            before = load_result("translator_pair").get("presets", {})
-            p["presets"] = {name: p["presets"].get(name) or before[name] for name in ("default", "quick")
-                            if name in p["presets"] or name in before}  # fmt: skip
+            p["presets"] = with_saved(p["presets"], load_result("translator_pair").get("presets", {}))
             de_en = {r["preset"]: r for r in report["presets"]} or saved
             publish("translator_pair", {**p, "markdown": render_pair(p, de_en)}, args.update_readme)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2))
 
 
-def order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The default preset's row first."""
-    return sorted(rows, key=lambda r: r["preset"] != "default")
-
-
-def publish(name: str, report: dict[str, Any], update: bool) -> None:
-    save_json(name, report)
-    if update:
-        update_section(name, report["markdown"])
-    print(report["markdown"], flush=True)
+def with_saved(trained: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """The rows of the presets trained in this run, and the last run's row of each preset not run this time (each
+    row is one training), the default preset's first."""
+    rows = {**saved, **trained}
+    return dict(sorted(rows.items(), key=lambda item: item[0] != "default"))
 
 
 if __name__ == "__main__":
