@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from app.serving.metrics import Metrics
+from app.serving.threads import blas_threads
 from model.generator.predictor import GeneratorModel
 from model.generator.sampling import (
     Decoder,
@@ -140,6 +141,7 @@ class GeneratorEngine:
         self.serving: dict[str, Any] = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
         self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
         self.step = Stepper(model.network)
+        self.blas = blas_threads()  # one or two BLAS threads per step, whichever steps faster now
         self.table = id_to_text(model.tokenizer)
         vocab = model.tokenizer.get_vocab()
         self.specials = frozenset(vocab[t] for t in SPECIALS if t in vocab)  # TGI's tokens say which are special
@@ -169,6 +171,9 @@ class GeneratorEngine:
     async def start(self) -> None:
         self.running = True
         self.task = asyncio.create_task(self._run(), name="generator")
+
+    async def complete(self) -> None:
+        """Nothing is left for later (the Engine protocol: app/serving/registry.py)."""
 
     async def drain(self, timeout: float) -> None:
         """Stop once the streams it holds have finished (or after `timeout` s): a hot reload's old engine."""
@@ -290,7 +295,8 @@ class GeneratorEngine:
         if self.active:
             b = len(self.active)
             c = None if self.c is None else self.c[:, :b]
-            self.logits[:b] = self.step.step(np.array(next_tokens, dtype=np.int64), self.h[:, :b], c)
+            stepped = np.array(next_tokens, dtype=np.int64)
+            self.logits[:b] = self.blas.run(self.step.step, stepped, self.h[:, :b], c)
             self.steps += 1
 
     def _keep(self, rows: list[int]) -> None:

@@ -1,0 +1,134 @@
+"""The generator's BLAS thread choice (app/serving/threads.py): the chooser keeps the faster option as measured,
+probes again less often while nothing changes, and the choice never changes a stream's text."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import torch
+
+from app.main import create_app
+from app.serving import threads
+from app.serving.threads import BlasThreads, FasterOf
+from model.generator.config import CharLMConfig
+from model.generator.network import CharRNN
+from model.generator.predictor import load_generator
+from model.generator.sampling import SamplingParams, generate
+from model.generator.stepper import Stepper
+from tests.app.conftest import Artifacts, serving
+from tests.app.test_serving import SettingsFor
+
+T = TypeVar("T")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def probe(chooser: FasterOf[T], seconds: dict[T, float]) -> list[T]:
+    """Run until the probe under way ends; each option's run takes seconds[option]. The options it tried."""
+    tried = []
+    while True:
+        option = chooser.pick()
+        tried.append(option)
+        chooser.record(seconds[option])
+        if chooser.times is None:
+            return tried
+
+
+def test_a_probe_interleaves_the_options_and_keeps_the_faster() -> None:
+    clock = Clock()
+    chooser = FasterOf(["two", "one"], probe_runs=3, hold_s=1.0, clock=clock)
+    assert probe(chooser, {"two": 0.004, "one": 0.001}) == ["two", "one"] * 3
+    assert chooser.choice == "one"
+    assert [chooser.pick() for _ in range(5)] == ["one"] * 5  # held: no probe before hold_s
+    for _ in range(5):
+        chooser.record(1.0)  # runs outside a probe are not counted
+    assert chooser.choice == "one"
+
+
+def test_a_confirmed_choice_is_probed_less_often_and_a_change_resets_the_hold() -> None:
+    clock = Clock()
+    chooser = FasterOf([2, 1], probe_runs=2, hold_s=1.0, max_hold_s=8.0, clock=clock)
+    probe(chooser, {2: 0.001, 1: 0.002})
+    holds = [chooser.hold]
+    for _ in range(4):
+        clock.now = chooser.until
+        probe(chooser, {2: 0.001, 1: 0.002})
+        holds.append(chooser.hold)
+    assert holds == [2.0, 4.0, 8.0, 8.0, 8.0]
+    clock.now = chooser.until
+    probe(chooser, {2: 0.030, 1: 0.002})  # another process took a core: two threads now wait
+    assert (chooser.choice, chooser.hold) == (1, 1.0)
+    clock.now = chooser.until - 0.01
+    assert chooser.pick() == 1 and chooser.times is None
+
+
+def test_the_mean_decides_so_a_rare_long_wait_counts() -> None:
+    chooser = FasterOf(["a", "b"], probe_runs=4, clock=Clock())
+    runs = {"a": iter([0.001, 0.001, 0.001, 0.050]), "b": iter([0.002] * 4)}
+    while True:
+        option = chooser.pick()
+        chooser.record(next(runs[option]))
+        if chooser.times is None:
+            break
+    assert chooser.choice == "b"  # a's median is lower, its mean is not
+
+
+def test_one_option_is_never_probed() -> None:
+    chooser = FasterOf([1], clock=Clock())
+    for _ in range(10):
+        assert chooser.pick() == 1
+        chooser.record(0.5)
+    assert chooser.times is None
+
+
+def test_one_or_two_blas_threads_step_the_same_bits() -> None:
+    blas = BlasThreads()
+    if blas.library is None or blas.threads < 2:
+        pytest.skip("no BLAS whose thread count threadpoolctl can set, or one core")
+    torch.manual_seed(0)
+    stepper = Stepper(CharRNN(CharLMConfig(vocab_size=67, hidden_size=512)).eval())  # big enough to split
+    rng = np.random.default_rng(0)
+    before = blas.threads
+    try:
+        for rows in (1, 2, 7, 32, 64):
+            h = rng.standard_normal((1, rows, 512)).astype(np.float32)
+            tokens = rng.integers(0, 67, rows)
+            outs = []
+            for n in (1, before):
+                blas.library.set_num_threads(n)
+                state = h.copy()
+                outs.append((stepper.step(tokens, state).copy(), state))
+            assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1]), rows
+    finally:
+        blas.library.set_num_threads(before)
+
+
+def test_a_stream_switching_thread_counts_at_every_step_gives_its_seeds_text(
+    settings_for: SettingsFor, artifacts: Artifacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blas = threads.blas_threads()
+    counts = itertools.cycle(sorted({1, max(blas.chooser.options)}))
+    monkeypatch.setattr(blas.chooser, "pick", lambda: next(counts))
+    prompt, params = "ROMEO:", SamplingParams(60, 0.9, seed=7)
+
+    async def main() -> dict[str, Any]:
+        app = create_app(settings_for())
+        async with serving(app) as c:
+            body = {"prompt": prompt, "max_new_tokens": 60, "temperature": 0.9, "seed": 7}
+            answer: dict[str, Any] = (await c.post("/generate", json=body)).json()
+            return answer
+
+    answer = asyncio.run(main())
+    model = load_generator(artifacts.generator)
+    assert answer["generated_text"] == generate(model.network, model.tokenizer, prompt, params).text
+    assert blas.threads in blas.chooser.options
