@@ -36,6 +36,7 @@ from bench.readme import publish, table  # noqa: E402
 from bench.serve import base_env, rss_mb, start, write_bodies, wrk  # noqa: E402
 from bench.service_accuracy import free_port, stop  # noqa: E402
 from model.artifacts import copy_artifact  # noqa: E402
+from model.versions import resolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS, POLL_SECONDS, P99_RATIO = 16, "0.5", 3.0
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
+    args.sentiment = resolve(args.sentiment, "sentiment")  # a directory of versions: its newest
     copy_mb = one_copy_mb(args.sentiment)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
