@@ -138,7 +138,6 @@ class GeneratorEngine:
     def __init__(self, model: GeneratorModel, max_streams: int, metrics: Metrics, name: str = "generator") -> None:
         self.name = name
         self.model = model
-        self.serving: dict[str, Any] = {"runtime": "numpy"}  # what /models reports: the Stepper steps the streams
         self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
         self.step = Stepper(model.network)
         self.blas = blas_threads()  # one or two BLAS threads per step, whichever steps faster now
@@ -159,6 +158,11 @@ class GeneratorEngine:
         self.running = False
         self.task: asyncio.Task[None] | None = None
         self.steps = 0  # batched steps taken (tests read it)
+
+    @property
+    def serving(self) -> dict[str, Any]:
+        """What /models reports: the Stepper steps the streams in NumPy, on the BLAS threads chosen now."""
+        return {"runtime": "numpy", **self.blas.describe()}
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:

@@ -37,7 +37,10 @@ class Engine(Protocol):
 
     name: str  # what requests call it by
     kind: str  # its key in ENGINES (and in model/tasks.py's TASKS)
-    serving: dict[str, Any]  # how this process runs it, for /models
+
+    @property
+    def serving(self) -> dict[str, Any]: ...  # how this process runs it, for /models
+
     version: int | None  # the version serving, when its path is a directory of versions
 
     @property

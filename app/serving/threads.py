@@ -51,6 +51,7 @@ class FasterOf(Generic[T]):
         self.times: list[list[float]] | None = None  # per option, while probing
         self.turn = 0  # runs recorded in this probe
         self.trying = 0
+        self.means: dict[T, float] = {}  # the last probe's mean run, in seconds, by option
 
     @property
     def choice(self) -> T:
@@ -73,6 +74,7 @@ class FasterOf(Generic[T]):
         if self.turn < self.probe_runs * len(self.options):
             return
         means = [sum(t) / len(t) for t in self.times]
+        self.means = dict(zip(self.options, means, strict=True))
         best = min(range(len(means)), key=means.__getitem__)
         self.hold = min(2 * self.hold, self.max_hold) if best == self.best else self.min_hold
         if best != self.best:
@@ -91,6 +93,11 @@ class BlasThreads:
         self.library = found[0] if found else None
         self.threads: int = self.library.num_threads if self.library else 1
         self.chooser: FasterOf[int] = FasterOf(sorted({1, self.threads}))
+
+    def describe(self) -> dict[str, object]:
+        """For /models: the thread count chosen, and the last probe's mean step by thread count, in µs."""
+        steps = {str(n): round(mean * 1e6) for n, mean in self.chooser.means.items()}
+        return {"blas_threads": self.chooser.choice, "step_us_by_threads": steps}
 
     def run(self, work: Callable[..., Any], *args: Any) -> Any:
         """work(*args) on the thread count the chooser picks, timed for it."""

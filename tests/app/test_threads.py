@@ -49,6 +49,7 @@ def test_a_probe_interleaves_the_options_and_keeps_the_faster() -> None:
     chooser = FasterOf(["two", "one"], probe_runs=3, hold_s=1.0, clock=clock)
     assert probe(chooser, {"two": 0.004, "one": 0.001}) == ["two", "one"] * 3
     assert chooser.choice == "one"
+    assert chooser.means == pytest.approx({"two": 0.004, "one": 0.001})  # what /models reports, in µs
     assert [chooser.pick() for _ in range(5)] == ["one"] * 5  # held: no probe before hold_s
     for _ in range(5):
         chooser.record(1.0)  # runs outside a probe are not counted
