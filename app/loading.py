@@ -133,13 +133,6 @@ async def start_engines(engines: dict[str, Engine], metrics: Metrics) -> None:
         metrics.version.labels(name).set(engine.version or 0)
 
 
-async def complete_engines(engines: dict[str, Engine]) -> None:
-    """What loading left for later (the classifier's one-thread session), once the engines these replace are
-    freed: two copies of a model and the new one's extras are never resident at once."""
-    for engine in engines.values():
-        await engine.complete()
-
-
 def describe(engines: dict[str, Engine]) -> list[dict[str, str]]:
     """[{name, task, sha256}] of what serves."""
     return [{"name": name, "task": e.model.artifact.task, "sha256": e.model.artifact.sha256}
@@ -226,7 +219,6 @@ async def reload_models(app: FastAPI) -> list[dict[str, str]]:
         await asyncio.gather(*(engine.drain(settings.request_timeout_s) for engine in old.values()))
         del old
         settle_heap("all")  # the old models are collected, the new ones frozen
-        await complete_engines(engines)
         return describe(engines)
 
 

@@ -27,7 +27,7 @@ from app import versions
 from app.auth import KeyRing
 from app.config import Settings, load_settings
 from app.deps import require_api_key
-from app.loading import complete_engines, load_engines, settle_heap, start_engines, watch_sighup
+from app.loading import load_engines, settle_heap, start_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware, model_posts
 from app.routes import admin, generator, health, hf, openai, sentiment, tagger, translator
 from app.routes.errors import http_error, validation_error
@@ -55,7 +55,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("start-up refused: %s", exc)
         raise
     await start_engines(app.state.engines, app.state.metrics)
-    await complete_engines(app.state.engines)
     settle_heap("none")
     app.state.reload_lock = asyncio.Lock()
     app.state.sighup_tasks = set()

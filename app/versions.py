@@ -107,7 +107,6 @@ async def swap(app: FastAPI, name: str, number: int) -> Engine:
             await current.drain(settings.request_timeout_s)
             del current
             settle_heap("young")  # the old model is freed by reference counting, the new one frozen
-        await engine.complete()
         return engine
 
 

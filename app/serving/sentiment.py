@@ -19,7 +19,7 @@ import torch
 
 from app.serving.batching import MicroBatcher, answer, fail
 from app.serving.metrics import Metrics
-from model.sentiment.onnx_runtime import OnnxClassifier, OnnxRunner
+from model.sentiment.onnx_runtime import OnnxClassifier
 from model.sentiment.predictor import SentimentModel
 
 WORD = re.compile(r"\S+")
@@ -58,27 +58,13 @@ class ClassifierEngine(MicroBatcher[_Item]):
         # event loop's work grows with the requests, the forward's with the texts; for one text per request the
         # loop needs a core of its own, and a second forward thread would take it (bench/serve.py measures both)
         runner = model.runner
-        one = runner.one_thread if isinstance(runner, OnnxClassifier) else runner
-        self.singles_runner = one or runner  # all threads until complete() builds the one-thread session
+        self.singles_runner = runner.one_thread if isinstance(runner, OnnxClassifier) else runner
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         chunks = self.model.chunks(["warm up the network", "and its tokenizer ."])
         for runner in {self.model.runner, self.singles_runner}:  # one of them when they are the same
             self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, runner)))
-
-    async def complete(self) -> None:
-        """Build and warm up the one-thread ONNX session, when loading left it for now (app/serving/registry.py):
-        the app calls this once the engine this one replaces is freed."""
-        runner = self.model.runner
-        if isinstance(runner, OnnxClassifier) and runner.one_thread is None:
-            self.singles_runner = await asyncio.to_thread(self._warm_one_thread, runner)
-
-    def _warm_one_thread(self, runner: OnnxClassifier) -> OnnxRunner:
-        one = runner.add_one_thread()
-        chunks = self.model.chunks(["warm up the network", "and its tokenizer ."])
-        self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, one)))
-        return one
 
     async def stop(self) -> None:
         await super().stop()

@@ -155,14 +155,11 @@ class OnnxClassifier(OnnxRunner):
     """The network's graph (`graph`, the artifact's, or else exported now) served on `threads` intra-op threads.
     With more than one, `one_thread` is a second session of the same graph on one thread: the service runs a
     batch of single-text requests there, so the other core stays with the event loop that parses and answers them
-    (app/serving/sentiment.py). With `one_thread=False` that session waits for `add_one_thread()`: a live swap
-    builds it once the version it replaces is freed, so that the swap never holds two whole models beside the
-    new one's third session. A `graph` that does not answer what `network` does raises ArtifactError."""
+    (app/serving/sentiment.py). A `graph` that does not answer what `network` does raises ArtifactError."""
 
     def __init__(
-        self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | Path | None = None,
-        one_thread: bool = True,
-    ) -> None:  # fmt: skip
+        self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | Path | None = None
+    ) -> None:
         ort = _import_ort()
         model: bytes | Path
         if graph is None:
@@ -179,18 +176,7 @@ class OnnxClassifier(OnnxRunner):
             model = quantize(model if isinstance(model, bytes) else model.read_bytes())
             session = _session(ort, model, threads)
         super().__init__(session)
-        self.one_thread: OnnxRunner | None = self if threads == 1 else None
-        self.source: bytes | Path | None = model  # kept only until the one-thread session exists
-        if one_thread:
-            self.add_one_thread()
-
-    def add_one_thread(self) -> OnnxRunner:
-        """The one-thread session of the same graph, built now if it is not there yet."""
-        if self.one_thread is None:
-            assert self.source is not None
-            self.one_thread = OnnxRunner(_session(_import_ort(), self.source, 1))
-        self.source = None
-        return self.one_thread
+        self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(_session(ort, model, 1))
 
 
 def _check_agrees(runner: OnnxRunner, network: nn.Module) -> None:

@@ -142,36 +142,6 @@ def test_a_swapped_out_engine_of_every_kind_is_freed_without_the_cycle_collector
         wait_for(lambda: all(ref() is None for refs in old.values() for ref in refs), seconds=10)
 
 
-def test_a_swapped_in_classifier_builds_its_one_thread_session_once_the_old_one_is_freed(
-    settings_for: SettingsFor, shelf: Path, artifacts: Artifacts, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A swap never holds two whole classifiers beside a third session: the new version serves on its full
-    session until the old version is freed, then builds its one-thread session for single texts."""
-    pytest.importorskip("onnxruntime", reason="the optional onnx extra")
-    from model.sentiment.onnx_runtime import OnnxClassifier
-
-    build, old_alive = OnnxClassifier.add_one_thread, []
-    with TestClient(create_app(settings_for(sentiment_artifact=shelf, model_poll_seconds=0.02, onnx_threads=2))) as c:
-        first = c.app.state.engines["sentiment"]  # type: ignore[attr-defined]
-        assert first.singles_runner is first.model.runner.one_thread is not first.model.runner  # built at start
-        old = weakref.ref(first)
-        del first
-
-        def spy(runner: OnnxClassifier) -> Any:
-            old_alive.append(old() is not None)
-            return build(runner)
-
-        monkeypatch.setattr(OnnxClassifier, "add_one_thread", spy)
-        write_version(artifacts.sentiment, shelf / "2", nudge=0.05)
-        wait_for(lambda: card(c)["version"] == 2)
-        engine = c.app.state.engines["sentiment"]  # type: ignore[attr-defined]
-        wait_for(lambda: engine.singles_runner is engine.model.runner.one_thread)
-        assert old_alive == [False]
-        assert engine.singles_runner.session.get_session_options().intra_op_num_threads == 1
-        answer = c.post("/sentiment", json={"text": TEXT})
-        assert answer.status_code == 200 and answer.headers["x-model-version"] == "2"
-
-
 def test_the_admin_api_pins_unpins_and_loads(settings_for: SettingsFor, shelf: Path, artifacts: Artifacts) -> None:
     write_version(artifacts.sentiment, shelf / "2", nudge=0.05)
     (shelf / "3").mkdir()  # an incomplete version: no artifact files

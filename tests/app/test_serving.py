@@ -124,7 +124,6 @@ def test_single_text_requests_run_on_one_onnx_thread_and_batch_requests_on_all(a
         return run
 
     runner.infer = spy("all threads", runner.infer)  # type: ignore[method-assign]
-    assert runner.one_thread is not None
     runner.one_thread.infer = spy("one thread", runner.one_thread.infer)  # type: ignore[method-assign]
     batch = texts(12)
 
