@@ -171,7 +171,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, tracked_send)
         finally:
-            engine = scope.get(ANSWERING)
+            # the scope lets go of the engine: uvicorn keeps a keep-alive connection's last scope until its next
+            # request, which kept a swapped-out version resident (bench/swaps.py: a copy more after each swap)
+            engine = scope.pop(ANSWERING, None)
             if engine is not None:
                 key = (engine.name, engine.version)
                 answered = self.answered.get(key)

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.deps import ANSWERING
 from app.main import create_app
 from model.__main__ import main as train_main
 from model.artifacts import load_artifact, save_artifact
@@ -140,6 +141,34 @@ def test_a_swapped_out_engine_of_every_kind_is_freed_without_the_cycle_collector
             write_version(getattr(artifacts, kind), shelf / "2", nudge=0.05)
         wait_for(lambda: all(card(c, kind)["version"] == 2 for kind in shelves))
         wait_for(lambda: all(ref() is None for refs in old.values() for ref in refs), seconds=10)
+
+
+def test_a_finished_requests_scope_lets_go_of_the_engine_that_answered(settings_for: SettingsFor) -> None:
+    """uvicorn keeps a keep-alive connection's last scope until the connection's next request: a scope that still
+    named its engine kept a swapped-out version resident for as long as a client's connection stayed idle."""
+    app = create_app(settings_for())
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/sentiment", "raw_path": b"/sentiment", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    incoming = [{"type": "http.request", "body": json.dumps({"text": TEXT}).encode(), "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        async with serving(app):
+            await app(scope, receive, send)
+
+    asyncio.run(main())
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["label"]
+    assert ANSWERING not in scope
 
 
 def test_the_admin_api_pins_unpins_and_loads(settings_for: SettingsFor, shelf: Path, artifacts: Artifacts) -> None:
