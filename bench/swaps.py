@@ -10,6 +10,8 @@ sentiment model a directory of versions, with wrk (bench/wrk/post.lua, SST-2 dev
              requests, p99, and the service's peak resident memory sampled every 20 ms;
   training   a run while `nice -n 10 python -m model train generator --threads 1` trains beside the service (as
              make serve's background trainer does).
+Generation is measured idle and beside the same trainer too (POST /generate/stream, 1,000 characters: one stream
+alone, then 32 at once; bench/serve.py's client), since the generator's steps share the cores with the trainer.
 One copy of the model is measured apart: the resident memory a fresh process gains by loading it as the service's
 engine. Targets (issue 31): no failed request; p99 during a swap and while training <= 3x idle; peak memory during
 a swap <= the steady state + one copy of the model.
@@ -18,8 +20,10 @@ a swap <= the steady state + one copy of the model.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +37,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from bench.serve import base_env, rss_mb, start, write_bodies, wrk  # noqa: E402
+from bench.serve import base_env, one_stream, rss_mb, start, write_bodies, wrk  # noqa: E402
 from bench.service_accuracy import free_port, stop  # noqa: E402
 from model.artifacts import copy_artifact  # noqa: E402
 from model.versions import resolve  # noqa: E402
@@ -43,11 +47,12 @@ CONNECTIONS, POLL_SECONDS, P99_RATIO = 16, "0.5", 3.0
 COPY_SCRIPT = """
 import sys
 from app.config import load_settings
-from app.loading import load_engine
+from app.loading import load_engine, tune_heap
 from app.serving.metrics import Metrics
 def rss():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1]) / 1024
 settings, metrics = load_settings(_env_file=None), Metrics()
+tune_heap(loading=True)  # as the service loads a version (app/versions.py)
 load_engine('warm', sys.argv[1], settings, metrics)  # libraries and their first allocations, not counted
 before = rss()
 engine = load_engine('sentiment', sys.argv[1], settings, metrics)
@@ -55,11 +60,32 @@ print(rss() - before)
 """
 
 
-def one_copy_mb(artifact: Path) -> float:
-    """The resident memory one more copy of the model takes once the service's libraries are loaded."""
-    out = subprocess.run([sys.executable, "-c", COPY_SCRIPT, str(artifact)], cwd=ROOT, env=base_env(artifact, artifact),
-                         capture_output=True, text=True, check=True)  # fmt: skip
-    return float(out.stdout.strip().splitlines()[-1])
+def one_copy_mb(artifact: Path, runs: int = 3) -> float:
+    """The resident memory one more copy of the model takes once the service's libraries are loaded: the median of
+    `runs` fresh processes (one alone moves by several MB)."""
+    found = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", COPY_SCRIPT, str(artifact)], cwd=ROOT,
+                             env=base_env(artifact, artifact), capture_output=True, text=True, check=True)  # fmt: skip
+        found.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(found)
+
+
+def generation(port: int) -> dict[str, float]:
+    """chars/s of one stream (median of 3) and of 32 streams at once (median of 2 rounds)."""
+
+    async def run() -> dict[str, float]:
+        await one_stream(port, 200, 0)  # warm-up
+        singles = [await one_stream(port, 1000, seed) for seed in range(3)]
+        rates = []
+        for _ in range(2):
+            started = time.perf_counter()
+            many = await asyncio.gather(*(one_stream(port, 1000, seed) for seed in range(32)))
+            rates.append(sum(chars for _, chars, _, _ in many) / (max(done for *_, done in many) - started))
+        return {"one_stream_chars_per_s": statistics.median(chars / s for _, chars, s, _ in singles),
+                "streams_32_chars_per_s": statistics.median(rates)}  # fmt: skip
+
+    return asyncio.run(run())
 
 
 def data_dir() -> dict[str, str]:
@@ -129,6 +155,7 @@ def main() -> None:
                     return {"peak_rss_mb": peak, "swapped_after_s": swapped}
 
                 runs.append({"run": f"swap to version {number}", **run_with(port, bodies, args.seconds, swap)})
+            generating = {"idle": generation(port)}  # after the swaps: streams leave buffers the steady state lacks
             trainer = subprocess.Popen(
                 ["nice", "-n", "10", sys.executable, "-m", "model", "train", "generator", "--threads", "1", "--out",
                  str(work / "background")], cwd=ROOT, env={**base_env(shelf, args.generator), **data_dir()},
@@ -137,6 +164,7 @@ def main() -> None:
             try:
                 time.sleep(15)  # past its data loading, into its training steps
                 runs.append({"run": "a default preset training beside it", **run_with(port, bodies, args.seconds)})
+                generating["a default preset training beside it"] = generation(port)
             finally:
                 trainer.kill()
                 trainer.wait()
@@ -144,12 +172,12 @@ def main() -> None:
         finally:
             stop(proc)
     report = {"runs": runs, "steady_rss_mb": steady, "final_rss_mb": final_rss, "one_copy_mb": copy_mb,
-              "markdown": render(runs, steady, copy_mb)}  # fmt: skip
+              "generation": generating, "markdown": render(runs, steady, copy_mb, generating)}  # fmt: skip
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=1))
     publish("swaps", report, args.update_readme)
 
 
-def render(runs: list[dict[str, Any]], steady: float, copy_mb: float) -> str:
+def render(runs: list[dict[str, Any]], steady: float, copy_mb: float, generating: dict[str, dict[str, float]]) -> str:
     idle = runs[0]["p99_ms"]
     rows = []
     for r in runs:
@@ -163,10 +191,15 @@ def render(runs: list[dict[str, Any]], steady: float, copy_mb: float) -> str:
                      "" if peak is None else f"{peak:.0f}", "met" if met else "NOT met"])  # fmt: skip
     md = table(["/sentiment, 16 connections", "req/s", "failed", "p50 ms", "p99 ms", "p99 / idle",
                 "peak RSS MB", ""], rows)  # fmt: skip
+    idle_gen = generating["idle"]
+    gen_rows = [[name, *(f"{g[k]:,.0f} ({g[k] / idle_gen[k]:.2f})" for k in ("one_stream_chars_per_s",
+                                                                            "streams_32_chars_per_s"))]
+                for name, g in generating.items()]  # fmt: skip
+    gen_md = table(["POST /generate/stream", "1 stream, chars/s (of idle)", "32 streams, chars/s (of idle)"], gen_rows)
     return md + (
         f"\n\nSteady RSS {steady:.0f} MB; one more copy of the classifier takes {copy_mb:.0f} MB, so a swap may peak "
         f"at {steady + copy_mb:.0f} MB. Targets: no failed request, p99 ≤ {P99_RATIO:.0f}× idle. Each swap writes a "
-        "copy of the serving version as the next number (`python bench/swaps.py --update-readme`)."
+        "copy of the serving version as the next number (`python bench/swaps.py --update-readme`).\n\n" + gen_md
     )
 
 
