@@ -9,18 +9,18 @@ on two threads against 0.34 ms on one (means of 2,000 interleaved steps), 32 str
 HTTP stream fell to under 300 chars/s. So the engine tries both now and then and keeps the faster.
 
 OpenBLAS gives the same result bit for bit on one thread or two (it splits the output columns between threads), so
-a stream's text does not depend on the choice (tests/app/test_threads.py).
+a stream's text does not depend on the choice (tests/app/serving/test_threads.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
+
+from threadpoolctl import ThreadpoolController
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,14 @@ class FasterOf(Generic[T]):
 
 
 class BlasThreads:
-    """Runs NumPy's BLAS work on the faster of one thread and all of them (FasterOf). One per process
-    (`blas_threads()`): the count is the process's, whichever engine steps. Without an OpenBLAS whose thread count
-    can be set, or with one thread allowed, `run` only calls."""
+    """Runs NumPy's BLAS work on the faster of one thread and all of them (FasterOf), setting the thread count
+    through threadpoolctl. One per process (`blas_threads()`): the count is the process's, whichever engine steps.
+    Without a BLAS that threadpoolctl can set, or with one thread allowed, `run` only calls."""
 
     def __init__(self) -> None:
-        self.library = OpenBLAS.find()
-        self.threads: int = self.library.get() if self.library else 1
+        found = ThreadpoolController().select(user_api="blas").lib_controllers
+        self.library = found[0] if found else None
+        self.threads: int = self.library.num_threads if self.library else 1
         self.chooser: FasterOf[int] = FasterOf(sorted({1, self.threads}))
 
     def describe(self) -> dict[str, object]:
@@ -102,48 +103,12 @@ class BlasThreads:
         """work(*args) on the thread count the chooser picks, timed for it."""
         wanted = self.chooser.pick()
         if wanted != self.threads and self.library is not None:
-            self.library.set(wanted)
+            self.library.set_num_threads(wanted)
             self.threads = wanted
         started = time.perf_counter()
         out = work(*args)
         self.chooser.record(time.perf_counter() - started)
         return out
-
-
-class OpenBLAS:
-    """The thread count of the OpenBLAS that NumPy loaded, read and set through its own functions.
-
-    Not through threadpoolctl, the library made for this: its scan of the process's libraries also calls into the
-    OpenMP runtime that torch loads (libgomp), from the thread that loads the models, and after that every live swap
-    of the classifier left about one copy of it resident (bench/swaps.py, three swaps under load: peaks of 424, 461
-    and 496 MB with the scan, 424, 423 and 425 without it; a bare libgomp call from that thread did the same)."""
-
-    def __init__(self, library: ctypes.CDLL, prefix: str, suffix: str) -> None:
-        self._set = getattr(library, f"{prefix}openblas_set_num_threads{suffix}")
-        self._set.argtypes, self._set.restype = [ctypes.c_int], None
-        self._get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}")
-        self._get.restype = ctypes.c_int
-
-    @staticmethod
-    def find() -> OpenBLAS | None:
-        """NumPy's OpenBLAS among the libraries this process mapped (Linux), or None."""
-        try:
-            with open("/proc/self/maps", encoding="utf-8") as maps:
-                paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1]}
-        except OSError:
-            return None
-        for path in sorted(paths):  # the symbols' affixes vary with the build (scipy-openblas: scipy_ …64_)
-            library = ctypes.CDLL(path)
-            for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
-                if hasattr(library, f"{prefix}openblas_set_num_threads{suffix}"):
-                    return OpenBLAS(library, prefix, suffix)
-        return None
-
-    def get(self) -> int:
-        return int(self._get())
-
-    def set(self, threads: int) -> None:
-        self._set(threads)
 
 
 @functools.cache

@@ -95,7 +95,7 @@ def test_one_option_is_never_probed() -> None:
 def test_one_or_two_blas_threads_step_the_same_bits() -> None:
     blas = BlasThreads()
     if blas.library is None or blas.threads < 2:
-        pytest.skip("no OpenBLAS whose thread count can be set, or one core")
+        pytest.skip("no BLAS whose thread count threadpoolctl can set, or one core")
     torch.manual_seed(0)
     stepper = Stepper(CharRNN(CharLMConfig(vocab_size=67, hidden_size=512)).eval())  # big enough to split
     rng = np.random.default_rng(0)
@@ -106,12 +106,12 @@ def test_one_or_two_blas_threads_step_the_same_bits() -> None:
             tokens = rng.integers(0, 67, rows)
             outs = []
             for n in (1, before):
-                blas.library.set(n)
+                blas.library.set_num_threads(n)
                 state = h.copy()
                 outs.append((stepper.step(tokens, state).copy(), state))
             assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1]), rows
     finally:
-        blas.library.set(before)
+        blas.library.set_num_threads(before)
 
 
 def test_a_stream_switching_thread_counts_at_every_step_gives_its_seeds_text(
