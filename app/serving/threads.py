@@ -6,7 +6,8 @@ stream in about half the time of one (the recurrent weights fit in the two cores
 core's). When another process keeps a core busy, a two-thread step waits for its preempted worker thread: beside
 one training process (what `make serve` runs in the background for its first hour), one stream's step took 2.8 ms
 on two threads against 0.34 ms on one (means of 2,000 interleaved steps), 32 streams' 26 ms against 1.8 ms, and one
-HTTP stream fell to under 300 chars/s. So the engine tries both now and then and keeps the faster.
+HTTP stream fell to under 300 chars/s (commit 31cf32a; bench/swaps.py now measures generation beside a trainer). So
+the engine tries both now and then and keeps the faster.
 
 OpenBLAS gives the same result bit for bit on one thread or two (it splits the output columns between threads), so
 a stream's text does not depend on the choice (tests/app/serving/test_threads.py).
