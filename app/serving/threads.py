@@ -10,7 +10,7 @@ HTTP stream fell to under 300 chars/s (commit 31cf32a; bench/swaps.py now measur
 the engine tries both now and then and keeps the faster.
 
 OpenBLAS gives the same result bit for bit on one thread or two (it splits the output columns between threads), so
-a stream's text does not depend on the choice (tests/app/serving/test_threads.py).
+a stream's text does not depend on the choice (tests/app/test_threads.py).
 """
 
 from __future__ import annotations
