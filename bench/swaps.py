@@ -10,8 +10,9 @@ sentiment model a directory of versions, with wrk (bench/wrk/post.lua, SST-2 dev
              requests, p99, and the service's peak resident memory sampled every 20 ms;
   training   a run while `nice -n 10 python -m model train generator --threads 1` trains beside the service (as
              make serve's background trainer does).
-Generation is measured idle and beside the same trainer too (POST /generate/stream, 1,000 characters: one stream
-alone, then 32 at once; bench/serve.py's client), since the generator's steps share the cores with the trainer.
+Generation and batches are measured idle and beside the same trainer too (POST /generate/stream, 1,000 characters:
+one stream alone, then 32 at once, bench/serve.py's client; POST /sentiment/batch, 64 sentences a request, wrk at 4
+connections), since the generator's steps and ONNX Runtime's threads share the cores with the trainer.
 One copy of the model is measured apart: the resident memory a fresh process gains by loading it as the service's
 engine. Targets (issue 31): no failed request; p99 during a swap and while training <= 3x idle; peak memory during
 a swap <= the steady state + one copy of the model.
@@ -37,7 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from bench.serve import base_env, one_stream, rss_mb, start, write_bodies, wrk  # noqa: E402
+from bench.serve import BATCH, base_env, one_stream, rss_mb, start, write_bodies, wrk  # noqa: E402
 from bench.service_accuracy import free_port, stop  # noqa: E402
 from model.artifacts import copy_artifact  # noqa: E402
 from model.versions import resolve  # noqa: E402
@@ -88,6 +89,12 @@ def generation(port: int) -> dict[str, float]:
     return asyncio.run(run())
 
 
+def beside(port: int, batches: Path, seconds: float) -> dict[str, float]:
+    """Generation (generation()) and /sentiment/batch's sentences/s."""
+    batch = wrk(port, "/sentiment/batch", batches, 4, seconds)
+    return {**generation(port), "batch_sentences_per_s": BATCH * batch["requests_per_s"]}
+
+
 def data_dir() -> dict[str, str]:
     """RNN_DATA_DIR for the trainer (base_env leaves out the caller's RNN_ variables)."""
     return {"RNN_DATA_DIR": os.environ.get("RNN_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
@@ -130,7 +137,7 @@ def main() -> None:
         work = Path(tmp)
         shelf = work / "sentiment"
         copy_artifact(args.sentiment, shelf / "1")
-        bodies, _ = write_bodies(work)
+        bodies, batches = write_bodies(work)
         port = free_port()
         env = {**base_env(shelf, args.generator, args.tagger), "RNN_PORT": str(port),
                "RNN_MODEL_POLL_SECONDS": POLL_SECONDS}  # fmt: skip
@@ -155,7 +162,7 @@ def main() -> None:
                     return {"peak_rss_mb": peak, "swapped_after_s": swapped}
 
                 runs.append({"run": f"swap to version {number}", **run_with(port, bodies, args.seconds, swap)})
-            generating = {"idle": generation(port)}  # after the swaps: streams leave buffers the steady state lacks
+            generating = {"idle": beside(port, batches, args.seconds)}  # after the swaps: they leave buffers behind
             trainer = subprocess.Popen(
                 ["nice", "-n", "10", sys.executable, "-m", "model", "train", "generator", "--threads", "1", "--out",
                  str(work / "background")], cwd=ROOT, env={**base_env(shelf, args.generator), **data_dir()},
@@ -164,7 +171,7 @@ def main() -> None:
             try:
                 time.sleep(15)  # past its data loading, into its training steps
                 runs.append({"run": "a default preset training beside it", **run_with(port, bodies, args.seconds)})
-                generating["a default preset training beside it"] = generation(port)
+                generating["a default preset training beside it"] = beside(port, batches, args.seconds)
             finally:
                 trainer.kill()
                 trainer.wait()
@@ -192,10 +199,10 @@ def render(runs: list[dict[str, Any]], steady: float, copy_mb: float, generating
     md = table(["/sentiment, 16 connections", "req/s", "failed", "p50 ms", "p99 ms", "p99 / idle",
                 "peak RSS MB", ""], rows)  # fmt: skip
     idle_gen = generating["idle"]
-    gen_rows = [[name, *(f"{g[k]:,.0f} ({g[k] / idle_gen[k]:.2f})" for k in ("one_stream_chars_per_s",
-                                                                            "streams_32_chars_per_s"))]
-                for name, g in generating.items()]  # fmt: skip
-    gen_md = table(["POST /generate/stream", "1 stream, chars/s (of idle)", "32 streams, chars/s (of idle)"], gen_rows)
+    keys = ("one_stream_chars_per_s", "streams_32_chars_per_s", "batch_sentences_per_s")
+    gen_rows = [[name, *(f"{g[k]:,.0f} ({g[k] / idle_gen[k]:.2f})" for k in keys)] for name, g in generating.items()]
+    gen_md = table(["the service", "generation, 1 stream, chars/s (of idle)", "32 streams, chars/s (of idle)",
+                    "/sentiment/batch, sentences/s (of idle)"], gen_rows)  # fmt: skip
     return md + (
         f"\n\nSteady RSS {steady:.0f} MB; one more copy of the classifier takes {copy_mb:.0f} MB, so a swap may peak "
         f"at {steady + copy_mb:.0f} MB. Targets: no failed request, p99 ≤ {P99_RATIO:.0f}× idle. Each swap writes a "
