@@ -10,9 +10,9 @@ sentiment model a directory of versions, with wrk (bench/wrk/post.lua, SST-2 dev
              requests, p99, and the service's peak resident memory sampled every 20 ms;
   training   a run while `nice -n 10 python -m model train generator --threads 1` trains beside the service (as
              make serve's background trainer does).
-Generation and batches are measured idle and beside the same trainer too (POST /generate/stream, 1,000 characters:
-one stream alone, then 32 at once, bench/serve.py's client; POST /sentiment/batch, 64 sentences a request, wrk at 4
-connections), since the generator's steps and ONNX Runtime's threads share the cores with the trainer.
+Generation and batches are measured idle and beside the same trainer too (POST /generate/stream as bench/serve.py
+measures it: 1,000 characters, one stream alone, then 32 at once; POST /sentiment/batch, 64 sentences a request, wrk
+at 4 connections), since the generator's steps and ONNX Runtime's threads share the cores with the trainer.
 One copy of the model is measured apart: the resident memory a fresh process gains by loading it as the service's
 engine. Targets (issue 31): no failed request; p99 during a swap and while training <= 3x idle; peak memory during
 a swap <= the steady state + one copy of the model.
@@ -38,7 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from bench.serve import BATCH, base_env, one_stream, rss_mb, start, write_bodies, wrk  # noqa: E402
+from bench.serve import BATCH, base_env, generation, rss_mb, start, write_bodies, wrk  # noqa: E402
 from bench.service_accuracy import free_port, stop  # noqa: E402
 from model.artifacts import copy_artifact  # noqa: E402
 from model.versions import resolve  # noqa: E402
@@ -72,27 +72,11 @@ def one_copy_mb(artifact: Path, runs: int = 3) -> float:
     return statistics.median(found)
 
 
-def generation(port: int) -> dict[str, float]:
-    """chars/s of one stream (median of 3) and of 32 streams at once (median of 2 rounds)."""
-
-    async def run() -> dict[str, float]:
-        await one_stream(port, 200, 0)  # warm-up
-        singles = [await one_stream(port, 1000, seed) for seed in range(3)]
-        rates = []
-        for _ in range(2):
-            started = time.perf_counter()
-            many = await asyncio.gather(*(one_stream(port, 1000, seed) for seed in range(32)))
-            rates.append(sum(chars for _, chars, _, _ in many) / (max(done for *_, done in many) - started))
-        return {"one_stream_chars_per_s": statistics.median(chars / s for _, chars, s, _ in singles),
-                "streams_32_chars_per_s": statistics.median(rates)}  # fmt: skip
-
-    return asyncio.run(run())
-
-
 def beside(port: int, batches: Path, seconds: float) -> dict[str, float]:
-    """Generation (generation()) and /sentiment/batch's sentences/s."""
+    """Generation as bench/serve.py measures it (chars/s of one stream and of 32 at once, medians) and
+    /sentiment/batch's sentences/s."""
     batch = wrk(port, "/sentiment/batch", batches, 4, seconds)
-    return {**generation(port), "batch_sentences_per_s": BATCH * batch["requests_per_s"]}
+    return {**asyncio.run(generation(port)), "batch_sentences_per_s": BATCH * batch["requests_per_s"]}
 
 
 def data_dir() -> dict[str, str]:
