@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.readme import kernels, kernels_note, load_result, publish, save_json, table, update_section  # noqa: E402
+from bench.readme import kernels, kernels_note, load_result, publish, table  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import merge  # noqa: E402
 from model.translator.config import translator_preset  # noqa: E402
@@ -223,9 +223,7 @@ def main() -> None:
                 report["presets"].append(run(preset, corpus, out))
             report["presets"] = list(with_saved({r["preset"]: r for r in report["presets"]}, saved).values())
             report["markdown"] = render(report)
-            save_json("translator_quality", report)
-            if args.update_readme:
-                update_section("translator_quality", report["markdown"])
+            publish("translator_quality", report, args.update_readme)
         trained = {r["preset"]: r for r in report["presets"] if r["preset"] in presets}
         if "ablation" in sections:
             rows = ablation(corpus, workdir, trained.get("quick"))
