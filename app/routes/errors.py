@@ -175,11 +175,14 @@ def timed_out(seconds: float) -> HTTPException:
 
 def _json_safe(value: Any) -> Any:
     """JSON has no NaN or Infinity: a non-finite number echoed back in an error becomes its string; and UTF-8 has
-    no lone surrogates: an echoed string that holds one gets U+FFFD in its place."""
+    no lone surrogates: an echoed string that holds one gets U+FFFD in its place, as does a byte that is not
+    UTF-8 in echoed bytes."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, bytes):  # a body FastAPI did not read as JSON (no content type), echoed as text
+        return value.decode("utf-8", "replace")
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -199,7 +202,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=400, content=error_content(protocol, 400, describe(errors), param or None))
     if protocol == "hf":
         return JSONResponse(status_code=422, content=error_content(protocol, 422, describe(errors)))
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(_json_safe(errors)))})
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
