@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
@@ -27,6 +28,7 @@ from app import versions
 from app.auth import KeyRing
 from app.config import Settings, load_settings
 from app.deps import require_api_key
+from app.fastpath import FastRoutes
 from app.loading import load_engines, settle_heap, start_engines, watch_sighup
 from app.middleware import LimitsMiddleware, MetricsMiddleware, model_posts
 from app.routes import admin, generator, health, hf, openai, sentiment, tagger, translator
@@ -136,6 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page (POST / is TGI's generation route)."""
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    endpoints = frozenset(
+        r.endpoint for routes in MODEL_ROUTES for r in routes.router.routes if isinstance(r, APIRoute)
+    )
+    key_check = require_api_key if keyed else None  # the dependency the model routers are included with
+    app.add_middleware(FastRoutes, endpoints=endpoints, guard=key_check)  # inside the metrics layer, which counts it
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     _limit_outermost(app, settings)
     _document_limits(app, settings)
