@@ -49,18 +49,20 @@ class SentimentModel:
         seqs = encode_batch(self.tokenizer, texts, self.max_length)
         return pad(seqs)
 
-    def logits(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
-        """Uncalibrated logits (N, C), computed in length-sorted batches, returned in input order. With `pool`,
-        the ensemble's members run side by side on its threads."""
+    def logits(self, texts: Sequence[str], batch_size: int | None = None, pool: Executor | None = None) -> torch.Tensor:
+        """Uncalibrated logits (N, C), computed in length-sorted batches (chunks()), returned in input order. With
+        `pool`, the ensemble's members run side by side on its threads."""
         chunks = self.chunks(texts, batch_size)
         return self.ordered(chunks, self.infer(chunks, pool))
 
-    def chunks(self, texts: Sequence[str], batch_size: int = 256) -> list[Chunk]:
-        """The texts in length-sorted batches of at most `batch_size`: (their indices, padded ids, lengths)."""
+    def chunks(self, texts: Sequence[str], batch_size: int | None = None) -> list[Chunk]:
+        """The texts in length-sorted batches of at most `batch_size` (by default the runner's `batch_size`, else
+        256): (their indices, padded ids, lengths)."""
+        size = int(batch_size or getattr(self.runner, "batch_size", 256))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
             out.append((idx, *self.encode([texts[i] for i in idx])))
         return out
 
@@ -80,7 +82,9 @@ class SentimentModel:
             out[idx] = rows.float()
         return out
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 256, pool: Executor | None = None) -> torch.Tensor:
+    def predict_proba(
+        self, texts: Sequence[str], batch_size: int | None = None, pool: Executor | None = None
+    ) -> torch.Tensor:
         """Calibrated class probabilities (N, C)."""
         return self.calibrated(self.logits(texts, batch_size, pool))
 
