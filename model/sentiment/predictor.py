@@ -58,7 +58,7 @@ class SentimentModel:
     def chunks(self, texts: Sequence[str], batch_size: int | None = None) -> list[Chunk]:
         """The texts in length-sorted batches of at most `batch_size` (by default the runner's `batch_size`, else
         256): (their indices, padded ids, lengths)."""
-        size = int(batch_size or getattr(self.runner, "batch_size", 256))
+        size = batch_size if batch_size is not None else int(getattr(self.runner, "batch_size", 256))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []
         for start in range(0, len(order), size):
