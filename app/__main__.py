@@ -27,6 +27,7 @@ def main() -> int:
     # Python's default handler would kill the process (status -15, or 143 in a container) after a clean shutdown.
     # A stop asked for by SIGTERM is a normal exit.
     signal.signal(signal.SIGTERM, _stop)
+    from app.http import protocol
     from app.main import create_app
 
     # several workers need the app as an import string: each process builds its own from the same environment
@@ -38,7 +39,7 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         loop=settings.loop,
-        http=settings.http,
+        http=protocol(settings.http),  # uvicorn's, with one send per answer (app/http.py)
         log_level=settings.log_level,
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_s),  # int(0.5) would be 0: no wait at all
     )
