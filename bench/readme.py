@@ -39,7 +39,7 @@ def load_result(name: str) -> dict[str, Any]:
 
 
 def glance() -> str:
-    """Ten rows, each a headline figure from bench/results/*.json beside what a user would otherwise have, linking
+    """Eleven rows, each a headline figure from bench/results/*.json beside what a user would otherwise have, linking
     to its table in docs/results.md. A benchmark not run yet gives no row."""
     rows: list[list[str]] = []
 
@@ -62,7 +62,7 @@ def glance() -> str:
         load_result("first_answer"),
         load_result("swaps"),
     )
-    soak, tq = load_result("soak"), load_result("translator_quality")
+    soak, tq, peers = load_result("soak"), load_result("translator_quality"), load_result("peers")
     row(
         "SST-2 sentiment, test accuracy",
         "sentiment-on-sst-2",
@@ -103,6 +103,15 @@ def glance() -> str:
             f"{serve['verdicts']['over_naive']['value']:.1f}x a plain FastAPI + torch server",
         ),
     )
+    row(
+        "POST /sentiment, 64 connections, beside the serving frameworks",
+        "against-the-serving-frameworks-people-pick-instead",
+        lambda: (
+            f"{peers['servers']['service']['sentiment']['64']['requests_per_s']:,.0f} req/s",
+            " · ".join(f"{name} {peers['servers'][name]['sentiment']['64']['requests_per_s']:,.0f}"
+                       for name in ("mosec", "litserve", "bentoml")),
+        ),
+    )  # fmt: skip
     row(
         "generation, one stream · 32 streams",
         "sampling-speed",
