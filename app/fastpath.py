@@ -45,8 +45,8 @@ LEARNED = ("route", "endpoint", "router", "starlette.exception_handlers")
 
 @dataclass(frozen=True)
 class FastRoute:
-    """What answering one route takes: its handler, the names it takes its body and request by, and the scope
-    entries its requests get."""
+    """What answering one route takes: the route (its handler, its response field), the handler's body parameter,
+    the name it takes the request by, and the scope entries its requests get."""
 
     route: APIRoute
     body: ModelField  # the handler's body parameter
@@ -73,7 +73,10 @@ def _qualifies(route: Any, endpoints: frozenset[Any]) -> tuple[ModelField, str] 
     model = body.field_info.annotation
     if not (inspect.isclass(model) and issubclass(model, BaseModel)) or not inspect.iscoroutinefunction(d.call):
         return None
-    returns = inspect.signature(d.call, eval_str=True).return_annotation
+    try:
+        returns = inspect.signature(d.call, eval_str=True).return_annotation
+    except (NameError, TypeError):  # an annotation that does not resolve at run time: the normal way
+        return None
     answers_itself = inspect.isclass(returns) and issubclass(returns, Response)
     if not (isinstance(route.response_class, DefaultPlaceholder) or answers_itself):
         return None
@@ -104,10 +107,10 @@ class FastRoutes:
         route = scope.get("route")
         if route is None or route.path != scope["path"]:  # no route matched; or a mounted app's
             return
-        names = _qualifies(route, self.endpoints)
+        params = _qualifies(route, self.endpoints)
         learned = {key: scope[key] for key in LEARNED if key in scope}
-        ok = names is not None and len(learned) == len(LEARNED)
-        self.routes[scope["path"]] = FastRoute(route, *names, learned) if ok and names else None
+        ok = params is not None and len(learned) == len(LEARNED)
+        self.routes[scope["path"]] = FastRoute(route, *params, learned) if ok and params else None
 
     async def _answer(self, fast: FastRoute, scope: Scope, receive: Receive, send: Send) -> None:
         received: list[Message] = []
@@ -136,6 +139,7 @@ class FastRoutes:
             return
         scope.update(fast.scope, path_params={})
         request = Request(scope, receive, send)
+        request._body = body  # what Request.body() caches: a handler reading the body again gets it, as it would
         kwargs = {fast.body.name: value, fast.request: request}
         guard = self.guard
 
