@@ -54,7 +54,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
-from bench.serve import BATCH, base_env, dechunk, one_stream, post, write_bodies, wrk  # noqa: E402
+from bench.serve import BATCH, base_env, one_stream, read_stream, write_bodies, wrk  # noqa: E402
 from bench.service_accuracy import free_port  # noqa: E402
 from model.sentiment.data import load_sst2  # noqa: E402
 
@@ -211,29 +211,11 @@ def check(running: Running, texts: list[str], expected: list[dict[str, Any]]) ->
 
 
 async def lit_stream(port: int, tokens: int, seed: int) -> tuple[float, int, float, float]:
-    """bench/serve.py's one_stream for LitServe's POST /generate/stream: plain text in chunks, read straight off a
-    socket. (time to the first chunk s, characters, s to the last byte, perf_counter() at the last byte)."""
+    """bench/serve.py's one_stream for LitServe's POST /generate/stream, plain text in chunks: (time to the first
+    chunk s, characters, s to the last byte, perf_counter() at the last byte)."""
     body = {"prompt": PROMPT, "max_new_tokens": tokens, "temperature": TEMPERATURE, "seed": seed}
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(post("/generate/stream", body, port))
-        status = await reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"LitServe's /generate/stream answered {status!r}")
-        headers = await reader.readuntil(b"\r\n\r\n")
-        assert b"transfer-encoding: chunked" in headers.lower(), headers
-        first = None
-        parts = []
-        while chunk := await reader.read(65536):
-            if first is None:
-                first = time.perf_counter() - started
-            parts.append(chunk)
-        done = time.perf_counter()
-    finally:
-        writer.close()
-    assert first is not None
-    return first, len(dechunk(b"".join(parts)).decode()), done - started, done
+    first, text, wall, done = await read_stream(port, body, b"")
+    return first, len(text.decode()), wall, done
 
 
 Streamer = Callable[[int, int, int], Awaitable[tuple[float, int, float, float]]]

@@ -107,37 +107,43 @@ def post(path: str, body: dict[str, Any], port: int) -> bytes:
 
 async def one_stream(port: int, tokens: int, seed: int) -> tuple[float, int, float, float]:
     """(time to first token s, characters, s to the last byte, perf_counter() at the last byte) of one
-    POST /generate/stream, read straight off a socket. The body is parsed after its last byte is timed: the
-    client's own parsing is not the server's time.
+    POST /generate/stream of this service. The body is parsed after its last byte is timed: the client's own
+    parsing is not the server's time; only the last event is parsed."""
+    body = {"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed}
+    first, text, wall, done = await read_stream(port, body, b"data:")
+    last = text.rstrip().rsplit(b"\n\n", 1)[-1]
+    generated = json.loads(last.removeprefix(b"data:"))["generated_text"]
+    return first, len(generated), wall, done
 
-    A plain asyncio reader, like wrk for the classifier: it looks for the first event and, at the end, de-chunks
-    the body once and parses the last event. (An httpx client parses every chunk in Python; at 32 streams it
-    took most of a core of this 2-core machine from the server it was measuring.)"""
-    raw = post("/generate/stream", {"prompt": "ROMEO:", "max_new_tokens": tokens, "temperature": 0.8, "seed": seed},
-               port)  # fmt: skip
+
+async def read_stream(port: int, body: dict[str, Any], first_mark: bytes) -> tuple[float, bytes, float, float]:
+    """(s to the first chunk holding `first_mark`, the de-chunked body, s to the last byte, perf_counter() at the
+    last byte) of one POST /generate/stream, read straight off a socket.
+
+    A plain asyncio reader, like wrk for the classifier: it looks for the first mark and, at the end, de-chunks
+    the body once. (An httpx client parses every chunk in Python; at 32 streams it took most of a core of this
+    2-core machine from the server it was measuring.)"""
+    raw = post("/generate/stream", body, port)
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(raw)
         status = await reader.readline()
         if b" 200 " not in status:
-            raise RuntimeError(f"/generate/stream answered {status!r}")
+            raise RuntimeError(f"/generate/stream on port {port} answered {status!r}")
         headers = await reader.readuntil(b"\r\n\r\n")
         assert b"transfer-encoding: chunked" in headers.lower(), headers
         first = None
         parts = []
         while chunk := await reader.read(65536):
-            if first is None and b"data:" in chunk:
+            if first is None and first_mark in chunk:
                 first = time.perf_counter() - started
             parts.append(chunk)
         done = time.perf_counter()
     finally:
         writer.close()
     assert first is not None
-    text = dechunk(b"".join(parts))
-    last = text.rstrip().rsplit(b"\n\n", 1)[-1]
-    generated = json.loads(last.removeprefix(b"data:"))["generated_text"]
-    return first, len(generated), done - started, done
+    return first, dechunk(b"".join(parts)), done - started, done
 
 
 def dechunk(raw: bytes) -> bytes:
