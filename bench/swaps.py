@@ -7,7 +7,8 @@ sentiment model a directory of versions, with wrk (bench/wrk/post.lua, SST-2 dev
   idle       no swap, nothing else running: the reference p99;
   swap N     a run during which version N is written into the directory (a copy of the serving version, so that
              every swap loads, warms, switches and drains the same model) and the poller swaps it in: failed
-             requests, p99, and the service's peak resident memory sampled every 20 ms;
+             requests, p99, and the service's peak resident memory (the kernel's high-water mark, reset before
+             the swap; sampled every 20 ms where it cannot be reset);
   training   a run while `nice -n 10 python -m model train generator --threads 1` trains beside the service (as
              make serve's background trainer does).
 Generation and batches are measured idle and beside the same trainer too (POST /generate/stream as bench/serve.py
@@ -72,6 +73,23 @@ def one_copy_mb(artifact: Path, runs: int = 3) -> float:
     return statistics.median(found)
 
 
+def reset_peak(pid: int) -> bool:
+    """Reset the process's resident high-water mark (VmHWM), so that it holds the peak of what follows; False
+    where the kernel does not allow it (then the peak is sampled every 20 ms only)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
 def beside(port: int, batches: Path, seconds: float) -> dict[str, float]:
     """Generation as bench/serve.py measures it (chars/s of one stream and of 32 at once, medians) and
     /sentiment/batch's sentences/s."""
@@ -134,6 +152,7 @@ def main() -> None:
             for number in (2, 3, 4):
 
                 def swap(n: int = number) -> dict[str, float]:
+                    exact = reset_peak(proc.pid)
                     peak, started = rss_mb(proc.pid), time.monotonic()
                     copy_artifact(shelf / "1", shelf / str(n))
                     while serving_version(port) != n:
@@ -143,6 +162,8 @@ def main() -> None:
                     for _ in range(50):  # the old engine drains and is freed after the switch
                         peak = max(peak, rss_mb(proc.pid))
                         time.sleep(0.02)
+                    if exact:  # the kernel's high-water mark since the reset: no peak between two samples missed
+                        peak = max(peak, peak_rss_mb(proc.pid))
                     return {"peak_rss_mb": peak, "swapped_after_s": swapped}
 
                 runs.append({"run": f"swap to version {number}", **run_with(port, bodies, args.seconds, swap)})

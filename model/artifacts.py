@@ -6,6 +6,7 @@
                               data set and its sha256, metrics, library versions, creation time
     <dir>/*.png, metrics.json the evaluation report (optional)
     <dir>/model.onnx          the classifier's graph for ONNX Runtime (optional: model/sentiment/onnx_runtime.py)
+    <dir>/model.onnx.data     its weights, as ONNX external data (with model.onnx)
     <dir>/manifest.json       sha256 of every file above; loading verifies it
 
 An artifact is written into a temporary sibling directory and renamed into place, so a crash never leaves a

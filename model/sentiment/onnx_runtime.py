@@ -3,11 +3,17 @@
     runner = OnnxClassifier(model.network, threads=2, int8=False, graph=artifact.file(GRAPH))
     log_probs = runner.infer(ids, lengths)          # what SentimentClassifier.infer returns, to ~1e-5
 
-The trainer exports the graph and writes it into the artifact (model.onnx, in the manifest like every file), so a
-service loads it and never exports: an export holds the GIL for about 100 ms in the TorchScript exporter's C++
-passes, which in a live swap stops the event loop's requests for up to 80 ms at a time (bench/swaps.py measures
-the p99 of requests during swaps). Loading checks that the graph answers what the weights do; an artifact without
-a graph (written where the onnx package is missing) is exported when it loads.
+The trainer exports the graph and writes it into the artifact (model.onnx, its weights beside it in
+model.onnx.data, both in the manifest like every file), so a service loads it and never exports: an export holds
+the GIL for about 100 ms in the TorchScript exporter's C++ passes, which in a live swap stops the event loop's
+requests for up to 80 ms at a time (bench/swaps.py measures the p99 of requests during swaps). Loading checks that
+the graph answers what the weights do; an artifact without a graph (written where the onnx package is missing) is
+exported when it loads.
+The weights sit outside the graph (ONNX's external data) because ONNX Runtime then maps their file into memory
+instead of parsing and copying them: a session's build takes no more memory than the session keeps, where an
+embedded graph's build peaks about 6 MB above it, every session, every live swap; and only the pages the texts
+reach become resident (bench/swaps.py measures a swap's peak against one copy of the model). A graph with its
+weights inside, from an older artifact, loads as before.
 The packed recurrent encoder becomes ONNX LSTM/GRU/RNN nodes with `sequence_lens`, so padding stays out of the
 cells as in torch. With `int8`, ONNX Runtime's dynamic quantization rewrites the recurrent and linear layers
 (DynamicQuantizeLSTM, MatMulInteger). bench/runtime.py measures both against torch eager.
@@ -36,6 +42,7 @@ from model.artifacts import ArtifactError
 
 OPSET = 17
 GRAPH = "model.onnx"  # the graph's file in a classifier artifact
+GRAPH_DATA = "model.onnx.data"  # its weights (ONNX external data), named in the graph relative to it
 AGREE = 1e-4  # how far a shipped graph's log-probabilities may be from the weights' own (float32 rounding)
 EXAMPLE = (torch.tensor([[2, 3, 4], [5, 6, 0]]), torch.tensor([3, 2]))  # traced once; every axis is dynamic
 
@@ -107,24 +114,36 @@ def export(network: nn.Module, example: tuple[torch.Tensor, torch.Tensor]) -> by
 
 
 def graph_files(network: nn.Module) -> dict[str, bytes]:
-    """The trainer's copy of the network's graph for its artifact: {GRAPH: the ONNX model}; nothing where the
-    onnx package is missing (torch's exporter needs it), and the service then exports when it loads."""
+    """The trainer's copy of the network's graph for its artifact: {GRAPH: the graph, GRAPH_DATA: its weights};
+    nothing where the onnx package is missing (torch's exporter needs it), and the service then exports when it
+    loads."""
     if importlib.util.find_spec("onnx") is None:
         return {}
-    return {GRAPH: export(network, EXAMPLE)}
+    import onnx
+
+    graph = onnx.load_from_string(export(network, EXAMPLE))
+    with tempfile.TemporaryDirectory() as tmp:  # onnx writes external data only beside a file
+        where = Path(tmp) / GRAPH
+        # every initializer of 1 KB and more goes to the data file; ONNX Runtime maps it at its offsets
+        onnx.save_model(graph, where, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=GRAPH_DATA, size_threshold=1024)  # fmt: skip
+        return {GRAPH: where.read_bytes(), GRAPH_DATA: (Path(tmp) / GRAPH_DATA).read_bytes()}
 
 
-def quantize(model: bytes) -> bytes:
-    """ONNX Runtime's dynamic int8 quantization of the recurrent and linear layers."""
+def quantize(model: bytes | Path) -> bytes:
+    """ONNX Runtime's dynamic int8 quantization of the recurrent and linear layers, of a serialized model or of
+    a graph's file (with its external data beside it)."""
     _import_ort()
     try:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise OnnxUnavailable("int8 ONNX needs the onnx package: pip install 'rnn-nlp-service[onnx]'") from exc
+    # a file's weights are read in from its data file
+    whole = model if isinstance(model, bytes) else onnx.load(model).SerializeToString()
     with tempfile.TemporaryDirectory() as tmp:  # quantize_dynamic works on files
         src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
-        src.write_bytes(model)
+        src.write_bytes(whole)
         quantizer_log = logging.getLogger()  # the quantizer advises pre-processing on the root logger
         level = quantizer_log.level
         quantizer_log.setLevel(logging.ERROR)
@@ -179,7 +198,7 @@ class OnnxClassifier(OnnxRunner):
                 raise ArtifactError(f"{GRAPH} cannot be loaded by ONNX Runtime: {exc}") from exc
             _check_agrees(OnnxRunner(session), network)
         if int8:
-            model = quantize(model if isinstance(model, bytes) else model.read_bytes())
+            model = quantize(model)
             session = _session(ort, model, threads)
         super().__init__(session)
         self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(_session(ort, model, 1))

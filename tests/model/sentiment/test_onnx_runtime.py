@@ -19,7 +19,15 @@ from tests.model.sentiment.test_network import OTHERS, SENTENCE, classifier, pad
 
 ort = pytest.importorskip("onnxruntime", reason="the optional onnx extra")
 
-from model.sentiment.onnx_runtime import EXAMPLE, GRAPH, OnnxClassifier, export, graph_files, quantize  # noqa: E402
+from model.sentiment.onnx_runtime import (  # noqa: E402
+    EXAMPLE,
+    GRAPH,
+    GRAPH_DATA,
+    OnnxClassifier,
+    export,
+    graph_files,
+    quantize,
+)
 
 BATCHES = [[SENTENCE], [OTHERS[0], SENTENCE, OTHERS[1]], [[4], [3, 2], list(range(1, 20)) * 3]]
 
@@ -95,14 +103,44 @@ def test_a_shipped_graph_is_served_without_an_export(monkeypatch: pytest.MonkeyP
     pytest.importorskip("onnx")
     net = classifier("gru", "maxmean", bidirectional=True, ensemble=2)
     files = graph_files(net)  # what the trainer writes into the artifact
-    assert list(files) == [GRAPH]
-    (tmp_path / GRAPH).write_bytes(files[GRAPH])
+    assert list(files) == [GRAPH, GRAPH_DATA]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
     monkeypatch.setattr(onnx_runtime, "export", _no_export)
     runner = OnnxClassifier(net, threads=2, graph=tmp_path / GRAPH)  # as the service passes it: the file
     for seqs in BATCHES:
         ids, lengths = padded(seqs)
         torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
         torch.testing.assert_close(runner.one_thread.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
+
+
+def test_a_shipped_graphs_weights_are_mapped_from_their_file_not_parsed_into_it(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    small = classifier("lstm", "maxmean", bidirectional=True, bag=True, weighted=True)
+    net = SentimentClassifier(dataclasses.replace(small.config, vocab_size=4000, embedding_dim=32)).eval()
+    files = graph_files(net)
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())  # 0.5 MB, most in the embedding
+    assert len(files[GRAPH]) < weights / 10 and len(files[GRAPH_DATA]) > weights * 0.9  # the weights: the data file
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    runner = OnnxClassifier(net, threads=2, graph=tmp_path / GRAPH)
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # Linux: both sessions read the weights through a mapping of the file, not a copy of it
+        mapped = [line for line in maps.read_text().splitlines() if line.endswith(str(tmp_path / GRAPH_DATA))]
+        assert mapped, "the sessions read the weights into memory of their own"
+    ids, lengths = padded(BATCHES[1])
+    torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
+    int8 = OnnxClassifier(net, threads=1, int8=True, graph=tmp_path / GRAPH)  # quantized with the file's weights
+    torch.testing.assert_close(int8.infer(ids, lengths).exp(), net.infer(ids, lengths).exp(), atol=0.05, rtol=0)
+
+
+def test_a_graph_with_its_weights_inside_still_loads(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    net = classifier("gru", "maxmean", bidirectional=True)
+    (tmp_path / GRAPH).write_bytes(export(net, EXAMPLE))  # an artifact written before the weights moved out
+    runner = OnnxClassifier(net, threads=2, graph=tmp_path / GRAPH)
+    ids, lengths = padded(BATCHES[1])
+    torch.testing.assert_close(runner.infer(ids, lengths), net.infer(ids, lengths), atol=1e-5, rtol=0)
 
 
 def test_a_graph_that_is_not_the_weights_own_is_refused() -> None:
