@@ -1,16 +1,21 @@
 """The classifier's request path in-process, each stage's options side by side in one run:
 
-    python bench/runtime.py [--sentiment artifacts/sentiment --sentiment artifacts/sentiment-ensemble] [--update-readme]
+    python bench/runtime.py [--sentiment artifacts/sentiment --sentiment artifacts/sentiment-ensemble]
+                            [--sections runtime,batching] [--update-readme]
 
   - runtime: torch eager (members one after another, and side by side on 2 threads), torch int8, and the network
     exported to ONNX and run by ONNX Runtime (float32 and int8, 1 and 2 intra-op threads): milliseconds for a
     batch of 64 SST-2 dev sentences (median over 40 batches), sentences/s, SST-2 test accuracy, and the largest
     difference from torch eager's probabilities;
+  - batching: ONNX Runtime float32 on one thread (the service's runner for single-text requests), the forwards
+    alone for batches of 16, 32 and 64 random SST-2 dev sentences, sorted by length: in fixed batches of 16
+    texts against the sizes the runner's cost model picks (`OnnxRunner.split`), microseconds per text;
   - tokenization of those 64 sentences: the `tokenizers` batch call (Rust, parallel) against one call per text;
   - the JSON answer to a 64-text /sentiment/batch: FastAPI's own path (pydantic validates and serializes the
     response model in Rust) against orjson.dumps of the same dict (no validation).
 
-Writes bench/results/runtime.json; `--update-readme` rewrites the runtime table in docs/results.md.
+Writes bench/results/runtime.json and runtime_batching.json (the batching section, on the first artifact);
+`--update-readme` rewrites their tables in docs/results.md.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from model.networks import quantize_int8  # noqa: E402
 from model.sentiment.data import load_sst2  # noqa: E402
 from model.sentiment.predictor import SentimentModel, load_sentiment  # noqa: E402
 from model.tokenization import UNK_ID  # noqa: E402
+from model.versions import resolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 64
@@ -85,6 +91,30 @@ def runtimes(
         print(rows[-1], flush=True)
     model.runner = model.network
     pool.shutdown()
+    return rows
+
+
+def batching(model: SentimentModel, texts: list[str]) -> list[dict[str, Any]]:
+    from model.sentiment.onnx_runtime import OnnxClassifier
+
+    runner = OnnxClassifier(model.network, threads=1)
+    model.runner = runner
+    rng = random.Random(1)
+    rows = []
+    for size in (16, 32, 64):
+        batches = [rng.sample(texts, size) for _ in range(150)]
+        ways = {"fixed batches of 16": [model.chunks(b, 16) for b in batches],
+                "the cost model's sizes": [model.chunks(b) for b in batches]}  # fmt: skip
+        times: dict[str, list[float]] = {way: [] for way in ways}
+        for _ in range(5):  # interleaved rounds, medians
+            for way, chunked in ways.items():
+                started = time.perf_counter()
+                for chunks in chunked:
+                    model.infer(chunks, None, runner)
+                times[way].append(1e6 * (time.perf_counter() - started) / (size * len(batches)))
+        rows += [{"texts": size, "way": way, "us_per_text": statistics.median(t)} for way, t in times.items()]
+        print(rows[-2:], flush=True)
+    model.runner = model.network
     return rows
 
 
@@ -148,17 +178,26 @@ def main() -> None:
     parser.add_argument(
         "--sentiment", type=Path, action="append", help="a classifier artifact (repeatable; artifacts/sentiment)"
     )
+    parser.add_argument("--sections", default="runtime,batching", help="runtime, batching or both (comma-separated)")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the service runs (RNN_TORCH_THREADS=1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     data = load_sst2(None)
     assert data.test is not None
+    paths = [resolve(p, "sentiment") for p in args.sentiment or [ROOT / "artifacts" / "sentiment"]]
+    if "batching" in args.sections:
+        rows = batching(load_sentiment(paths[0]), data.dev.texts)
+        md = table(["texts a batch", "forwards", "µs per text"],
+                   [[r["texts"], r["way"], f"{r['us_per_text']:.0f}"] for r in rows])  # fmt: skip
+        publish("runtime_batching", {"artifact": str(paths[0]), "rows": rows, "markdown": md}, args.update_readme)
+    if "runtime" not in args.sections:
+        return
     rng = random.Random(0)
     batches = [rng.sample(data.dev.texts, BATCH) for _ in range(40)]
     report: dict[str, Any] = {"classifiers": {}}
     model = None
-    for path in args.sentiment or [ROOT / "artifacts" / "sentiment"]:
+    for path in paths:
         model = load_sentiment(path)
         name = f"{path.name} ({model.config.ensemble} BiLSTM{'s' if model.config.ensemble > 1 else ''})"
         report["classifiers"][name] = {

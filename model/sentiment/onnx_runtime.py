@@ -30,7 +30,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -160,14 +160,40 @@ def quantize(model: bytes | Path) -> bytes:
 class OnnxRunner:
     """SentimentClassifier.infer() served by one ONNX Runtime session."""
 
-    # the texts per forward (SentimentModel.chunks): the graph's LSTMs step every row to the batch's longest text,
-    # so length-sorted batches of 16 waste less on padding than one batch of up to 64 mixed lengths, for less
-    # than they add in calls (SST-2 sentences: a third less time per text in batches of 32 to 64, one thread or
-    # two; bench/serve.py's /sentiment rows). Torch's packed LSTMs skip the padding: the network keeps 256.
-    batch_size = 16
+    # How SentimentModel.chunks sizes the forwards. The graph's LSTMs step every row to its batch's longest text,
+    # so a batch of mixed lengths pays for padding, and each forward and each of its steps pays a fixed cost. A
+    # forward of B texts padded to T tokens takes about RUN_COST + T * (STEP_COST + B) times one text's step.
+    # ONNX Runtime's LSTM times over B = 1..32, T = 5..40 on one thread fit STEP_COST 1.1 and RUN_COST 11; in
+    # the service each forward also costs the model thread a GIL hand-off with the busy event loop, and there
+    # RUN_COST 40 served /sentiment about 3 % more requests at 16 and 64 connections than fixed batches of 16,
+    # and 80 no more (side-by-side wrk runs; bench/runtime.py's batching rows compare the forwards alone, and
+    # bench/serve.py's /sentiment rows the service). Torch's packed LSTMs skip the padding: the network takes
+    # fixed batches of 256.
+    RUN_COST, STEP_COST = 40.0, 1.1
+    most = 64  # texts per forward at most
 
     def __init__(self, session: Any) -> None:
         self.session = session
+
+    def split(self, lengths: Sequence[int]) -> list[int]:
+        """Sizes of consecutive batches of texts of these ascending token lengths, with the least modelled
+        time: an exact dynamic programme over where each batch ends."""
+        n, run, step, most = len(lengths), self.RUN_COST, self.STEP_COST, self.most
+        best, cut = [0.0] * (n + 1), [0] * (n + 1)
+        for end in range(1, n + 1):
+            longest = lengths[end - 1]  # ascending: a batch's last text is its longest
+            # cost(start) = best[start] + run + longest * (step + end - start)
+            start = max(0, end - most)
+            cost = best[start] - longest * start
+            for i in range(start + 1, end):  # a plain loop: min() over a generator of pairs took twice as long
+                if (c := best[i] - longest * i) < cost:
+                    cost, start = c, i
+            best[end], cut[end] = cost + run + longest * (step + end), start
+        sizes = []
+        while n:
+            sizes.append(n - cut[n])
+            n = cut[n]
+        return sizes[::-1]
 
     def infer(self, ids: torch.Tensor, lengths: torch.Tensor, pool: Executor | None = None) -> torch.Tensor:
         """The ensemble's log-probabilities (B, C). `pool` is ignored: ONNX Runtime runs its own threads."""

@@ -56,14 +56,23 @@ class SentimentModel:
         return self.ordered(chunks, self.infer(chunks, pool))
 
     def chunks(self, texts: Sequence[str], batch_size: int | None = None) -> list[Chunk]:
-        """The texts in length-sorted batches of at most `batch_size` (by default the runner's `batch_size`, else
-        256): (their indices, padded ids, lengths)."""
-        size = batch_size if batch_size is not None else int(getattr(self.runner, "batch_size", 256))
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = []
-        for start in range(0, len(order), size):
+        """The texts in batches of neighbouring token lengths: (their indices, padded ids, lengths). The texts are
+        tokenized in one call and sorted by length; a runner with a cost model (`split`: ONNX Runtime's, whose
+        LSTMs step every row to its batch's longest text) sizes the batches by it, any other takes batches of
+        `batch_size` (by default the runner's `batch_size`, else 256), as does a caller that gives one."""
+        seqs = encode_batch(self.tokenizer, texts, self.max_length)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        split = getattr(self.runner, "split", None)
+        if batch_size is None and split is not None:
+            sizes: list[int] = split([len(seqs[i]) for i in order])
+        else:
+            size = batch_size if batch_size is not None else int(getattr(self.runner, "batch_size", 256))
+            sizes = [min(size, len(order) - start) for start in range(0, len(order), size)]
+        out, start = [], 0
+        for size in sizes:
             idx = order[start : start + size]
-            out.append((idx, *self.encode([texts[i] for i in idx])))
+            out.append((idx, *pad([seqs[i] for i in idx])))
+            start += size
         return out
 
     @torch.inference_mode()

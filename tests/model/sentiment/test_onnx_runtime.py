@@ -5,6 +5,7 @@ artifact is served without an export, and refused when it is not the weights' ow
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from model.config import CELLS
 from model.sentiment import onnx_runtime
 from model.sentiment.config import POOLINGS
 from model.sentiment.network import SentimentClassifier
+from model.sentiment.predictor import load_sentiment
+from tests.conftest import Trained
 from tests.model.sentiment.test_network import OTHERS, SENTENCE, classifier, padded
 
 ort = pytest.importorskip("onnxruntime", reason="the optional onnx extra")
@@ -24,6 +27,7 @@ from model.sentiment.onnx_runtime import (  # noqa: E402
     GRAPH,
     GRAPH_DATA,
     OnnxClassifier,
+    OnnxRunner,
     export,
     graph_files,
     quantize,
@@ -165,3 +169,46 @@ def test_without_the_onnx_package_the_trainer_writes_no_graph(monkeypatch: pytes
         onnx_runtime.importlib.util, "find_spec", lambda name: None if name == "onnx" else find_spec(name)
     )
     assert graph_files(classifier("lstm", "maxmean", bidirectional=True)) == {}
+
+
+def _modelled(lengths: list[int], sizes: list[int]) -> float:
+    cost, start = 0.0, 0
+    for size in sizes:
+        cost += OnnxRunner.RUN_COST + lengths[start + size - 1] * (OnnxRunner.STEP_COST + size)
+        start += size
+    return cost
+
+
+def _compositions(n: int) -> list[list[int]]:
+    if n == 0:
+        return [[]]
+    return [[first, *rest] for first in range(1, n + 1) for rest in _compositions(n - first)]
+
+
+def test_split_finds_the_cheapest_sizes_the_cost_model_knows() -> None:
+    runner = OnnxRunner(session=None)
+    rng = random.Random(0)
+    for n in range(1, 9):
+        lengths = sorted(rng.randint(1, 60) for _ in range(n))
+        sizes = runner.split(lengths)
+        assert sum(sizes) == n and all(size >= 1 for size in sizes)
+        best = min(_modelled(lengths, c) for c in _compositions(n))
+        assert _modelled(lengths, sizes) == pytest.approx(best)  # the exhaustive optimum
+    assert all(size <= runner.most for size in runner.split([5] * 500))
+    assert runner.split([2, 2, 2, 2, 90]) == [4, 1]  # a long text is not padded onto the short ones
+    assert runner.split([]) == []
+
+
+def test_texts_are_batched_by_token_length_and_answered_in_their_order(trained: Trained) -> None:
+    model = load_sentiment(trained.path)
+    model.runner = runner = OnnxClassifier(model.network, threads=1, graph=model.artifact.file(GRAPH))
+    texts = ["good", "a long and winding review " * 12, "bad film", "dull " * 30, "fine", "ok then", "great"]
+    chunks = model.chunks(texts)
+    lengths = [int(lens.max()) for _, _, lens in chunks]
+    assert lengths == sorted(lengths) and len(chunks) > 1  # neighbouring lengths together, the long ones apart
+    every = sorted(int(n) for _, _, lens in chunks for n in lens)
+    assert [len(idx) for idx, _, _ in chunks] == runner.split(every)  # the sizes the cost model picks
+    assert sorted(i for idx, _, _ in chunks for i in idx) == list(range(len(texts)))
+    alone = torch.cat([model.predict_proba([t]) for t in texts])
+    torch.testing.assert_close(model.predict_proba(texts), alone, atol=1e-5, rtol=0)  # in the texts' order
+    assert [len(idx) for idx, _, _ in model.chunks(texts, batch_size=3)] == [3, 3, 1]  # a caller's fixed size
