@@ -45,15 +45,16 @@ class MicroBatcher(Generic[T]):
     async def _collect(self) -> None:
         raise NotImplementedError
 
-    async def next_live(self) -> list[T]:
+    async def next_live(self, observe: bool = True) -> list[T]:
         """The next batch off the queue (next_batch) without the items whose requests have gone, counted in the
-        batch-size histogram."""
+        batch-size histogram as one forward (`observe`; an engine that splits a batch counts its forwards)."""
         while True:
             batch = await next_batch(self.queue, self.max_batch, self.max_wait)
             self.queue_depth.set(self.queue.qsize())
             live = [item for item in batch if not item.future.done()]
             if live:
-                self.batch_size.observe(len(live))
+                if observe:
+                    self.batch_size.observe(len(live))
                 return live
 
     async def start(self) -> None:

@@ -19,10 +19,11 @@ import torch
 
 from app.serving.batching import MicroBatcher, answer, fail
 from app.serving.metrics import Metrics
-from model.sentiment.onnx_runtime import OnnxClassifier
+from model.sentiment.onnx_runtime import OnnxClassifier, OnnxRunner
 from model.sentiment.predictor import SentimentModel
 
 WORD = re.compile(r"\S+")
+COLLECT = 4  # forwards' worth of texts the collector takes at most
 MAX_EXPLAIN_WORDS = 256
 
 
@@ -46,7 +47,10 @@ class ClassifierEngine(MicroBatcher[_Item]):
         serving: dict[str, Any] | None = None,
         name: str = "sentiment",
     ) -> None:
-        super().__init__(name, max_batch, max_wait_ms, metrics, thread="classifier")  # busy: classify(), explain()
+        # the collector takes up to COLLECT forwards' worth of what waits, and sorts it by length before splitting
+        # it into forwards of at most `max_batch` texts: several batch requests sorted together pad less than each
+        # apart (bench/runtime.py's batching rows: 256 texts against 64)
+        super().__init__(name, COLLECT * max_batch, max_wait_ms, metrics, thread="classifier")  # busy: classify()
         self.model = model
         self.serving = serving or {"runtime": "torch", "quantize": "none"}  # what /models reports
         self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
@@ -59,6 +63,10 @@ class ClassifierEngine(MicroBatcher[_Item]):
         # loop needs a core of its own, and a second forward thread would take it (bench/serve.py measures both)
         runner = model.runner
         self.singles_runner = runner.one_thread if isinstance(runner, OnnxClassifier) else runner
+        for each in {runner, self.singles_runner}:  # ONNX Runtime's runners size forwards by their cost model
+            if isinstance(each, OnnxRunner):
+                each.most = max_batch
+        self.fixed = None if isinstance(runner, OnnxRunner) else max_batch  # the others: forwards of max_batch
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
@@ -100,12 +108,14 @@ class ClassifierEngine(MicroBatcher[_Item]):
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            live = await self.next_live()
+            live = await self.next_live(observe=False)  # its forwards are counted below
             texts = [item.text for item in live]
             try:
                 # tokenizing and padding here, on the loop: the model thread then takes the GIL only to start and
                 # end the forward (every retake of it from a busy event loop can wait a switch interval, 5 ms)
-                chunks = self.model.chunks(texts)
+                chunks = self.model.chunks(texts, self.fixed)
+                for _, ids, _ in chunks:
+                    self.batch_size.observe(len(ids))
                 singles = sum(item.single for item in live) * 2 > len(live)
                 runner = self.singles_runner if singles else self.model.runner
                 outputs = await loop.run_in_executor(self.executor, self.model.infer, chunks, self.members, runner)

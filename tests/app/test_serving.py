@@ -104,6 +104,44 @@ def test_batches_never_exceed_the_max_size(artifacts: Artifacts) -> None:
     assert bucket == count  # none over 8
 
 
+def test_batch_requests_waiting_together_are_sorted_together_into_forwards_of_the_max_size(
+    artifacts: Artifacts,
+) -> None:
+    from model.sentiment.onnx_runtime import GRAPH, OnnxClassifier
+
+    reference = load_sentiment(artifacts.sentiment)
+    requests = [texts(24)[i::3] for i in range(3)]  # three requests of 8 texts of mixed lengths
+    calls: list[list[int]] = []
+
+    async def main() -> tuple[list[list[dict[str, Any]]], Metrics]:
+        metrics = Metrics()
+        model = load_sentiment(artifacts.sentiment)
+        model.runner = OnnxClassifier(model.network, threads=2, graph=model.artifact.file(GRAPH))
+        engine = ClassifierEngine(model, max_batch=8, max_wait_ms=20, metrics=metrics)
+        infer = model.infer
+
+        def counted(chunks: Any, *args: Any) -> Any:
+            calls.append([len(idx) for idx, _, _ in chunks])
+            return infer(chunks, *args)
+
+        model.infer = counted  # type: ignore[method-assign]
+        await engine.start()
+        try:
+            return list(await asyncio.gather(*(engine.classify(r) for r in requests))), metrics
+        finally:
+            await engine.stop()
+
+    answers, metrics = asyncio.run(main())
+    for request, got in zip(requests, answers, strict=True):
+        for text, answer in zip(request, got, strict=True):
+            assert_same(answer, reference.predict([text])[0], tol=1e-5)
+    assert len(calls) == 1 and sum(calls[0]) == 24  # the three requests in one collection, sorted together
+    assert len(calls[0]) >= 3 and max(calls[0]) <= 8  # ... in forwards of at most max_batch texts
+    registry = metrics.registry
+    assert registry.get_sample_value("rnn_batch_size_count", {"model": "sentiment"}) == len(calls[0])  # forwards
+    assert registry.get_sample_value("rnn_batch_size_sum", {"model": "sentiment"}) == 24
+
+
 def test_single_text_requests_run_on_one_onnx_thread_and_batch_requests_on_all(artifacts: Artifacts) -> None:
     """With more ONNX Runtime threads than one, a batch of single-text requests runs on the one-thread session
     (the event loop keeps the other core) and a batch request on the full one; the answers are the same."""
