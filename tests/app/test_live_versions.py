@@ -259,11 +259,24 @@ def test_swaps_under_load_fail_no_request_and_streams_finish_on_their_version(
 
             clients = [asyncio.create_task(client(i)) for i in range(6)]
             streams = [asyncio.create_task(_stream(c, seed)) for seed in (1, 2)]
-            await asyncio.sleep(0.02)  # the streams have begun on generator version 1
+            old = app.state.engines["generator"]
+            while len(old.active) < 2:  # the streams have begun on generator version 1
+                await asyncio.sleep(0.001)
+            # Version 1 steps no further until version 2 serves, so that its streams are in flight across the swap
+            # however fast this machine generates and however slowly it loads.
+            released = asyncio.Event()
+            pause = old._yield
+
+            async def held() -> bool:
+                await released.wait()
+                return await pause()
+
+            old._yield = held
             await asyncio.to_thread(write_version, artifacts.generator, generator / "2", 0.3)
             while app.state.engines["generator"].version != 2:
                 await asyncio.sleep(0.001)
             swapped = time.monotonic()
+            released.set()
             for n in (2, 3, 4):
                 await asyncio.to_thread(write_version, artifacts.sentiment, sentiment / str(n), 0.05 * n)
                 while app.state.engines["sentiment"].version != n:
