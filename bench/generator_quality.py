@@ -1,9 +1,10 @@
 """Generator quality on tiny-shakespeare: the default preset beside an interpolated Kneser-Ney 5-gram computed in
 the same run, sampling speed for one stream and for 32 streams stepped as one batch, and the cell variants with
-the quick preset. Prints JSON; `--update-readme` rewrites its table in docs/results.mds.
+the quick preset, and the Stepper's time per step by batch size. Prints JSON; `--update-readme` rewrites its
+tables in docs/results.md.
 
-    python bench/generator_quality.py [--sections ablation,default,speed,small,cells,batching] [--update-readme]
-        [--keep DIR]
+    python bench/generator_quality.py [--sections ablation,default,speed,rows,small,cells,batching]
+        [--update-readme] [--keep DIR] [--artifact DIR]
 
 `ablation` trains each step from the previous GRU default to today's, and the lstm preset (up to ten minutes each),
 and times sampling with each; `default` then reports the default preset's row beside Kneser-Ney instead of training
@@ -34,6 +35,7 @@ from bench.baselines import kneser_ney  # noqa: E402
 from bench.readme import kernels, kernels_note, save_json, table, update_section  # noqa: E402
 from model.artifacts import read_config  # noqa: E402
 from model.config import merge  # noqa: E402
+from model.generator import stepper  # noqa: E402
 from model.generator.config import generator_preset  # noqa: E402
 from model.generator.data import load_corpus, split_corpus  # noqa: E402
 from model.generator.network import CharRNN  # noqa: E402
@@ -41,7 +43,7 @@ from model.generator.predictor import load_generator  # noqa: E402
 from model.generator.sampling import Sampler, SamplingParams, generate, sample_batch  # noqa: E402
 from model.generator.stepper import Stepper  # noqa: E402
 from model.generator.train import train_generator  # noqa: E402
-from model.versions import writing  # noqa: E402
+from model.versions import resolve, writing  # noqa: E402
 
 TARGET_LOSS, TARGET_ONE, TARGET_BATCH, BUDGET_S = 1.46, 15000.0, 60000.0, 600.0
 # the ablation: (label, preset, overrides), each row trained from scratch in one run; the row with the default
@@ -186,7 +188,9 @@ def render_default(report: dict[str, Any]) -> str:
 def section_speed(corpus: Any, workdir: Path, artifact: Path | None = None) -> dict[str, Any]:
     """Sampling speed of a trained artifact (default: artifacts/generator), 2 threads, medians of 5 runs."""
     torch.set_num_threads(2)
-    gen = load_generator(artifact or ROOT / "artifacts" / "generator")
+    gen = load_generator(
+        resolve(artifact or ROOT / "artifacts" / "generator", "generation")
+    )  # a directory of versions: its newest
     one = speed_one_stream(gen.network, gen.tokenizer)
     batched = speed_batched(gen.network)
     rows = [["1 stream (`model.sampling.stream`)", f"{one:,.0f}", f"{TARGET_ONE:,.0f}",
@@ -233,6 +237,47 @@ def section_cells(corpus: Any, workdir: Path) -> dict[str, Any]:
     return {"runs": results, "markdown": md}
 
 
+ROW_BATCHES = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32)
+
+
+def section_rows(corpus: Any, workdir: Path, artifact: Path | None = None, rounds: int = 5) -> dict[str, Any]:
+    """Stepper.step's time per batch size on a trained artifact (default: artifacts/generator), 2 threads, with its
+    products done as one matrix-vector product per row and as one matrix product, interleaved; medians of
+    `rounds`. What model/generator/stepper.py's GEMV_ROWS is chosen from."""
+    torch.set_num_threads(2)
+    gen = load_generator(resolve(artifact or ROOT / "artifacts" / "generator", "generation"))
+    step = Stepper(gen.network)
+    cfg = gen.network.config
+    ways = {"per row": max(ROW_BATCHES), "one product": 0}
+    chosen = stepper.GEMV_ROWS
+    times: dict[tuple[int, str], list[float]] = {(b, way): [] for b in ROW_BATCHES for way in ways}
+    try:
+        for _ in range(rounds):
+            for b in ROW_BATCHES:
+                tokens = np.arange(b, dtype=np.int64) % cfg.vocab_size
+                h = np.zeros((cfg.num_layers, b, cfg.hidden_size), np.float32)
+                c = h.copy() if cfg.cell == "lstm" else None
+                for way, most in ways.items():
+                    stepper.GEMV_ROWS = most
+                    for _ in range(50):
+                        step.step(tokens, h, c)
+                    started = time.perf_counter()
+                    for _ in range(1000):
+                        step.step(tokens, h, c)
+                    times[b, way].append((time.perf_counter() - started) / 1000 * 1e6)
+    finally:
+        stepper.GEMV_ROWS = chosen
+    runs = [{"batch": b, **{way: statistics.median(times[b, way]) for way in ways}} for b in ROW_BATCHES]
+    rows = [[r["batch"], f"{r['per row']:,.0f}", f"{r['one product']:,.0f}", f"{r['one product'] / r['per row']:.2f}",
+             "per row" if r["batch"] <= chosen else "one product"] for r in runs]  # fmt: skip
+    md = table(["streams stepped together", "µs per step, a product per row", "µs, one matrix product",
+                "one product / per row", "the Stepper uses"], rows)  # fmt: skip
+    md += (f"\n\n{cfg.cell.upper()} of {cfg.hidden_size}, 2 threads, the median of {rounds} interleaved rounds of "
+           f"1,000 steps; the Stepper takes a product per row up to GEMV_ROWS = {chosen} streams. "
+           f"{kernels_note(kernels())}.")  # fmt: skip
+    return {"runs": runs, "gemv_rows": chosen, "markdown": md}
+
+
 def section_batching(corpus: Any, workdir: Path) -> dict[str, Any]:
     results = [train("quick", {"batching": mode}, corpus, workdir)[0] for mode in ("stateful", "random")]
     rows = [[r["batching"], r["val_loss"], f"{r['wall_s']:.0f}"] for r in results]
@@ -246,6 +291,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "ablation": section_ablation,
     "default": section_default,
     "speed": section_speed,
+    "rows": section_rows,
     "small": section_small,
     "cells": section_cells,
     "batching": section_batching,
@@ -254,6 +300,7 @@ README_NAMES = {
     "ablation": "generator_ablation",
     "default": "generator_quality",
     "speed": "generator_speed",
+    "rows": "generator_rows",
     "small": "generator_small",
     "cells": "generator_cells",
     "batching": "generator_batching",
@@ -262,8 +309,8 @@ README_NAMES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="ablation,default,speed,small,cells,batching")
-    parser.add_argument("--artifact", type=Path, help="speed: the artifact to time (default artifacts/generator)")
+    parser.add_argument("--sections", default="ablation,default,speed,rows,small,cells,batching")
+    parser.add_argument("--artifact", type=Path, help="speed, rows: the artifact to time (default artifacts/generator)")
     parser.add_argument("--data-dir", help="tiny-shakespeare mirror (default: $RNN_DATA_DIR)")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument(
@@ -282,7 +329,7 @@ def main() -> None:
     if args.render_default:
         saved = json.loads((ROOT / "bench" / "results" / "generator_default.json").read_text())
         if args.resample:
-            gen = load_generator(args.artifact or ROOT / "artifacts" / "generator")
+            gen = load_generator(resolve(args.artifact or ROOT / "artifacts" / "generator", "generation"))
             if not math.isclose(gen.artifact.config.metrics["val_loss"], saved["default"]["val_loss"], rel_tol=1e-9):
                 sys.exit("--resample: that artifact is not the one bench/results/generator_default.json measured")
             saved["default"]["sample"] = readme_sample(gen)
@@ -296,7 +343,7 @@ def main() -> None:
             extra: dict[str, Any] = {"keep": args.keep} if name in ("default", "ablation") and args.keep else {}
             if name == "default" and "ablation" in report:
                 extra["trained"] = report["ablation"]  # its last row is the default preset: not trained twice
-            if name == "speed":
+            if name in ("speed", "rows"):
                 extra = {"artifact": args.artifact or args.keep}
             report[name] = SECTIONS[name](corpus, Path(tmp), **extra)
             save_json(f"generator_{name}", report[name])

@@ -22,9 +22,11 @@ class Stepper:
     - every temporary lives in a reused buffer (fresh arrays of this size cost page faults), and the element-wise
       passes run on contiguous arrays where it matters (NumPy's in-place passes over strided views are 4x slower);
     - every nonlinearity is torch's vectorised sigmoid (3x quicker than tanh here): the pre-activations that feed
-      a tanh are doubled in the weights (exact in floating point), and tanh(x) = 2 * sigmoid(2x) - 1.
+      a tanh are doubled in the weights (exact in floating point), and tanh(x) = 2 * sigmoid(2x) - 1;
+    - up to GEMV_ROWS rows, each product is a matrix-vector product per row (OpenBLAS's matrix product copies the
+      whole weight matrix on every call, too much for a few rows), so the weights are also kept in PyTorch's layout.
     The arithmetic is row-wise: a row's result never depends on the other rows' values, and only to float32
-    rounding on the batch size (a one-row product takes another BLAS path). Not thread-safe: one Stepper per thread.
+    rounding on the batch size (a few rows take another BLAS path). Not thread-safe: one Stepper per thread.
     """
 
     def __init__(self, net: CharRNN) -> None:
@@ -34,12 +36,15 @@ class Stepper:
         with torch.no_grad():
             w = {name: p.detach().float().numpy().copy() for name, p in net.rnn.named_parameters()}
             emb = net.embedding.weight.detach().float().numpy()
-            self.w_out = np.ascontiguousarray(net.head.weight.detach().float().numpy().T)
+            self.w_out_rows = net.head.weight.detach().float().numpy().copy()  # (V, H)
+            self.w_out = np.ascontiguousarray(self.w_out_rows.T)
             self.b_out = net.head.bias.detach().float().numpy().copy()
         # double the rows that feed a tanh: the GRU's n gate, the LSTM's g gate, the plain RNN's only gate
         doubled = {"gru": slice(2 * n, 3 * n), "lstm": slice(2 * n, 3 * n), "rnn": slice(0, n)}[self.cell]
         self.w_ih: list[np.ndarray] = []  # (in, G*H), pre-transposed
         self.w_hh: list[np.ndarray] = []  # (H, G*H)
+        self.w_ih_rows: list[np.ndarray] = []  # the same in PyTorch's (G*H, in) layout, for a few rows (GEMV_ROWS)
+        self.w_hh_rows: list[np.ndarray] = []
         self.b_in: list[np.ndarray] = []  # both biases, except the GRU's b_hn (it is scaled by r):
         self.b_hn: list[np.ndarray] = []  # the GRU keeps it apart
         for k in range(self.layers):
@@ -48,6 +53,8 @@ class Stepper:
             b_ih, b_hh = w[f"bias_ih_l{k}"], w[f"bias_hh_l{k}"]
             self.w_ih.append(np.ascontiguousarray(w[f"weight_ih_l{k}"].T))
             self.w_hh.append(np.ascontiguousarray(w[f"weight_hh_l{k}"].T))
+            self.w_ih_rows.append(w[f"weight_ih_l{k}"] if k else w[f"weight_ih_l{k}"][:0])  # layer 0 uses the table
+            self.w_hh_rows.append(w[f"weight_hh_l{k}"])
             if self.cell == "gru":
                 self.b_in.append(np.concatenate([b_ih[: 2 * n] + b_hh[: 2 * n], b_ih[2 * n :]]))
                 self.b_hn.append(b_hh[2 * n :].copy())
@@ -59,15 +66,19 @@ class Stepper:
             self.table[:, 2 * n :] = self.b_hn[0]
         self.capacity = 0
         self.buffers: dict[str, np.ndarray] = {}
+        self.views: tuple[int, dict[str, np.ndarray]] = (0, {})  # the last batch size's views of the buffers
 
     def _workspace(self, b: int) -> dict[str, np.ndarray]:
+        if b == self.views[0]:  # a stream steps at one size for many steps in a row
+            return self.views[1]
         if b > self.capacity:
             self.capacity = b
             gates = self.w_hh[0].shape[1]
             widths = {"pre": gates, "in": gates, "in_n": self.hidden_size, "tmp": self.hidden_size}
             self.buffers = {name: np.empty((b, width), np.float32) for name, width in widths.items()}
             self.buffers["logits"] = np.empty((b, self.vocab_size), np.float32)
-        return {name: buf[:b] for name, buf in self.buffers.items()}
+        self.views = (b, {name: buf[:b] for name, buf in self.buffers.items()})
+        return self.views[1]
 
     def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
         """Advance every row one token: tokens (B,) ints in [0, V), h (L, B, H) float32 (and c for an LSTM),
@@ -80,12 +91,12 @@ class Stepper:
                 if self.cell == "gru":
                     np.take(self.table_n, tokens, axis=0, out=ws["in_n"], mode="clip")
             else:
-                np.matmul(h[k - 1], self.w_ih[k], out=inp)
+                _product(h[k - 1], self.w_ih[k], self.w_ih_rows[k], inp)
                 inp += self.b_in[k]
                 if self.cell == "gru":
                     np.copyto(ws["in_n"], inp[:, 2 * n :])
                     inp[:, 2 * n :] = self.b_hn[k]
-            pre = np.matmul(h[k], self.w_hh[k], out=ws["pre"])
+            pre = _product(h[k], self.w_hh[k], self.w_hh_rows[k], ws["pre"])
             pre += inp
             if self.cell == "gru":
                 self._gru(h[k], pre, ws["in_n"], ws["tmp"])
@@ -95,7 +106,7 @@ class Stepper:
             else:
                 _tanh_of_doubled(pre)
                 h[k] = pre
-        logits = np.matmul(h[-1], self.w_out, out=ws["logits"])
+        logits = _product(h[-1], self.w_out, self.w_out_rows, ws["logits"])
         logits += self.b_out
         return logits
 
@@ -157,6 +168,22 @@ class Stepper:
         np.multiply(c, 2, out=tmp)
         _tanh_of_doubled(tmp)
         np.multiply(gates[:, 3 * n :], tmp, out=h)
+
+
+# up to this many rows, a product is a matrix-vector product per row on the weights in PyTorch's layout; above, one
+# matrix product on the pre-transposed weights. OpenBLAS's sgemm copies the whole weight matrix into its panels on
+# every call, which costs more than the rows' work for a few rows: measured (bench/generator_quality.py
+# --sections rows, docs/results.md)
+GEMV_ROWS = 6
+
+
+def _product(x: np.ndarray, w_t: np.ndarray, w_rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """x @ w_t into out (B, N), for x (B, K), w_t (K, N) and w_rows = w_t.T, C-contiguous."""
+    if len(x) <= GEMV_ROWS:
+        for i in range(len(x)):
+            np.matmul(w_rows, x[i], out=out[i])
+        return out
+    return np.matmul(x, w_t, out=out)
 
 
 # torch runs an element-wise op on one thread up to this many elements (at::internal::GRAIN_SIZE); above it, it

@@ -187,17 +187,20 @@ def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
     assert len({tuple(r) for r in together}) == 8  # different seeds, different texts
 
 
-def test_stepper_equals_the_network() -> None:
-    from model.generator.stepper import Stepper
+@pytest.mark.parametrize("rows", [1, 3, "more"])
+def test_stepper_equals_the_network(rows: int | str) -> None:
+    """Per row matrix-vector products up to GEMV_ROWS rows, one matrix product above: the same arithmetic."""
+    from model.generator.stepper import GEMV_ROWS, Stepper
 
+    batch = GEMV_ROWS + 3 if rows == "more" else int(rows)
     for cell in ("gru", "lstm", "rnn"):
         torch.manual_seed(1)
         net = CharRNN(CharLMConfig(vocab_size=30, cell=cell, hidden_size=24, embedding_dim=8, num_layers=2)).eval()
-        tokens = torch.randint(0, 30, (3, 12))
+        tokens = torch.randint(0, 30, (batch, 12))
         with torch.inference_mode():
             full, _ = net(tokens)
         step = Stepper(net)
-        h = np.zeros((2, 3, 24), np.float32)
+        h = np.zeros((2, batch, 24), np.float32)
         c = h.copy() if cell == "lstm" else None
         for t in range(tokens.shape[1]):
             logits = torch.from_numpy(step.step(tokens[:, t].numpy(), h, c).copy())
