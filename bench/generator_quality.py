@@ -22,12 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -237,44 +239,62 @@ def section_cells(corpus: Any, workdir: Path) -> dict[str, Any]:
     return {"runs": results, "markdown": md}
 
 
-ROW_BATCHES = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32)
+ROW_BATCHES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
 
 
 def section_rows(corpus: Any, workdir: Path, artifact: Path | None = None, rounds: int = 5) -> dict[str, Any]:
-    """Stepper.step's time per batch size on a trained artifact (default: artifacts/generator), 2 threads, with its
-    products done as one matrix-vector product per row and as one matrix product, interleaved; medians of
-    `rounds`. What model/generator/stepper.py's GEMV_ROWS is chosen from."""
+    """Stepper.step's time per batch size on a trained artifact (default: artifacts/generator), on one BLAS thread
+    and on two, with its products done as one matrix-vector product per row and as one matrix product,
+    interleaved; medians of `rounds`. What model/generator/stepper.py's GEMV_ROWS is chosen from."""
     torch.set_num_threads(2)
     gen = load_generator(resolve(artifact or ROOT / "artifacts" / "generator", "generation"))
     step = Stepper(gen.network)
     cfg = gen.network.config
-    ways = {"per row": max(ROW_BATCHES), "one product": 0}
     chosen = stepper.GEMV_ROWS
-    times: dict[tuple[int, str], list[float]] = {(b, way): [] for b in ROW_BATCHES for way in ways}
+    ways = {"per row": max(ROW_BATCHES), "one product": 0}  # rows up to which a product is per row
+    times: dict[tuple[int, int, str], list[float]] = defaultdict(list)
     try:
         for _ in range(rounds):
-            for b in ROW_BATCHES:
-                tokens = np.arange(b, dtype=np.int64) % cfg.vocab_size
-                h = np.zeros((cfg.num_layers, b, cfg.hidden_size), np.float32)
-                c = h.copy() if cfg.cell == "lstm" else None
-                for way, most in ways.items():
-                    stepper.GEMV_ROWS = most
-                    for _ in range(50):
-                        step.step(tokens, h, c)
-                    started = time.perf_counter()
-                    for _ in range(1000):
-                        step.step(tokens, h, c)
-                    times[b, way].append((time.perf_counter() - started) / 1000 * 1e6)
+            for threads in (1, 2):
+                with threadpool_limits(limits=threads, user_api="blas"):
+                    for b in ROW_BATCHES:
+                        tokens = np.arange(b, dtype=np.int64) % cfg.vocab_size
+                        h = np.zeros((cfg.num_layers, b, cfg.hidden_size), np.float32)
+                        c = h.copy() if cfg.cell == "lstm" else None
+                        for way, most in ways.items():
+                            stepper.GEMV_ROWS = most
+                            for _ in range(50):
+                                step.step(tokens, h, c)
+                            started = time.perf_counter()
+                            for _ in range(500):
+                                step.step(tokens, h, c)
+                            times[threads, b, way].append((time.perf_counter() - started) / 500 * 1e6)
     finally:
         stepper.GEMV_ROWS = chosen
-    runs = [{"batch": b, **{way: statistics.median(times[b, way]) for way in ways}} for b in ROW_BATCHES]
-    rows = [[r["batch"], f"{r['per row']:,.0f}", f"{r['one product']:,.0f}", f"{r['one product'] / r['per row']:.2f}",
-             "per row" if r["batch"] <= chosen else "one product"] for r in runs]  # fmt: skip
-    md = table(["streams stepped together", "µs per step, a product per row", "µs, one matrix product",
-                "one product / per row", "the Stepper uses"], rows)  # fmt: skip
-    md += (f"\n\n{cfg.cell.upper()} of {cfg.hidden_size}, 2 threads, the median of {rounds} interleaved rounds of "
-           f"1,000 steps; the Stepper takes a product per row up to GEMV_ROWS = {chosen} streams. "
-           f"{kernels_note(kernels())}.")  # fmt: skip
+    runs = [{"threads": t, "batch": b, **{way: statistics.median(times[t, b, way]) for way in ways}}
+            for t in (1, 2) for b in ROW_BATCHES]  # fmt: skip
+    by = {(r["threads"], r["batch"]): r for r in runs}
+    rows = []
+    for b in ROW_BATCHES:
+        row: list[Any] = [b]
+        for t in (1, 2):
+            r = by[t, b]
+            row += [f"{r['per row']:,.0f} · {r['one product']:,.0f}", f"{r['one product'] / r['per row']:.2f}"]
+        row.append("per row" if b <= chosen else "one product")
+        rows.append(row)
+    header = [
+        "streams stepped together",
+        "1 BLAS thread: µs per step, a product per row · one matrix product",
+        "one / per row",
+        "2 BLAS threads: µs per row · one",
+        "one / per row",
+        "the Stepper uses",
+    ]
+    md = table(header, rows)
+    md += (f"\n\n{cfg.cell.upper()} of {cfg.hidden_size}, the median of {rounds} interleaved rounds of 500 steps; "
+           f"the Stepper takes a product per row up to GEMV_ROWS = {chosen} streams on any thread count, so that a "
+           "stream steps to the same bits on one BLAS thread or two (the service picks one or two as it measures, "
+           f"app/serving/threads.py). {kernels_note(kernels())}.")  # fmt: skip
     return {"runs": runs, "gemv_rows": chosen, "markdown": md}
 
 

@@ -23,7 +23,7 @@ class Stepper:
       passes run on contiguous arrays where it matters (NumPy's in-place passes over strided views are 4x slower);
     - every nonlinearity is torch's vectorised sigmoid (3x quicker than tanh here): the pre-activations that feed
       a tanh are doubled in the weights (exact in floating point), and tanh(x) = 2 * sigmoid(2x) - 1;
-    - up to GEMV_ROWS rows, each product is a matrix-vector product per row (OpenBLAS's matrix product copies the
+    - for a few rows (GEMV_ROWS), each product is a matrix-vector product per row (OpenBLAS's matrix product copies the
       whole weight matrix on every call, too much for a few rows), so the weights are also kept in PyTorch's layout.
     The arithmetic is row-wise: a row's result never depends on the other rows' values, and only to float32
     rounding on the batch size (a few rows take another BLAS path). Not thread-safe: one Stepper per thread.
@@ -172,9 +172,11 @@ class Stepper:
 
 # up to this many rows, a product is a matrix-vector product per row on the weights in PyTorch's layout; above, one
 # matrix product on the pre-transposed weights. OpenBLAS's sgemm copies the whole weight matrix into its panels on
-# every call, which costs more than the rows' work for a few rows: measured (bench/generator_quality.py
-# --sections rows, docs/results.md)
-GEMV_ROWS = 6
+# every call, which costs more than the rows' work for a few rows. On two BLAS threads the two cross at about 6
+# rows, on one (each row's product with one core alone) at about 3 (bench/generator_quality.py --sections rows,
+# docs/results.md). One bound for both: the two ways round differently, and a stream must step to the same bits on
+# one thread or two, since the service switches between them mid-stream (app/serving/threads.py)
+GEMV_ROWS = 3
 
 
 def _product(x: np.ndarray, w_t: np.ndarray, w_rows: np.ndarray, out: np.ndarray) -> np.ndarray:

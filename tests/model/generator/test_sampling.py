@@ -187,7 +187,7 @@ def test_a_stream_samples_the_same_alone_or_in_a_batch(extra: dict) -> None:
     assert len({tuple(r) for r in together}) == 8  # different seeds, different texts
 
 
-@pytest.mark.parametrize("rows", [1, 3, "more"])
+@pytest.mark.parametrize("rows", [1, 2, "more"])
 def test_stepper_equals_the_network(rows: int | str) -> None:
     """Per row matrix-vector products up to GEMV_ROWS rows, one matrix product above: the same arithmetic."""
     from model.generator.stepper import GEMV_ROWS, Stepper
