@@ -187,12 +187,15 @@ def render_default(report: dict[str, Any]) -> str:
     )
 
 
+def trained(artifact: Path | None) -> Any:
+    """The generator to time: `artifact`, or artifacts/generator; in a directory of versions, its newest."""
+    return load_generator(resolve(artifact or ROOT / "artifacts" / "generator", "generation"))
+
+
 def section_speed(corpus: Any, workdir: Path, artifact: Path | None = None) -> dict[str, Any]:
     """Sampling speed of a trained artifact (default: artifacts/generator), 2 threads, medians of 5 runs."""
     torch.set_num_threads(2)
-    gen = load_generator(
-        resolve(artifact or ROOT / "artifacts" / "generator", "generation")
-    )  # a directory of versions: its newest
+    gen = trained(artifact)
     one = speed_one_stream(gen.network, gen.tokenizer)
     batched = speed_batched(gen.network)
     rows = [["1 stream (`model.sampling.stream`)", f"{one:,.0f}", f"{TARGET_ONE:,.0f}",
@@ -247,7 +250,7 @@ def section_rows(corpus: Any, workdir: Path, artifact: Path | None = None, round
     and on two, with its products done as one matrix-vector product per row and as one matrix product,
     interleaved; medians of `rounds`. What model/generator/stepper.py's GEMV_ROWS is chosen from."""
     torch.set_num_threads(2)
-    gen = load_generator(resolve(artifact or ROOT / "artifacts" / "generator", "generation"))
+    gen = trained(artifact)
     step = Stepper(gen.network)
     cfg = gen.network.config
     chosen = stepper.GEMV_ROWS
@@ -271,15 +274,14 @@ def section_rows(corpus: Any, workdir: Path, artifact: Path | None = None, round
                             times[threads, b, way].append((time.perf_counter() - started) / 500 * 1e6)
     finally:
         stepper.GEMV_ROWS = chosen
-    runs = [{"threads": t, "batch": b, **{way: statistics.median(times[t, b, way]) for way in ways}}
-            for t in (1, 2) for b in ROW_BATCHES]  # fmt: skip
-    by = {(r["threads"], r["batch"]): r for r in runs}
+    med = {key: statistics.median(got) for key, got in times.items()}
+    runs = [{"threads": t, "batch": b, **{way: med[t, b, way] for way in ways}} for t in (1, 2) for b in ROW_BATCHES]
     rows = []
     for b in ROW_BATCHES:
         row: list[Any] = [b]
         for t in (1, 2):
-            r = by[t, b]
-            row += [f"{r['per row']:,.0f} · {r['one product']:,.0f}", f"{r['one product'] / r['per row']:.2f}"]
+            one, per_row = med[t, b, "one product"], med[t, b, "per row"]
+            row += [f"{per_row:,.0f} · {one:,.0f}", f"{one / per_row:.2f}"]
         row.append("per row" if b <= chosen else "one product")
         rows.append(row)
     header = [
@@ -349,7 +351,7 @@ def main() -> None:
     if args.render_default:
         saved = json.loads((ROOT / "bench" / "results" / "generator_default.json").read_text())
         if args.resample:
-            gen = load_generator(resolve(args.artifact or ROOT / "artifacts" / "generator", "generation"))
+            gen = trained(args.artifact)
             if not math.isclose(gen.artifact.config.metrics["val_loss"], saved["default"]["val_loss"], rel_tol=1e-9):
                 sys.exit("--resample: that artifact is not the one bench/results/generator_default.json measured")
             saved["default"]["sample"] = readme_sample(gen)
