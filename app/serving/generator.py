@@ -140,7 +140,7 @@ class GeneratorEngine:
         self.model = model
         self.version: int | None = None  # set by app/loading.py when the path is a directory of versions
         self.step = Stepper(model.network)
-        self.blas = blas_threads()  # one or two BLAS threads per step, whichever steps faster now
+        self.blas = blas_threads()  # one or two threads per step, whichever steps faster now
         self.table = id_to_text(model.tokenizer)
         vocab = model.tokenizer.get_vocab()
         self.specials = frozenset(vocab[t] for t in SPECIALS if t in vocab)  # TGI's tokens say which are special
@@ -297,7 +297,7 @@ class GeneratorEngine:
             b = len(self.active)
             c = None if self.c is None else self.c[:, :b]
             stepped = np.array(next_tokens, dtype=np.int64)
-            self.logits[:b] = self.blas.run(self.step.step, stepped, self.h[:, :b], c)
+            self.logits[:b] = self.blas.run(b, self.step.step, stepped, self.h[:, :b], c)
             self.steps += 1
 
     def _keep(self, rows: list[int]) -> None:

@@ -1,5 +1,5 @@
 """How many BLAS threads step the generator's streams: the faster of one and all, measured on the steps themselves
-while the engine runs.
+while the engine runs, apart for steps of a few streams and of more.
 
 No fixed setting suits both machines the service meets. On an idle 2-core machine, two OpenBLAS threads step a
 stream in about half the time of one (the recurrent weights fit in the two cores' caches together, not in one
@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from threadpoolctl import ThreadpoolController
+
+from model.generator.stepper import GEMV_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -86,29 +88,45 @@ class FasterOf(Generic[T]):
 
 class BlasThreads:
     """Runs NumPy's BLAS work on the faster of one thread and all of them (FasterOf), setting the thread count
-    through threadpoolctl. One per process (`blas_threads()`): the count is the process's, whichever engine steps.
-    Without a BLAS that threadpoolctl can set, or with one thread allowed, `run` only calls."""
+    through threadpoolctl. One per process (`blas_threads()`: the count is the process's, whichever engine steps).
+    Without a BLAS that threadpoolctl can set, or with one thread allowed, `run` only calls.
+
+    Steps of up to GEMV_ROWS streams and steps of more choose apart: their products differ (matrix-vector products,
+    whose weights fit in the two cores' caches together but not in one core's; one matrix product), and so does the
+    faster count. With one choice for both, a probe over 32 streams in the service often picked one thread and held
+    it for the single streams that followed: over HTTP, six fresh servers of each alternating, a warm-up of 32
+    streams, then one stream at a time, 4,238 chars/s (median; 3,091 where one thread had been picked) against
+    5,550 with the choices apart, and 27,632 against 29,428 for 32 streams (this 2-core machine, 2026-12-07)."""
 
     def __init__(self) -> None:
         found = ThreadpoolController().select(user_api="blas").lib_controllers
         self.library = found[0] if found else None
         self.threads: int = self.library.num_threads if self.library else 1
-        self.chooser: FasterOf[int] = FasterOf(sorted({1, self.threads}))
+        options = sorted({1, self.threads})
+        self.choosers: dict[str, FasterOf[int]] = {"few": FasterOf(options), "more": FasterOf(options)}
+
+    def chooser(self, rows: int) -> FasterOf[int]:
+        return self.choosers["few" if rows <= GEMV_ROWS else "more"]
 
     def describe(self) -> dict[str, object]:
-        """For /models: the thread count chosen, and the last probe's mean step by thread count, in µs."""
-        steps = {str(n): round(mean * 1e6) for n, mean in self.chooser.means.items()}
-        return {"blas_threads": self.chooser.choice, "step_us_by_threads": steps}
+        """For /models: the thread count chosen for a step of a few streams (GEMV_ROWS) and of more, and their last
+        probes' mean step by thread count, in µs."""
+        steps = {path: {str(n): round(mean * 1e6) for n, mean in c.means.items()} for path, c in self.choosers.items()}
+        return {"blas_threads": self.choosers["few"].choice, "blas_threads_more": self.choosers["more"].choice,
+                "step_us_by_threads": steps}  # fmt: skip
 
-    def run(self, work: Callable[..., Any], *args: Any) -> Any:
-        """work(*args) on the thread count the chooser picks, timed for it."""
-        wanted = self.chooser.pick()
-        if wanted != self.threads and self.library is not None:
+    def run(self, rows: int, work: Callable[..., Any], *args: Any) -> Any:
+        """work(*args), a step of `rows` streams, on the thread count its chooser picks, timed for it."""
+        if self.library is None:
+            return work(*args)
+        chooser = self.chooser(rows)
+        wanted = chooser.pick()
+        if wanted != self.threads:
             self.library.set_num_threads(wanted)
             self.threads = wanted
         started = time.perf_counter()
         out = work(*args)
-        self.chooser.record(time.perf_counter() - started)
+        chooser.record(time.perf_counter() - started)
         return out
 
 

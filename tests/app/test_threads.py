@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from typing import Any, TypeVar
 
 import numpy as np
@@ -123,8 +124,9 @@ def test_a_stream_switching_thread_counts_at_every_step_gives_its_seeds_text(
     settings_for: SettingsFor, artifacts: Artifacts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blas = threads.blas_threads()
-    counts = itertools.cycle(sorted({1, max(blas.chooser.options)}))
-    monkeypatch.setattr(blas.chooser, "pick", lambda: next(counts))
+    counts = itertools.cycle(sorted({1, max(blas.choosers["more"].options)}))
+    for chooser in blas.choosers.values():  # one count sequence over both: a stream's steps alone and beside others
+        monkeypatch.setattr(chooser, "pick", lambda: next(counts))
     prompt, params = "ROMEO:", SamplingParams(60, 0.9, seed=7)
 
     async def main() -> dict[str, Any]:
@@ -137,4 +139,31 @@ def test_a_stream_switching_thread_counts_at_every_step_gives_its_seeds_text(
     answer = asyncio.run(main())
     model = load_generator(artifacts.generator)
     assert answer["generated_text"] == generate(model.network, model.tokenizer, prompt, params).text
-    assert blas.threads in blas.chooser.options
+    assert blas.threads in blas.choosers["more"].options
+
+
+def test_a_step_of_one_stream_and_of_more_choose_their_thread_counts_apart() -> None:
+    library, most = BlasThreads().library, os.cpu_count() or 1
+    if library is None or most < 2:
+        pytest.skip("no BLAS whose thread count threadpoolctl can set, or one core")
+    library.clear_controlling_thread()
+    before = library.num_threads
+    library.set_num_threads(most)  # what the service starts with; other tests may have left one
+    blas = BlasThreads()
+    try:
+        for chooser in blas.choosers.values():
+            chooser.clock, chooser.until = itertools.count().__next__, 0  # a clock that probes again soon
+
+        def step(slow_on_one: bool) -> None:  # the thread count is the one `run` has just set
+            time.sleep(0.002 if (blas.threads == 1) == slow_on_one else 0.0)
+
+        # one stream steps faster on all threads, 32 streams on one: what each path measures is its own
+        for _ in range(40):
+            blas.run(32, step, False)
+            blas.run(1, step, True)
+        described = blas.describe()
+        assert described["blas_threads"] == most and described["blas_threads_more"] == 1, described
+        assert set(described["step_us_by_threads"]) == {"few", "more"}  # type: ignore[arg-type]
+    finally:
+        library.set_num_threads(before)
+        library.clear_controlling_thread()
