@@ -6,7 +6,7 @@
                                emit:   text pieces collect on the stream; before each yield, one event per stream
                                retire: finished or cancelled streams leave
                                step:   all remaining streams advance in ONE batched recurrent step
-                           ... and every SLICE_S it yields to the loop (YIELD_S), so requests and responses move on;
+                           ... and every SLICE_S it yields to the loop (YIELD_TURNS), so requests and responses move on;
                                at once after a step that admitted streams, so their first tokens go out.
 
 It runs on the event loop rather than in a thread of its own: a step takes well under a millisecond, and a
@@ -52,9 +52,10 @@ log = logging.getLogger(__name__)
 # so the slice is long enough to spread that cost and short enough that the loop is never kept waiting longer
 # (bench/serve.py's 32-stream generation row)
 SLICE_S = 0.010
-# ... and then sleeps this long: a new request needs several loop turns (accept, transport, read, handler), and
-# 100 us, 1 % of a slice, lets the loop run until it is idle, so a burst of connections reaches the engine at once
-YIELD_S = 100e-6
+# ... for this many turns of the loop: a new request needs several (accept, transport, read, handler), so a burst of
+# connections reaches the engine at once. Turns, not a short sleep: asyncio's selector waits whole milliseconds, so a
+# sleep of 100 us took 1.17 ms (median), a tenth of the slice with nothing to do
+YIELD_TURNS = 4
 # ... then more turns while a turn takes longer than BUSY_TURN_S (an idle turn takes about 10 us), up to BUSY_S in
 # all: a loop with a burst of connections to take in gets them, where uvloop takes about one a turn
 # (bench/overload.py, 300 connections at once with 64 streams generating). It takes at most half of a slice from
@@ -253,7 +254,8 @@ class GeneratorEngine:
     async def _yield() -> bool:
         """Let requests in and responses out: a turn of the loop, and more while the turns find work. Whether the
         loop was busy."""
-        await asyncio.sleep(YIELD_S)
+        for _ in range(YIELD_TURNS):
+            await asyncio.sleep(0)
         started = turn = time.perf_counter()
         await asyncio.sleep(0)
         busy = False
