@@ -42,7 +42,7 @@ from model.generator.sampling import (
     id_to_text,
     sample_batch,
 )
-from model.generator.stepper import Stepper
+from model.generator.stepper import GEMV_ROWS, Stepper
 from model.tokenization import SPECIALS
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class GeneratorEngine:
             b = len(self.active)
             c = None if self.c is None else self.c[:, :b]
             stepped = np.array(next_tokens, dtype=np.int64)
-            self.logits[:b] = self.blas.run(b, self.step.step, stepped, self.h[:, :b], c)
+            self.logits[:b] = self.blas.run(b <= GEMV_ROWS, self.step.step, stepped, self.h[:, :b], c)
             self.steps += 1
 
     def _keep(self, rows: list[int]) -> None:

@@ -23,8 +23,6 @@ from typing import Any, Generic, TypeVar
 
 from threadpoolctl import ThreadpoolController
 
-from model.generator.stepper import GEMV_ROWS
-
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -91,12 +89,13 @@ class BlasThreads:
     through threadpoolctl. One per process (`blas_threads()`: the count is the process's, whichever engine steps).
     Without a BLAS that threadpoolctl can set, or with one thread allowed, `run` only calls.
 
-    Steps of up to GEMV_ROWS streams and steps of more choose apart: their products differ (matrix-vector products,
-    whose weights fit in the two cores' caches together but not in one core's; one matrix product), and so does the
-    faster count. With one choice for both, a probe over 32 streams in the service often picked one thread and held
-    it for the single streams that followed: over HTTP, six fresh servers of each alternating, a warm-up of 32
-    streams, then one stream at a time, 4,238 chars/s (median; 3,091 where one thread had been picked) against
-    5,550 with the choices apart, and 27,632 against 29,428 for 32 streams (this 2-core machine, 2026-12-07)."""
+    Steps of a few streams (the Stepper's GEMV_ROWS) and steps of more choose apart: their products differ
+    (matrix-vector products, whose weights fit in the two cores' caches together but not in one core's; one matrix
+    product), and so does the faster count. With one choice for both, a probe over 32 streams in the service often
+    picked one thread and held it for the single streams that followed: over HTTP, six fresh servers of each
+    alternating, a warm-up of 32 streams, then one stream at a time, 4,238 chars/s (median; 3,091 where one thread
+    had been picked) against 5,550 with the choices apart, and 27,632 against 29,428 for 32 streams (this 2-core
+    machine, 2026-12-07)."""
 
     def __init__(self) -> None:
         found = ThreadpoolController().select(user_api="blas").lib_controllers
@@ -105,21 +104,19 @@ class BlasThreads:
         options = sorted({1, self.threads})
         self.choosers: dict[str, FasterOf[int]] = {"few": FasterOf(options), "more": FasterOf(options)}
 
-    def chooser(self, rows: int) -> FasterOf[int]:
-        return self.choosers["few" if rows <= GEMV_ROWS else "more"]
-
     def describe(self) -> dict[str, object]:
-        """For /models: the thread count chosen for a step of a few streams (GEMV_ROWS) and of more, and their last
-        probes' mean step by thread count, in µs."""
+        """For /models: the thread count chosen for a step of a few streams and of more, and their last probes' mean
+        step by thread count, in µs."""
         steps = {path: {str(n): round(mean * 1e6) for n, mean in c.means.items()} for path, c in self.choosers.items()}
         return {"blas_threads": self.choosers["few"].choice, "blas_threads_more": self.choosers["more"].choice,
                 "step_us_by_threads": steps}  # fmt: skip
 
-    def run(self, rows: int, work: Callable[..., Any], *args: Any) -> Any:
-        """work(*args), a step of `rows` streams, on the thread count its chooser picks, timed for it."""
+    def run(self, few: bool, work: Callable[..., Any], *args: Any) -> Any:
+        """work(*args), a step of a few streams or of more (`few`), on the thread count its chooser picks, timed for
+        it."""
         if self.library is None:
             return work(*args)
-        chooser = self.chooser(rows)
+        chooser = self.choosers["few" if few else "more"]
         wanted = chooser.pick()
         if wanted != self.threads:
             self.library.set_num_threads(wanted)

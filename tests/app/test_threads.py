@@ -159,8 +159,8 @@ def test_a_step_of_one_stream_and_of_more_choose_their_thread_counts_apart() -> 
 
         # one stream steps faster on all threads, 32 streams on one: what each path measures is its own
         for _ in range(40):
-            blas.run(32, step, False)
-            blas.run(1, step, True)
+            blas.run(False, step, False)  # 32 streams
+            blas.run(True, step, True)  # one
         described = blas.describe()
         assert described["blas_threads"] == most and described["blas_threads_more"] == 1, described
         assert set(described["step_us_by_threads"]) == {"few", "more"}  # type: ignore[arg-type]
