@@ -288,7 +288,7 @@ def section_rows(corpus: Any, workdir: Path, artifact: Path | None = None, round
         "streams stepped together",
         "1 BLAS thread: µs per step, a product per row · one matrix product",
         "one / per row",
-        "2 BLAS threads: µs per row · one",
+        "2 BLAS threads: µs per step, per row · one",
         "one / per row",
         "the Stepper uses",
     ]
