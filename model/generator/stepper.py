@@ -67,6 +67,7 @@ class Stepper:
         self.capacity = 0
         self.buffers: dict[str, np.ndarray] = {}
         self.views: tuple[int, dict[str, np.ndarray]] = (0, {})  # the last batch size's views of the buffers
+        self.tensors: dict[str, torch.Tensor] = {}  # ... and torch's views of those that a sigmoid takes
 
     def _workspace(self, b: int) -> dict[str, np.ndarray]:
         if b == self.views[0]:  # a stream steps at one size for many steps in a row
@@ -77,34 +78,44 @@ class Stepper:
             widths = {"pre": gates, "in": gates, "in_n": self.hidden_size, "tmp": self.hidden_size}
             self.buffers = {name: np.empty((b, width), np.float32) for name, width in widths.items()}
             self.buffers["logits"] = np.empty((b, self.vocab_size), np.float32)
-        self.views = (b, {name: buf[:b] for name, buf in self.buffers.items()})
-        return self.views[1]
+        ws = {name: buf[:b] for name, buf in self.buffers.items()}
+        # the slices that every step takes, taken once per batch size: a slice, and a torch view of an array,
+        # cost a microsecond each, a tenth of the element-wise work of a step of one stream
+        n, pre, inp = self.hidden_size, ws["pre"], ws["in"]
+        # the gates' quarters of pre (the GRU's r, z; the LSTM's i, f, g, o), the GRU's r and z together and the
+        # rest, and the GRU's b_hn part of a layer's input
+        ws |= {"q0": pre[:, :n], "q1": pre[:, n : 2 * n], "q2": pre[:, 2 * n : 3 * n], "q3": pre[:, 3 * n :],
+               "rz": pre[:, : 2 * n], "hn": pre[:, 2 * n :], "in_hn": inp[:, 2 * n :]}  # fmt: skip
+        self.tensors = {name: torch.from_numpy(ws[name]) for name in ("pre", "rz", "tmp")}
+        self.views = (b, ws)
+        return ws
 
     def step(self, tokens: np.ndarray, h: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
         """Advance every row one token: tokens (B,) ints in [0, V), h (L, B, H) float32 (and c for an LSTM),
         updated in place. Returns the logits (B, V) in a buffer that the next call reuses."""
         ws = self._workspace(len(tokens))
-        inp, n = ws["in"], self.hidden_size
+        inp = ws["in"]
         for k in range(self.layers):
-            if k == 0:  # mode="clip": 10x quicker than the default with out=; ids are always < V here
-                np.take(self.table, tokens, axis=0, out=inp, mode="clip")
+            if k == 0:  # mode="clip": 10x quicker than the default with out=; ids are always < V here. The
+                # array's own method: np.take's wrapper costs more than the copy of a row
+                self.table.take(tokens, axis=0, out=inp, mode="clip")
                 if self.cell == "gru":
-                    np.take(self.table_n, tokens, axis=0, out=ws["in_n"], mode="clip")
+                    self.table_n.take(tokens, axis=0, out=ws["in_n"], mode="clip")
             else:
                 _product(h[k - 1], self.w_ih[k], self.w_ih_rows[k], inp)
                 inp += self.b_in[k]
                 if self.cell == "gru":
-                    np.copyto(ws["in_n"], inp[:, 2 * n :])
-                    inp[:, 2 * n :] = self.b_hn[k]
+                    np.copyto(ws["in_n"], ws["in_hn"])
+                    ws["in_hn"][...] = self.b_hn[k]
             pre = _product(h[k], self.w_hh[k], self.w_hh_rows[k], ws["pre"])
             pre += inp
             if self.cell == "gru":
-                self._gru(h[k], pre, ws["in_n"], ws["tmp"])
+                self._gru(h[k], ws)
             elif self.cell == "lstm":
                 assert c is not None
-                self._lstm(h[k], c[k], pre, ws["tmp"])
+                self._lstm(h[k], c[k], ws)
             else:
-                _tanh_of_doubled(pre)
+                _tanh_of_doubled(pre, self.tensors["pre"])
                 h[k] = pre
         logits = _product(h[-1], self.w_out, self.w_out_rows, ws["logits"])
         logits += self.b_out
@@ -142,32 +153,31 @@ class Stepper:
         back = np.argsort(order)  # to the callers' order
         return logits[back], h[:, back], None if c is None else c[:, back]
 
-    def _gru(self, h: np.ndarray, pre: np.ndarray, in_n: np.ndarray, new: np.ndarray) -> None:
+    def _gru(self, h: np.ndarray, ws: dict[str, np.ndarray]) -> None:
         """PyTorch's GRU, gates r, z, n: n = tanh(i_n + r * (W_hn h + b_hn)); h' = n + z * (h - n).
-        pre holds [r, z, W_hn h + b_hn] before their nonlinearities (the n part doubled)."""
-        n = self.hidden_size
-        rz = pre[:, : 2 * n]
-        _sigmoid_(rz)
-        np.multiply(pre[:, 2 * n :], rz[:, :n], out=new)
-        new += in_n
-        _tanh_of_doubled(new)
+        ws["pre"] holds [r, z, W_hn h + b_hn] before their nonlinearities (the n part doubled), ws["in_n"] i_n."""
+        _sigmoid_(self.tensors["rz"])
+        new = ws["tmp"]
+        np.multiply(ws["hn"], ws["q0"], out=new)
+        new += ws["in_n"]
+        _tanh_of_doubled(new, self.tensors["tmp"])
         h -= new
-        h *= rz[:, n:]
+        h *= ws["q1"]
         h += new
 
-    def _lstm(self, h: np.ndarray, c: np.ndarray, gates: np.ndarray, tmp: np.ndarray) -> None:
+    def _lstm(self, h: np.ndarray, c: np.ndarray, ws: dict[str, np.ndarray]) -> None:
         """PyTorch's LSTM, gates i, f, g, o: c' = f * c + i * g; h' = o * tanh(c')."""
-        n = self.hidden_size
-        _sigmoid_(gates)  # g was doubled: sigmoid(2g) now, tanh(g) after the next two lines
-        g = gates[:, 2 * n : 3 * n]
+        tmp = ws["tmp"]
+        _sigmoid_(self.tensors["pre"])  # g was doubled: sigmoid(2g) now, tanh(g) after the next two lines
+        g = ws["q2"]
         g *= 2
         g -= 1
-        c *= gates[:, n : 2 * n]
-        np.multiply(gates[:, :n], g, out=tmp)
+        c *= ws["q1"]
+        np.multiply(ws["q0"], g, out=tmp)
         c += tmp
         np.multiply(c, 2, out=tmp)
-        _tanh_of_doubled(tmp)
-        np.multiply(gates[:, 3 * n :], tmp, out=h)
+        _tanh_of_doubled(tmp, self.tensors["tmp"])
+        np.multiply(ws["q3"], tmp, out=h)
 
 
 # up to this many rows, a product is a matrix-vector product per row on the weights in PyTorch's layout; above, one
@@ -194,19 +204,18 @@ def _product(x: np.ndarray, w_t: np.ndarray, w_rows: np.ndarray, out: np.ndarray
 SERIAL_ELEMENTS = 32768
 
 
-def _sigmoid_(x: np.ndarray) -> None:
+def _sigmoid_(t: torch.Tensor) -> None:
     """In place, torch's vectorised sigmoid, in row blocks small enough to stay on this thread."""
-    t = torch.from_numpy(x)
-    if x.size <= SERIAL_ELEMENTS:
+    if t.numel() <= SERIAL_ELEMENTS:
         t.sigmoid_()
         return
-    rows = max(1, SERIAL_ELEMENTS // x.shape[-1])
-    for start in range(0, x.shape[0], rows):
+    rows = max(1, SERIAL_ELEMENTS // t.shape[-1])
+    for start in range(0, t.shape[0], rows):
         t[start : start + rows].sigmoid_()
 
 
-def _tanh_of_doubled(x: np.ndarray) -> None:
-    """In place: x holds 2a; afterwards it holds tanh(a) = 2 * sigmoid(2a) - 1."""
-    _sigmoid_(x)
+def _tanh_of_doubled(x: np.ndarray, t: torch.Tensor) -> None:
+    """In place: x holds 2a; afterwards it holds tanh(a) = 2 * sigmoid(2a) - 1. t is torch's view of x."""
+    _sigmoid_(t)
     x *= 2
     x -= 1
