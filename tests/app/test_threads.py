@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -94,30 +95,38 @@ def test_one_option_is_never_probed() -> None:
     assert chooser.times is None
 
 
-def test_one_or_two_blas_threads_step_the_same_bits() -> None:
-    blas, most = BlasThreads(), os.cpu_count() or 1
-    if blas.library is None or most < 2:
+@pytest.fixture
+def blas_library() -> Iterator[tuple[Any, int]]:
+    """(OpenBLAS's threadpoolctl controller, the core count), for a test that sets the thread count; the count it
+    found is restored afterwards. Skips without such a BLAS or with one core."""
+    library, most = BlasThreads().library, os.cpu_count() or 1
+    if library is None or most < 2:
         pytest.skip("no BLAS whose thread count threadpoolctl can set, or one core")
     # threadpoolctl lets one thread at a time set OpenBLAS's count: other tests' event loops ran in their own
-    blas.library.clear_controlling_thread()
+    library.clear_controlling_thread()
+    before = library.num_threads
+    try:
+        yield library, most
+    finally:
+        library.set_num_threads(before)
+        library.clear_controlling_thread()
+
+
+def test_one_or_two_blas_threads_step_the_same_bits(blas_library: tuple[Any, int]) -> None:
+    library, most = blas_library
     torch.manual_seed(0)
     stepper = Stepper(CharRNN(CharLMConfig(vocab_size=67, hidden_size=512)).eval())  # big enough to split
     rng = np.random.default_rng(0)
-    before = blas.library.num_threads
-    try:
-        for rows in (1, 2, 3, 4, 5, 6, 7, 32, 64):
-            h = rng.standard_normal((1, rows, 512)).astype(np.float32)
-            tokens = rng.integers(0, 67, rows)
-            outs = []
-            for n in (1, most):
-                blas.library.set_num_threads(n)
-                assert blas.library.num_threads == n
-                state = h.copy()
-                outs.append((stepper.step(tokens, state).copy(), state))
-            assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1]), rows
-    finally:
-        blas.library.set_num_threads(before)
-        blas.library.clear_controlling_thread()
+    for rows in (1, 2, 3, 4, 5, 6, 7, 32, 64):
+        h = rng.standard_normal((1, rows, 512)).astype(np.float32)
+        tokens = rng.integers(0, 67, rows)
+        outs = []
+        for n in (1, most):
+            library.set_num_threads(n)
+            assert library.num_threads == n
+            state = h.copy()
+            outs.append((stepper.step(tokens, state).copy(), state))
+        assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1]), rows
 
 
 def test_a_stream_switching_thread_counts_at_every_step_gives_its_seeds_text(
@@ -142,28 +151,20 @@ def test_a_stream_switching_thread_counts_at_every_step_gives_its_seeds_text(
     assert blas.threads in blas.choosers["more"].options
 
 
-def test_a_step_of_one_stream_and_of_more_choose_their_thread_counts_apart() -> None:
-    library, most = BlasThreads().library, os.cpu_count() or 1
-    if library is None or most < 2:
-        pytest.skip("no BLAS whose thread count threadpoolctl can set, or one core")
-    library.clear_controlling_thread()
-    before = library.num_threads
+def test_a_step_of_one_stream_and_of_more_choose_their_thread_counts_apart(blas_library: tuple[Any, int]) -> None:
+    library, most = blas_library
     library.set_num_threads(most)  # what the service starts with; other tests may have left one
     blas = BlasThreads()
-    try:
-        for chooser in blas.choosers.values():
-            chooser.clock, chooser.until = itertools.count().__next__, 0  # a clock that probes again soon
+    for chooser in blas.choosers.values():
+        chooser.clock, chooser.until = itertools.count().__next__, 0  # a clock that probes again soon
 
-        def step(slow_on_one: bool) -> None:  # the thread count is the one `run` has just set
-            time.sleep(0.002 if (blas.threads == 1) == slow_on_one else 0.0)
+    def step(slow_on_one: bool) -> None:  # the thread count is the one `run` has just set
+        time.sleep(0.002 if (blas.threads == 1) == slow_on_one else 0.0)
 
-        # one stream steps faster on all threads, 32 streams on one: what each path measures is its own
-        for _ in range(40):
-            blas.run(False, step, False)  # 32 streams
-            blas.run(True, step, True)  # one
-        described = blas.describe()
-        assert described["blas_threads"] == most and described["blas_threads_more"] == 1, described
-        assert set(described["step_us_by_threads"]) == {"few", "more"}  # type: ignore[arg-type]
-    finally:
-        library.set_num_threads(before)
-        library.clear_controlling_thread()
+    # one stream steps faster on all threads, 32 streams on one: what each path measures is its own
+    for _ in range(40):
+        blas.run(False, step, False)  # 32 streams
+        blas.run(True, step, True)  # one
+    described = blas.describe()
+    assert described["blas_threads"] == most and described["blas_threads_more"] == 1, described
+    assert set(described["step_us_by_threads"]) == {"few", "more"}  # type: ignore[arg-type]
