@@ -17,14 +17,15 @@ class Stepper:
 
     Equal to CharRNN.forward on a length-1 sequence (to float32 rounding) but several times faster on CPU, where
     one-character steps are all per-call overhead:
-    - NumPy's BLAS is quicker than torch's for these small products here; weights are kept pre-transposed;
+    - NumPy's BLAS is quicker than torch's for these small products here;
     - the first layer's input projection is a precomputed (V, gates) table with the biases folded in;
     - every temporary lives in a reused buffer (fresh arrays of this size cost page faults), and the element-wise
       passes run on contiguous arrays where it matters (NumPy's in-place passes over strided views are 4x slower);
     - every nonlinearity is torch's vectorised sigmoid (3x quicker than tanh here): the pre-activations that feed
       a tanh are doubled in the weights (exact in floating point), and tanh(x) = 2 * sigmoid(2x) - 1;
-    - for a few rows (GEMV_ROWS), each product is a matrix-vector product per row (OpenBLAS's matrix product copies the
-      whole weight matrix on every call, too much for a few rows), so the weights are also kept in PyTorch's layout.
+    - for a few rows (GEMV_ROWS), each product is a matrix-vector product per row on the weights in PyTorch's
+      layout (OpenBLAS's matrix product copies the whole weight matrix on every call, too much for a few rows); for
+      more, one matrix product on a transposed copy (`Weight`).
     The arithmetic is row-wise: a row's result never depends on the other rows' values, and only to float32
     rounding on the batch size (a few rows take another BLAS path). Not thread-safe: one Stepper per thread.
     """
@@ -36,31 +37,26 @@ class Stepper:
         with torch.no_grad():
             w = {name: p.detach().float().numpy().copy() for name, p in net.rnn.named_parameters()}
             emb = net.embedding.weight.detach().float().numpy()
-            self.w_out_rows = net.head.weight.detach().float().numpy().copy()  # (V, H)
-            self.w_out = np.ascontiguousarray(self.w_out_rows.T)
+            self.w_out = Weight(net.head.weight.detach().float().numpy().copy())  # (V, H)
             self.b_out = net.head.bias.detach().float().numpy().copy()
         # double the rows that feed a tanh: the GRU's n gate, the LSTM's g gate, the plain RNN's only gate
         doubled = {"gru": slice(2 * n, 3 * n), "lstm": slice(2 * n, 3 * n), "rnn": slice(0, n)}[self.cell]
-        self.w_ih: list[np.ndarray] = []  # (in, G*H), pre-transposed
-        self.w_hh: list[np.ndarray] = []  # (H, G*H)
-        self.w_ih_rows: list[np.ndarray] = []  # the same in PyTorch's (G*H, in) layout, for a few rows (GEMV_ROWS)
-        self.w_hh_rows: list[np.ndarray] = []
+        self.w_ih: list[Weight] = []  # (G*H, in)
+        self.w_hh: list[Weight] = []  # (G*H, H)
         self.b_in: list[np.ndarray] = []  # both biases, except the GRU's b_hn (it is scaled by r):
         self.b_hn: list[np.ndarray] = []  # the GRU keeps it apart
         for k in range(self.layers):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 w[f"{name}_l{k}"][doubled] *= 2
             b_ih, b_hh = w[f"bias_ih_l{k}"], w[f"bias_hh_l{k}"]
-            self.w_ih.append(np.ascontiguousarray(w[f"weight_ih_l{k}"].T))
-            self.w_hh.append(np.ascontiguousarray(w[f"weight_hh_l{k}"].T))
-            self.w_ih_rows.append(w[f"weight_ih_l{k}"] if k else w[f"weight_ih_l{k}"][:0])  # layer 0 uses the table
-            self.w_hh_rows.append(w[f"weight_hh_l{k}"])
+            self.w_ih.append(Weight(w[f"weight_ih_l{k}"]))
+            self.w_hh.append(Weight(w[f"weight_hh_l{k}"]))
             if self.cell == "gru":
                 self.b_in.append(np.concatenate([b_ih[: 2 * n] + b_hh[: 2 * n], b_ih[2 * n :]]))
                 self.b_hn.append(b_hh[2 * n :].copy())
             else:
                 self.b_in.append(b_ih + b_hh)
-        self.table = emb @ self.w_ih[0] + self.b_in[0]  # (V, G*H): layer 0's input projection per token
+        self.table = emb @ self.w_ih[0].t + self.b_in[0]  # (V, G*H): layer 0's input projection per token
         if self.cell == "gru":  # split as _gru wants it: [i_r, i_z, b_hn] and i_n
             self.table_n = np.ascontiguousarray(self.table[:, 2 * n :])
             self.table[:, 2 * n :] = self.b_hn[0]
@@ -74,7 +70,7 @@ class Stepper:
             return self.views[1]
         if b > self.capacity:
             self.capacity = b
-            gates = self.w_hh[0].shape[1]
+            gates = self.w_hh[0].rows.shape[0]
             widths = {"pre": gates, "in": gates, "in_n": self.hidden_size, "tmp": self.hidden_size}
             self.buffers = {name: np.empty((b, width), np.float32) for name, width in widths.items()}
             self.buffers["logits"] = np.empty((b, self.vocab_size), np.float32)
@@ -102,12 +98,12 @@ class Stepper:
                 if self.cell == "gru":
                     self.table_n.take(tokens, axis=0, out=ws["in_n"], mode="clip")
             else:
-                _product(h[k - 1], self.w_ih[k], self.w_ih_rows[k], inp)
+                _product(h[k - 1], self.w_ih[k], inp)
                 inp += self.b_in[k]
                 if self.cell == "gru":
                     np.copyto(ws["in_n"], ws["in_hn"])
                     ws["in_hn"][...] = self.b_hn[k]
-            pre = _product(h[k], self.w_hh[k], self.w_hh_rows[k], ws["pre"])
+            pre = _product(h[k], self.w_hh[k], ws["pre"])
             pre += inp
             if self.cell == "gru":
                 self._gru(h[k], ws)
@@ -117,7 +113,7 @@ class Stepper:
             else:
                 _tanh_of_doubled(pre, self.tensors["pre"])
                 h[k] = pre
-        logits = _product(h[-1], self.w_out, self.w_out_rows, ws["logits"])
+        logits = _product(h[-1], self.w_out, ws["logits"])
         logits += self.b_out
         return logits
 
@@ -189,13 +185,29 @@ class Stepper:
 GEMV_ROWS = 3
 
 
-def _product(x: np.ndarray, w_t: np.ndarray, w_rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """x @ w_t into out (B, N), for x (B, K), w_t (K, N) and w_rows = w_t.T, C-contiguous."""
+class Weight:
+    """A weight matrix in PyTorch's (N, K) layout, `rows`, for a product per row, and its transpose (K, N), `t`,
+    for one matrix product: made on first use, since one stream never needs it and the copy (3.6 ms for a GRU of
+    512) costs more than the rest of a Stepper's setup, paid on every `model.sampling.stream` call."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self._t: np.ndarray | None = None
+
+    @property
+    def t(self) -> np.ndarray:
+        if self._t is None:  # two threads may both make it: the same array either way
+            self._t = np.ascontiguousarray(self.rows.T)
+        return self._t
+
+
+def _product(x: np.ndarray, w: Weight, out: np.ndarray) -> np.ndarray:
+    """x @ w.rows.T into out (B, N), for x (B, K), C-contiguous."""
     if len(x) <= GEMV_ROWS:
         for i in range(len(x)):
-            np.matmul(w_rows, x[i], out=out[i])
+            np.matmul(w.rows, x[i], out=out[i])
         return out
-    return np.matmul(x, w_t, out=out)
+    return np.matmul(x, w.t, out=out)
 
 
 # torch runs an element-wise op on one thread up to this many elements (at::internal::GRAIN_SIZE); above it, it
