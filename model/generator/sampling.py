@@ -282,7 +282,7 @@ class Generation:
 class Decoder:
     """One stream's decoding, the same for the CLI and the service: it takes the prompt, then each sampled token,
     and says what text is safe to emit, when the stream is done and why. The caller owns the network's state and
-    the sampling (`sample_batch` over one decoder's sampler, or over a batch of them): `model.sampling.stream`
+    the sampling (`sample_batch` over one decoder's sampler, or over a batch of them): `stream` below
     steps one stream; the service's engine (app/serving/generator.py) steps many as one batch.
 
         dec = Decoder(prompt_ids, params, table)         # the prompt is observed (repetition penalty)

@@ -188,7 +188,8 @@ GEMV_ROWS = 3
 class Weight:
     """A weight matrix in PyTorch's (N, K) layout, `rows`, for a product per row, and its transpose (K, N), `t`,
     for one matrix product: made on first use, since one stream never needs it, and for a GRU of 512 the copies
-    take 5.5 ms of the 9 ms a Stepper's setup took with them (cProfile), paid on every `model.sampling.stream` call."""
+    take 5.5 ms of the 9 ms a Stepper's setup took with them (cProfile), paid on every call of
+    `model.generator.sampling.stream`."""
 
     def __init__(self, rows: np.ndarray) -> None:
         self.rows = rows
