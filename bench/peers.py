@@ -4,7 +4,8 @@ the same classifier artifact with the same runtime and threads:
     python bench/peers.py [--rounds 3] [--seconds 10] [--servers service,mosec,litserve,bentoml] [--update-readme]
 
   service   `python -m app` with the four default artifacts and default settings (bench/serve.py's environment):
-            its own batcher (at most 64 texts, no wait), ONNX Runtime;
+            its own batcher (at most 64 texts, no wait), ONNX Runtime, single-text batches in its forward process;
+  service-thread  the same with RNN_FORWARD_PROCESS=false: single-text batches in its model thread (not a peer);
   mosec     mosec 0.9: its Rust HTTP front and one Python worker process (bench/peer_servers.py), dynamic
             batching at most 64 texts with a 5 ms window, /sentiment and /sentiment/batch sharing the worker;
   litserve  LitServe 0.2: uvicorn API servers (its default: as many as inference workers) and one worker process
@@ -88,6 +89,9 @@ class Server:
 
 SERVERS = {
     "service": Server("service", [sys.executable, "-m", "app"], ("GET", "/ready"), streams=True),
+    # the service as it was before the forward process: single-text batches in its model thread
+    "service-thread": Server("service-thread", [sys.executable, "-m", "app"], ("GET", "/ready"),
+                             env=(("RNN_FORWARD_PROCESS", "false"),)),
     "mosec": Server("mosec", [sys.executable, "-m", "bench.peer_servers", "mosec", "--port", "{port}"],
                     ("POST", "/sentiment")),
     "litserve": Server("litserve", [sys.executable, "-m", "bench.peer_servers", "litserve", "--port", "{port}"],
@@ -103,6 +107,9 @@ class Running:
     server: Server
     port: int
     proc: subprocess.Popen[bytes]
+
+
+LABELS = {"service": "this service", "service-thread": "this service, RNN_FORWARD_PROCESS=false"}
 
 
 def single_body(server: Server, text: str) -> dict[str, Any]:
@@ -345,7 +352,7 @@ def verdicts(servers: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def render(report: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     for name, s in report["servers"].items():
-        label = "this service" if name == "service" else name
+        label = LABELS.get(name, name)
         for c in CONNECTIONS:
             r = s["sentiment"][c]
             rows.append([label, "POST /sentiment", c, f"{r['requests_per_s']:,.0f}", f"{r['p50_ms']:.1f}",
@@ -357,7 +364,7 @@ def render(report: dict[str, Any]) -> str:
     for name, s in report["servers"].items():
         if "streams" in s:
             g = s["streams"]
-            label = "this service" if name == "service" else name
+            label = LABELS.get(name, name)
             rows.append([label, "POST /generate/stream", STREAMS, "", f"first byte {g['first_p50_ms']:.0f}", "",
                          f"{g['chars_per_s']:,.0f} chars/s", ""])  # fmt: skip
     header = ["server", "route", "connections", "req/s", "p50 ms", "p99 ms", "sentences/s or chars/s", "errors"]
@@ -419,7 +426,7 @@ def main() -> None:
         raise SystemExit("bench/peers.py needs wrk: apt-get install wrk")
     names = args.servers.split(",")
     if names[0] != "service" or not set(names) <= set(SERVERS):
-        raise SystemExit(f"--servers: service first, then any of {', '.join(PEERS)}")
+        raise SystemExit(f"--servers: service first, then any of {', '.join(list(SERVERS)[1:])}")
     with tempfile.TemporaryDirectory() as tmp:
         report = run(names, args.rounds, args.seconds, Path(tmp))
     report |= {"rounds": args.rounds, "seconds": args.seconds, "cpus": os.cpu_count(), "versions": versions(),

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.readme import publish, table  # noqa: E402
@@ -92,10 +94,10 @@ def wrk_median(port: int, path: str, bodies: Path, connections: int, seconds: fl
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """The resident memory of the process and its children (the service's forward process), summed: pages they
+    share (libraries, the mapped graph) count in each."""
+    process = psutil.Process(pid)
+    return float(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])) / 2**20
 
 
 def post(path: str, body: dict[str, Any], port: int) -> bytes:

@@ -71,7 +71,8 @@ def classifier(name: str, model: SentimentModel, settings: Settings, metrics: Me
         model.runner = quantize_int8(model.network)  # type: ignore[assignment]  # an int8 copy
     serving = {"runtime": kind, "quantize": settings.quantize}
     return ClassifierEngine(model, settings.batch_max_size, settings.batch_max_wait_ms, metrics,
-                            settings.ensemble_threads, serving, name=name)  # fmt: skip
+                            settings.ensemble_threads, serving, name=name,
+                            forward_process=settings.forward_process)  # fmt: skip
 
 
 def generator(name: str, model: GeneratorModel, settings: Settings, metrics: Metrics) -> GeneratorEngine:

@@ -5,23 +5,29 @@
 
 The forward runs in one dedicated thread, never on the event loop; the loop does the batch's Python work around
 it (tokenizer call, padding, result dicts), so the model thread holds the GIL only to start and finish a forward.
+A batch of mostly single-text requests on ONNX Runtime goes to the forward process instead
+(app/serving/forward_process.py), whose forwards never wait for the loop's GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from app.serving.batching import MicroBatcher, answer, fail
+from app.serving.forward_process import ForwardProcess, ForwardProcessExited
 from app.serving.metrics import Metrics
 from model.sentiment.onnx_runtime import OnnxClassifier, OnnxRunner
-from model.sentiment.predictor import SentimentModel
+from model.sentiment.predictor import Chunk, SentimentModel
 
+log = logging.getLogger(__name__)
 WORD = re.compile(r"\S+")
 COLLECT = 4  # forwards' worth of texts the collector takes at most
 MAX_EXPLAIN_WORDS = 256
@@ -46,6 +52,7 @@ class ClassifierEngine(MicroBatcher[_Item]):
         ensemble_threads: int = 1,
         serving: dict[str, Any] | None = None,
         name: str = "sentiment",
+        forward_process: bool = False,
     ) -> None:
         # the collector takes up to COLLECT forwards' worth of what waits, and sorts it by length before splitting
         # it into forwards of at most `max_batch` texts: several batch requests sorted together pad less than each
@@ -67,15 +74,40 @@ class ClassifierEngine(MicroBatcher[_Item]):
             if isinstance(each, OnnxRunner):
                 each.most = max_batch
         self.fixed = None if isinstance(runner, OnnxRunner) else max_batch  # the others: forwards of max_batch
+        # those batches in a process of their own (RNN_FORWARD_PROCESS), started by warmup()
+        self.wants_process = forward_process and isinstance(runner, OnnxClassifier)
+        self.process: ForwardProcess | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         chunks = self.model.chunks(["warm up the network", "and its tokenizer ."])
         for runner in {self.model.runner, self.singles_runner}:  # one of them when they are the same
             self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, runner)))
+        if self.wants_process and self.process is None:
+            assert isinstance(self.model.runner, OnnxClassifier)
+            try:
+                self.process = ForwardProcess(self.model.runner.source)
+                got = self.process.run_now([(ids.numpy(), lengths.numpy()) for _, ids, lengths in chunks])
+                # the same graph on the same options as the one-thread session: the same bits
+                expected = self.model.infer(chunks, self.members, self.singles_runner)
+                if not all(np.array_equal(a, b.numpy()) for a, b in zip(got, expected, strict=True)):
+                    raise RuntimeError("its answers differ from the model thread's")
+            except (ForwardProcessExited, OSError, RuntimeError) as exc:  # serve on from the model thread
+                log.error("no forward process for %s, its forwards run in the model thread: %s", self.name, exc)
+                if self.process is not None:
+                    self.process.close()
+                self.process = None
+        self.serving["forwards"] = "process" if self.process is not None else "thread"
+
+    async def start(self) -> None:
+        if self.process is not None:
+            self.process.attach(asyncio.get_running_loop())
+        await super().start()
 
     async def stop(self) -> None:
         await super().stop()
+        if self.process is not None:
+            self.process.close()
         if self.members is not None:
             self.members.shutdown(wait=True, cancel_futures=True)
 
@@ -117,13 +149,29 @@ class ClassifierEngine(MicroBatcher[_Item]):
                 for _, ids, _ in chunks:
                     self.batch_size.observe(len(ids))
                 singles = sum(item.single for item in live) * 2 > len(live)
-                runner = self.singles_runner if singles else self.model.runner
-                outputs = await loop.run_in_executor(self.executor, self.model.infer, chunks, self.members, runner)
+                outputs = await self._forward_process(chunks) if singles else None
+                if outputs is None:
+                    runner = self.singles_runner if singles else self.model.runner
+                    outputs = await loop.run_in_executor(self.executor, self.model.infer, chunks, self.members, runner)
                 results = self.model.results(self.model.ordered(chunks, outputs))
             except Exception as exc:
                 fail(live, exc, "classifier")
                 continue
             answer(live, results)
+
+    async def _forward_process(self, chunks: list[Chunk]) -> list[torch.Tensor] | None:
+        """The chunks' outputs from the forward process; None without one, or when it has exited (logged), and the
+        model thread then runs them."""
+        if self.process is None:
+            return None
+        if self.process.alive:
+            try:
+                outputs = await self.process.run([(ids.numpy(), lengths.numpy()) for _, ids, lengths in chunks])
+                return [torch.from_numpy(out) for out in outputs]
+            except ForwardProcessExited:
+                pass
+        self.serving["forwards"] = "thread"  # what /models reports from now on
+        return None
 
     def _occlusion(self, text: str, label_index: int) -> list[dict[str, Any]]:
         """Leave-one-out: a word's weight is how much the predicted label's probability drops without it."""

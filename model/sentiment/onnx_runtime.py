@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from model.artifacts import ArtifactError
+from model.onnx_session import open_session
 
 OPSET = 17
 GRAPH = "model.onnx"  # the graph's file in a classifier artifact
@@ -211,23 +212,24 @@ class OnnxClassifier(OnnxRunner):
     def __init__(
         self, network: nn.Module, threads: int = 1, int8: bool = False, graph: bytes | Path | None = None
     ) -> None:
-        ort = _import_ort()
+        _import_ort()
         model: bytes | Path
         if graph is None:
             model = export(network, EXAMPLE)
-            session = _session(ort, model, threads)
+            session = open_session(model, threads)
         else:
             model = graph  # a file's path: ONNX Runtime reads it without a copy of its bytes in Python
             try:
-                session = _session(ort, model, threads)
+                session = open_session(model, threads)
             except Exception as exc:  # ONNX Runtime raises its own classes (InvalidProtobuf, Fail …)
                 raise ArtifactError(f"{GRAPH} cannot be loaded by ONNX Runtime: {exc}") from exc
             _check_agrees(OnnxRunner(session), network)
         if int8:
             model = quantize(model)
-            session = _session(ort, model, threads)
+            session = open_session(model, threads)
         super().__init__(session)
-        self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(_session(ort, model, 1))
+        self.source = model  # the graph its sessions run: the artifact's file, or the serialized (int8) graph
+        self.one_thread: OnnxRunner = self if threads == 1 else OnnxRunner(open_session(model, 1))
 
 
 def _check_agrees(runner: OnnxRunner, network: nn.Module) -> None:
@@ -243,15 +245,3 @@ def _check_agrees(runner: OnnxRunner, network: nn.Module) -> None:
             f"{GRAPH} does not answer what the weights do: log-probabilities differ by {gap:.3g} "
             f"(at most {AGREE} allowed): the artifact is inconsistent, train it again"
         )
-
-
-def _session(ort: Any, model: bytes | Path, threads: int) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only
-    # idle pool threads sleep instead of spinning: spinning took the core the event loop and the generator need
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

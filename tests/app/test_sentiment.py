@@ -227,8 +227,10 @@ def test_onnx_runtime_serves_what_torch_serves(make_client: ClientFactory, quant
     pytest.importorskip("onnxruntime")
     torch_client = make_client(runtime="torch", quantize=quantize)
     onnx_client = make_client(runtime="onnx", quantize=quantize, onnx_threads=2)
-    assert onnx_client.get("/models").json()[0]["serving"] == {"runtime": "onnx", "quantize": quantize}
-    assert torch_client.get("/models").json()[0]["serving"] == {"runtime": "torch", "quantize": quantize}
+    assert onnx_client.get("/models").json()[0]["serving"] == {"runtime": "onnx", "quantize": quantize,
+                                                              "forwards": "process"}  # fmt: skip
+    assert torch_client.get("/models").json()[0]["serving"] == {"runtime": "torch", "quantize": quantize,
+                                                               "forwards": "thread"}  # fmt: skip
     reference = torch_client.post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
     served = onnx_client.post("/sentiment/batch", json={"texts": TEXTS}).json()["results"]
     tolerance = 1e-5 if quantize == "none" else 0.05  # int8: each runtime quantizes its own way
