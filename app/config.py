@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     # ONNX Runtime's intra-op threads (they sleep when idle); a batch of single-text requests runs on one
     onnx_threads: int = Field(2, ge=1, le=256)
-    # ... and a batch of single-text requests on ONNX Runtime runs in a process of its own, whose forwards never wait
-    # for the event loop's GIL (app/serving/forward_process.py); off: in the model thread
+    # ... and a batch of several single-text requests on ONNX Runtime runs in a process of its own, whose forwards
+    # never wait for the event loop's GIL (app/serving/forward_process.py); off: in the model thread
     forward_process: bool = True
     # the HTTP server (uvicorn): asyncio's loop, which takes in every waiting connection each turn (uvloop, which
     # takes about one a turn, left a burst of 300 waiting behind the generator for over a second:

@@ -5,7 +5,7 @@
 
 The forward runs in one dedicated thread, never on the event loop; the loop does the batch's Python work around
 it (tokenizer call, padding, result dicts), so the model thread holds the GIL only to start and finish a forward.
-A batch of mostly single-text requests on ONNX Runtime goes to the forward process instead
+A batch of several, mostly single-text requests on ONNX Runtime goes to the forward process instead
 (app/serving/forward_process.py), whose forwards never wait for the loop's GIL.
 """
 
@@ -149,7 +149,9 @@ class ClassifierEngine(MicroBatcher[_Item]):
                 for _, ids, _ in chunks:
                     self.batch_size.observe(len(ids))
                 singles = sum(item.single for item in live) * 2 > len(live)
-                outputs = await self._forward_process(chunks) if singles else None
+                # one text alone: the loop has nothing else in flight, so no GIL to wait for, and a thread's
+                # hand-off is quicker than a process's (bench/peers.py's rows at 1 connection)
+                outputs = await self._forward_process(chunks) if singles and len(live) > 1 else None
                 if outputs is None:
                     runner = self.singles_runner if singles else self.model.runner
                     outputs = await loop.run_in_executor(self.executor, self.model.infer, chunks, self.members, runner)

@@ -92,6 +92,9 @@ def test_the_engine_serves_single_texts_from_the_process_and_batches_from_its_th
             singles = [a for [a] in await asyncio.gather(*(engine.classify([t]) for t in batch))]
             in_thread = list(used)
             together = await engine.classify(batch)
+            used.clear()
+            await engine.classify(batch[:1])  # one text alone: the loop has nothing to hold the GIL for
+            assert used == ["thread"]
         finally:
             await engine.stop()
         return singles, together, in_thread, engine.process.proc.returncode
