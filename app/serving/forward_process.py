@@ -91,8 +91,10 @@ class ForwardProcess:
     def __init__(self, graph: bytes | Path, start_timeout_s: float = 120.0) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
-            # the child finds `app` and `model` where this process does, however it was started
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            # the child finds `app` and `model` where this process does, however it was started; it does no BLAS
+            # work, so NumPy's OpenBLAS starts no threads there (they take CPU from the service as they start)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OPENBLAS_NUM_THREADS": "1",
+                   "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
             self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)  # fmt: skip
         self.conn = Connection(ours.detach())
