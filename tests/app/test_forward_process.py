@@ -39,8 +39,10 @@ def feeds(model: SentimentModel, batch: list[str]) -> list[tuple[Any, Any]]:
 def test_the_process_answers_what_the_model_thread_does_from_a_file_or_bytes(artifacts: Artifacts) -> None:
     model = onnx_model(artifacts)
     forwards = feeds(model, texts(40))
-    expected = [out.numpy() for out in model.infer(model.chunks(texts(40)))]
-    # the artifact's file (its weights in the data file beside it), and a serialized graph (what int8 serves)
+    runner = model.runner
+    assert isinstance(runner, OnnxClassifier)
+    expected = [out.numpy() for out in model.infer(model.chunks(texts(40)), None, runner.one_thread)]
+    # the artifact's file (its weights in the data file beside it), and a serialized graph (the form int8 serves in)
     for source in (artifacts.sentiment / GRAPH, export(model.network, EXAMPLE)):
         process = ForwardProcess(source)
         try:
