@@ -115,9 +115,9 @@ class ForwardProcess:
         except BaseException:
             self.close()
             raise
-        if "error" in header:
+        if header.get("status") != READY:
             self.close()
-            raise ForwardProcessExited(f"the forward process could not open the graph: {header['error']}")
+            raise ForwardProcessExited(f"the forward process could not open the graph: {header.get('error', header)}")
 
     @property
     def pid(self) -> int:
