@@ -161,3 +161,18 @@ def test_a_process_that_answers_otherwise_is_not_used(artifacts: Artifacts, monk
     engine.warmup()
     assert engine.process is None and engine.serving["forwards"] == "thread"
     assert [p.proc.returncode for p in started] == [0]  # started, then ended
+
+
+def test_an_int8_graph_runs_in_the_process_too(artifacts: Artifacts) -> None:
+    """RNN_QUANTIZE=int8: the quantized graph exists only in memory, so the child is sent its bytes; the warm-up
+    finds the child's answers equal to the one-thread int8 session's, or the engine would not use it."""
+    pytest.importorskip("onnx", reason="int8 quantization needs the onnx package")
+    model = load_sentiment(artifacts.sentiment)
+    model.runner = OnnxClassifier(model.network, threads=2, int8=True, graph=model.artifact.file(GRAPH))
+    engine = ClassifierEngine(model, max_batch=64, max_wait_ms=0, metrics=Metrics(), forward_process=True)
+    engine.warmup()
+    try:
+        assert engine.process is not None and engine.serving["forwards"] == "process"
+        assert isinstance(model.runner.source, bytes)
+    finally:
+        asyncio.run(engine.stop())
