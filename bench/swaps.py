@@ -56,6 +56,7 @@ import torch
 from app.config import load_settings
 from app.loading import load_engine, tune_heap
 from app.serving.metrics import Metrics
+from app.serving.sentiment import feeds
 from model.sentiment.data import load_sst2
 import psutil
 def rss():  # this process and its children (an engine's forward process), as bench/serve.py's rss_mb
@@ -78,8 +79,7 @@ def serve(engine):
     for start in range(0, len(texts), group):
         chunks = model.chunks(texts[start:start + group])
         if engine.process is not None:
-            feeds = [(ids.numpy(), lengths.numpy()) for _, ids, lengths in chunks]
-            outputs = [torch.from_numpy(out) for out in engine.process.run_now(feeds)]
+            outputs = [torch.from_numpy(out) for out in engine.process.run_now(feeds(chunks))]
         else:
             outputs = engine.executor.submit(model.infer, chunks, None, engine.singles_runner).result()
         model.results(model.ordered(chunks, outputs))

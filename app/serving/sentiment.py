@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from app.serving.batching import MicroBatcher, answer, fail
-from app.serving.forward_process import ForwardProcess, ForwardProcessExited
+from app.serving.forward_process import Forward, ForwardProcess, ForwardProcessExited
 from app.serving.metrics import Metrics
 from model.sentiment.onnx_runtime import OnnxClassifier, OnnxRunner
 from model.sentiment.predictor import Chunk, SentimentModel
@@ -38,6 +38,11 @@ class _Item:
     text: str
     future: asyncio.Future[dict[str, Any]]
     single: bool  # the request's only text: the event loop parses and answers one request for this one forward
+
+
+def feeds(chunks: list[Chunk]) -> list[Forward]:
+    """The chunks' padded ids and lengths as the forward process takes them: NumPy arrays, one pair a forward."""
+    return [(ids.numpy(), lengths.numpy()) for _, ids, lengths in chunks]
 
 
 class ClassifierEngine(MicroBatcher[_Item]):
@@ -81,15 +86,20 @@ class ClassifierEngine(MicroBatcher[_Item]):
     # ---------------------------------------------------------------- lifecycle
     def warmup(self) -> None:
         chunks = self.model.chunks(["warm up the network", "and its tokenizer ."])
-        for runner in {self.model.runner, self.singles_runner}:  # one of them when they are the same
-            self.model.results(self.model.ordered(chunks, self.model.infer(chunks, self.members, runner)))
+        # each runner's outputs, one runner when the two are the same
+        outputs = {
+            runner: self.model.infer(chunks, self.members, runner)
+            for runner in {self.model.runner, self.singles_runner}
+        }
+        for each in outputs.values():
+            self.model.results(self.model.ordered(chunks, each))
         if self.wants_process and self.process is None:
             assert isinstance(self.model.runner, OnnxClassifier)
             try:
                 self.process = ForwardProcess(self.model.runner.source)
-                got = self.process.run_now([(ids.numpy(), lengths.numpy()) for _, ids, lengths in chunks])
+                got = self.process.run_now(feeds(chunks))
                 # the same graph on the same options as the one-thread session: the same bits
-                expected = self.model.infer(chunks, self.members, self.singles_runner)
+                expected = outputs[self.singles_runner]
                 if not all(np.array_equal(a, b.numpy()) for a, b in zip(got, expected, strict=True)):
                     raise RuntimeError("its answers differ from the model thread's")
             except (ForwardProcessExited, OSError, RuntimeError) as exc:  # serve on from the model thread
@@ -168,7 +178,7 @@ class ClassifierEngine(MicroBatcher[_Item]):
             return None
         if self.process.alive:
             try:
-                outputs = await self.process.run([(ids.numpy(), lengths.numpy()) for _, ids, lengths in chunks])
+                outputs = await self.process.run(feeds(chunks))
                 return [torch.from_numpy(out) for out in outputs]
             except ForwardProcessExited:
                 pass

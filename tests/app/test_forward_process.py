@@ -17,7 +17,7 @@ import pytest
 
 from app.serving.forward_process import ForwardProcess, ForwardProcessExited
 from app.serving.metrics import Metrics
-from app.serving.sentiment import ClassifierEngine
+from app.serving.sentiment import ClassifierEngine, feeds
 from model.sentiment.predictor import SentimentModel, load_sentiment
 from tests.app.conftest import REPO, Artifacts, ClientFactory
 from tests.app.test_serving import assert_same, texts
@@ -32,13 +32,9 @@ def onnx_model(artifacts: Artifacts) -> SentimentModel:
     return model
 
 
-def feeds(model: SentimentModel, batch: list[str]) -> list[tuple[Any, Any]]:
-    return [(ids.numpy(), lengths.numpy()) for _, ids, lengths in model.chunks(batch)]
-
-
 def test_the_process_answers_what_the_model_thread_does_from_a_file_or_bytes(artifacts: Artifacts) -> None:
     model = onnx_model(artifacts)
-    forwards = feeds(model, texts(40))
+    forwards = feeds(model.chunks(texts(40)))
     runner = model.runner
     assert isinstance(runner, OnnxClassifier)
     expected = [out.numpy() for out in model.infer(model.chunks(texts(40)), None, runner.one_thread)]
