@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     http: Literal["auto", "h11", "httptools"] = "auto"
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # FastAPI's own OpenTelemetry instrumentation: a span, metrics and logs per request, sent to the providers set
+    # up in the process (or from OTEL_* variables with FASTAPI_OTEL_AUTO_CONFIGURE=true). Off, FastAPI no longer
+    # looks for those providers on every request: 3 % of the event loop's time per /sentiment request under load
+    # (py-spy, docs/results.md); the Prometheus metrics at /metrics are the service's own either way
+    opentelemetry: bool = False
     # API keys (app/auth.py): several comma-separated, or a file of one key a line (re-read when it changes)
     api_key: SecretStr | None = None
     api_key_file: Path | None = None

@@ -1,13 +1,15 @@
 """The model routes' common requests, answered in one ASGI layer instead of FastAPI's request pipeline.
 
 A POST with a JSON body to a model route whose handler takes only its body model and the request (/sentiment,
-/tag, /translate, /generate/stream and their batch forms, TGI's and OpenAI's) is answered here, inside the
-metrics layer: the API key is checked when one is configured (the dependency the model routers are included
+/tag, /translate, /generate/stream and their batch forms, TGI's and OpenAI's) is answered here, just inside the
+limits layer: the API key is checked when one is configured (the dependency the model routers are included
 with), the body is read once, parsed by `json.loads` and validated by the route's own field, the handler runs,
-and its result is serialised by the route's response field, as FastAPI would. What FastAPI's pipeline adds on
-the way (its exception, exit-stack and routing layers, the dependency solver, its request wrapper) took about
-half of the event loop's time per /sentiment request (py-spy under wrk at 64 connections, docs/results.md, Peers);
-the handler's own work is a small part of it.
+and its result is serialised by the route's response field, as FastAPI would; the request is counted as the
+metrics layer counts it. What FastAPI's pipeline adds on the way (its exception, exit-stack and routing layers,
+the dependency solver, its request wrapper) took about half of the event loop's time per /sentiment request, and
+the five layers between the limits layer and it (Starlette's error layer, FastAPI's telemetry and body-limit
+layers, the metrics layer) each wrap the call and its send (py-spy under wrk at 64 connections, docs/results.md,
+Peers); the handler's own work is a small part of it.
 
 The layer learns its routes from FastAPI itself: after a request the normal pipeline answered, the scope holds the
 route that matched, and that route is taken when its handler qualifies (`_qualifies`). Anything out of the common
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +35,19 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.middleware import RequestMetrics
 
 Guard = Callable[[Request], Awaitable[None]]
 JSON = b"application/json"
 # the scope entries FastAPI's routing sets that the layers outside it and the handlers read: the route (the metrics
 # layer's label), the endpoint, the path parameters, the router, and the exception handlers Starlette's wrapper uses
 LEARNED = ("route", "endpoint", "router", "starlette.exception_handlers")
+TRACED = "fastapi.telemetry"  # in the scope of a request FastAPI's OpenTelemetry layer traces
 
 
 @dataclass(frozen=True)
@@ -84,11 +91,17 @@ def _qualifies(route: Any, endpoints: frozenset[Any]) -> tuple[ModelField, str] 
 
 
 class FastRoutes:
-    """The ASGI layer (app/main.py puts it just inside the metrics layer): it answers the routes of `endpoints`
-    that qualify, after `guard`, the dependency their routers are included with (the API-key check), if any."""
+    """The ASGI layer just inside the limits layer (app/main.py): it answers the routes of `endpoints` that qualify,
+    after `guard`, the dependency their routers are included with (the API-key check), if any, and does for them
+    what the layers between it and FastAPI's routing do: count them (`counter`, as the metrics layer does) and
+    answer an unhandled exception with a 500 (`errors`: the stack's ServerErrorMiddleware, whose handler and debug
+    setting it uses). What else lies between (FastAPI's telemetry layers, its body limit) acts on a request only
+    when OpenTelemetry is configured, or FastAPI's max_body_size is set: a request traced by FastAPI's telemetry
+    goes the normal way, and the service sets no max_body_size (RNN_MAX_BODY_BYTES is the limits layer's)."""
 
-    def __init__(self, app: ASGIApp, endpoints: frozenset[Any], guard: Guard | None = None) -> None:
-        self.app, self.endpoints, self.guard = app, endpoints, guard
+    def __init__(self, app: ASGIApp, endpoints: frozenset[Any], counter: RequestMetrics,
+                 errors: ServerErrorMiddleware, guard: Guard | None = None) -> None:  # fmt: skip
+        self.app, self.endpoints, self.counter, self.errors, self.guard = app, endpoints, counter, errors, guard
         self.routes: dict[str, FastRoute | None] = {}  # by path; None: the path goes the normal way
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,7 +109,7 @@ class FastRoutes:
             await self.app(scope, receive, send)
             return
         fast = self.routes.get(scope["path"])
-        if fast is None or _header(scope, b"content-type") != JSON:
+        if fast is None or _header(scope, b"content-type") != JSON or TRACED in scope:
             await self.app(scope, receive, send)
             if scope["path"] not in self.routes:
                 self._learn(scope)
@@ -113,6 +126,7 @@ class FastRoutes:
         self.routes[scope["path"]] = FastRoute(route, *params, learned) if ok and params else None
 
     async def _answer(self, fast: FastRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         received: list[Message] = []
         failure: Exception | None = None
         body = b""
@@ -142,6 +156,7 @@ class FastRoutes:
         request._body = body  # what Request.body() caches: a handler reading the body again gets it, as it would
         kwargs = {fast.body.name: value, fast.request: request}
         guard = self.guard
+        status = 0  # none sent yet
 
         async def run(scope: Scope, receive: Receive, send: Send) -> None:
             if guard is not None:  # FastAPI runs it before it validates the body, which only a valid body skips
@@ -150,7 +165,30 @@ class FastRoutes:
             response = result if isinstance(result, Response) else _render(fast.route, result)
             await response(scope, receive, send)
 
-        await wrap_app_handling_exceptions(run, request)(scope, receive, send)
+        async def counted(message: Message) -> None:  # as the metrics layer's send
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.counter.stamp(scope, message)
+            await send(message)
+
+        try:
+            await wrap_app_handling_exceptions(run, request)(scope, receive, counted)
+        except Exception as exc:
+            if status:
+                raise
+            await ServerErrorMiddleware(_raising(exc), handler=self.errors.handler, debug=self.errors.debug)(
+                scope, receive, send
+            )  # the 500 the normal way's error layer sends, and the exception raised on for the server's log
+        finally:
+            self.counter.record(scope, status or 500, started)
+
+
+def _raising(exc: Exception) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise exc
+
+    return app
 
 
 def _render(route: APIRoute, result: Any) -> Response:

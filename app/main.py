@@ -22,15 +22,16 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp
 
 from app import versions
 from app.auth import KeyRing
 from app.config import Settings, load_settings
 from app.deps import require_api_key
-from app.fastpath import FastRoutes
+from app.fastpath import FastRoutes, Guard
 from app.loading import load_engines, settle_heap, start_engines, watch_sighup
-from app.middleware import LimitsMiddleware, MetricsMiddleware, model_posts
+from app.middleware import LimitsMiddleware, MetricsMiddleware, RequestMetrics, model_posts
 from app.routes import admin, generator, health, hf, openai, sentiment, tagger, translator
 from app.routes.errors import http_error, validation_error
 from app.serving.metrics import Metrics
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None if keyed else "/docs",
         openapi_url=None if keyed else "/openapi.json",
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     if keyed:
 
@@ -141,24 +143,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     endpoints = frozenset(
         r.endpoint for routes in MODEL_ROUTES for r in routes.router.routes if isinstance(r, APIRoute)
     )
+    counter = RequestMetrics(app.state.metrics)
+    app.add_middleware(MetricsMiddleware, counter=counter)
     key_check = require_api_key if keyed else None  # the dependency the model routers are included with
-    app.add_middleware(FastRoutes, endpoints=endpoints, guard=key_check)  # inside the metrics layer, which counts it
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    _limit_outermost(app, settings)
+    _limit_outermost(app, settings, endpoints, counter, key_check)
     _document_limits(app, settings)
     return app
 
 
-def _limit_outermost(app: FastAPI, settings: Settings) -> None:
+def _limit_outermost(app: FastAPI, settings: Settings, endpoints: frozenset[Any], counter: RequestMetrics,
+                     guard: Guard | None) -> None:  # fmt: skip
     """LimitsMiddleware around the whole stack, Starlette's own error layer included: a refusal under a burst
-    costs the event loop as little as it can (app/middleware.py). With RNN_CORS_ORIGINS, CORS wraps even that, so
-    a browser on an allowed origin reads a 503 or 413 (and its Retry-After) instead of an opaque network error;
-    a request without an Origin header passes CORS after one header lookup."""
+    costs the event loop as little as it can (app/middleware.py). Just inside it, app/fastpath.py's layer answers
+    the model routes' common requests. With RNN_CORS_ORIGINS, CORS wraps even that, so a browser on an allowed
+    origin reads a 503 or 413 (and its Retry-After) instead of an opaque network error; a request without an
+    Origin header passes CORS after one header lookup."""
     build = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
         exact, prefixes = model_posts([routes.router for routes in MODEL_ROUTES])  # every model route, by its own
-        limited = LimitsMiddleware(build(), max_body=settings.max_body_bytes,
+        stack = build()
+        if not isinstance(stack, ServerErrorMiddleware):
+            raise TypeError(f"FastAPI's middleware stack starts with {type(stack).__name__}, not its error layer")
+        fast = FastRoutes(stack, endpoints, counter, stack, guard)
+        limited = LimitsMiddleware(fast, max_body=settings.max_body_bytes,
                                    max_in_flight=settings.max_concurrent_requests, metrics=app.state.metrics,
                                    exact=exact, prefixes=prefixes)  # fmt: skip
         if not settings.cors_origins:

@@ -72,6 +72,8 @@ class LimitsMiddleware:
         self.app, self.max_body, self.max_in_flight, self.metrics = app, max_body, max_in_flight, metrics
         self.exact, self.prefixes = exact, prefixes
         self.in_flight = 0
+        # read when /metrics is scraped, not set twice a request (a lock and two calls each time)
+        metrics.in_flight.set_function(lambda: self.in_flight)
         self.busy: dict[str | None, bytes] = {}  # a refusal's body by protocol: it is always the same
         # what this layer refuses never reaches the metrics layer: it counts those itself, as that layer would
         self.refused = {code: metrics.requests.labels("unmatched", code) for code in ("413", "503")}
@@ -94,6 +96,19 @@ class LimitsMiddleware:
         if limited and self.in_flight >= self.max_in_flight:
             await self.refuse(scope, send)
             return
+        if limited:
+            self.in_flight += 1
+        try:
+            if length is not None and length.isdigit():  # the server reads that many bytes and no more
+                await self.app(scope, receive, send)
+            else:  # a chunked body: counted as it comes
+                await self._counted(scope, receive, send, too_large)
+        finally:
+            if limited:
+                self.in_flight -= 1
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, too_large: str) -> None:
+        """The app, with the body's bytes counted as it reads them, and a 413 when they pass the limit."""
         received = 0
         started = False
 
@@ -112,18 +127,11 @@ class LimitsMiddleware:
                 started = True
             await send(message)
 
-        if limited:
-            self.in_flight += 1
-            self.metrics.in_flight.set(self.in_flight)
         try:
             await self.app(scope, counted_receive, tracked_send)
         except BodyTooLarge:
             if not started:
                 await _send_json(send, 413, _error_body(scope, 413, too_large))
-        finally:
-            if limited:
-                self.in_flight -= 1
-                self.metrics.in_flight.set(self.in_flight)
 
     async def refuse(self, scope: Scope, send: Send) -> None:
         """503 with Retry-After, at once: nothing of the request is read."""
@@ -142,48 +150,68 @@ class LimitsMiddleware:
         self.refused_duration.observe(time.perf_counter() - started)
 
 
-class MetricsMiddleware:
-    """rnn_requests_total{route,status} and rnn_request_duration_seconds{route}, by route template; for a request
-    a model answered (app/deps.py names its engine in the scope), rnn_model_requests_total{model,version} and,
-    when its path is a directory of versions, the version in an `X-Model-Version` header."""
+class RequestMetrics:
+    """What is counted per request: rnn_requests_total{route,status} and rnn_request_duration_seconds{route}, by
+    route template; for a request a model answered (app/deps.py names its engine in the scope),
+    rnn_model_requests_total{model,version} and, when its path is a directory of versions, the version in an
+    `X-Model-Version` header. The metrics layer counts with it, and so does app/fastpath.py's layer, which answers
+    the model routes' common requests outside it."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
         self.series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (route, status) -> its counter and histogram
         self.answered: dict[tuple[str, int | None], Any] = {}  # (model, version) -> its counter
+
+    @staticmethod
+    def stamp(scope: Scope, start: Message) -> None:
+        """An answer's `http.response.start` message gets the version that answered, if it came from a directory
+        of versions."""
+        engine = scope.get(ANSWERING)
+        if engine is not None and engine.version is not None:
+            start["headers"] = [*start.get("headers", ()), (b"x-model-version", str(engine.version).encode())]
+
+    def record(self, scope: Scope, status: int, started: float) -> None:
+        """Count a finished request (`started`: its perf_counter time)."""
+        # the scope lets go of the engine: uvicorn keeps a keep-alive connection's last scope until its next
+        # request, which kept a swapped-out version resident (bench/swaps.py: a copy more after each swap)
+        engine = scope.pop(ANSWERING, None)
+        if engine is not None:
+            key = (engine.name, engine.version)
+            answered = self.answered.get(key)
+            if answered is None:
+                answered = self.answered[key] = self.metrics.answered.labels(key[0], str(key[1] or 0))
+            answered.inc()
+        route = scope.get("route")
+        series_key = (getattr(route, "path", None) or "unmatched", str(status))
+        series = self.series.get(series_key)
+        if series is None:  # labels() looks the series up under a lock: once per route and status is enough
+            series = self.series[series_key] = (self.metrics.requests.labels(*series_key),
+                                                self.metrics.duration.labels(series_key[0]))  # fmt: skip
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
+
+
+class MetricsMiddleware:
+    """Counts each request with RequestMetrics (an unhandled exception as a 500)."""
+
+    def __init__(self, app: ASGIApp, counter: RequestMetrics) -> None:
+        self.app, self.counter = app, counter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
+        status = 500
 
         async def tracked_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                engine = scope.get(ANSWERING)
-                if engine is not None and engine.version is not None:
-                    version = (b"x-model-version", str(engine.version).encode())
-                    message["headers"] = [*message.get("headers", ()), version]
+                status = message["status"]
+                self.counter.stamp(scope, message)
             await send(message)
 
         try:
             await self.app(scope, receive, tracked_send)
         finally:
-            # the scope lets go of the engine: uvicorn keeps a keep-alive connection's last scope until its next
-            # request, which kept a swapped-out version resident (bench/swaps.py: a copy more after each swap)
-            engine = scope.pop(ANSWERING, None)
-            if engine is not None:
-                key = (engine.name, engine.version)
-                answered = self.answered.get(key)
-                if answered is None:
-                    answered = self.answered[key] = self.metrics.answered.labels(key[0], str(key[1] or 0))
-                answered.inc()
-            route = scope.get("route")
-            key = (getattr(route, "path", None) or "unmatched", str(status["code"]))
-            series = self.series.get(key)
-            if series is None:  # labels() looks the series up under a lock: once per route and status is enough
-                series = self.series[key] = (self.metrics.requests.labels(*key), self.metrics.duration.labels(key[0]))
-            series[0].inc()
-            series[1].observe(time.perf_counter() - started)
+            self.counter.record(scope, status, started)

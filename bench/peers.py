@@ -171,24 +171,39 @@ def with_signal(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+def cpu_seconds(running: Running) -> dict[int, float]:
+    """The CPU time (user and system, s) each of the server's processes has used, by pid."""
+    root = psutil.Process(running.proc.pid)
+    spent = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            spent[proc.pid] = times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return spent
+
+
+def cpu_since(running: Running, before: dict[int, float]) -> float:
+    """The CPU seconds the server's processes used since `before` (cpu_seconds); a process started since, all of
+    its own."""
+    return sum(s - before.get(pid, 0.0) for pid, s in cpu_seconds(running).items())
+
+
 def idle_cpu(running: Running) -> float:
     """Cores the server's processes use over IDLE_SECONDS with no request (1.0 = one core busy)."""
-
-    def spent() -> float:
-        root = psutil.Process(running.proc.pid)
-        total = 0.0
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
     time.sleep(1.0)  # start-up threads settle
-    before = spent()
+    before = cpu_seconds(running)
     time.sleep(IDLE_SECONDS)
-    return (spent() - before) / IDLE_SECONDS
+    return cpu_since(running, before) / IDLE_SECONDS
+
+
+def loaded(running: Running, path: str, bodies: Path, connections: int, seconds: float, texts: int) -> dict[str, Any]:
+    """bench/serve.py's wrk figures, and the CPU time the server's processes spent per text (`texts` a request)."""
+    before = cpu_seconds(running)
+    result = wrk(running.port, path, bodies, connections, seconds)
+    done = result["requests_per_s"] * seconds * texts
+    return {**result, "cpu_us_per_text": 1e6 * cpu_since(running, before) / done if done else float("nan")}
 
 
 def sentiment(running: Running, texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -255,8 +270,10 @@ def measure(running: Running, bodies: Path, batches: Path, seconds: float) -> di
     port, server = running.port, running.server
     wrk(port, "/sentiment", bodies, 64, 2)  # warm-up
     wrk(port, "/sentiment/batch", batches, BATCH_CONNECTIONS, 1)
-    result: dict[str, Any] = {"sentiment": {c: wrk(port, "/sentiment", bodies, c, seconds) for c in CONNECTIONS}}
-    batch = wrk(port, "/sentiment/batch", batches, BATCH_CONNECTIONS, seconds)
+    result: dict[str, Any] = {
+        "sentiment": {c: loaded(running, "/sentiment", bodies, c, seconds, 1) for c in CONNECTIONS}
+    }
+    batch = loaded(running, "/sentiment/batch", batches, BATCH_CONNECTIONS, seconds, BATCH)
     result["batch"] = {**batch, "sentences_per_s": batch["requests_per_s"] * BATCH}
     if server.streams:
         result["streams"] = asyncio.run(streams(one_stream if server.name == "service" else lit_stream, port))
@@ -356,18 +373,19 @@ def render(report: dict[str, Any]) -> str:
         for c in CONNECTIONS:
             r = s["sentiment"][c]
             rows.append([label, "POST /sentiment", c, f"{r['requests_per_s']:,.0f}", f"{r['p50_ms']:.1f}",
-                         f"{r['p99_ms']:.1f}", "", f"{r['errors']:.0f}"])  # fmt: skip
+                         f"{r['p99_ms']:.1f}", f"{r['cpu_us_per_text']:,.0f}", "", f"{r['errors']:.0f}"])  # fmt: skip
         b = s["batch"]
         rows.append([label, f"POST /sentiment/batch ({BATCH} texts)", BATCH_CONNECTIONS, f"{b['requests_per_s']:,.0f}",
-                     f"{b['p50_ms']:.1f}", f"{b['p99_ms']:.1f}", f"{b['sentences_per_s']:,.0f} sentences/s",
-                     f"{b['errors']:.0f}"])  # fmt: skip
+                     f"{b['p50_ms']:.1f}", f"{b['p99_ms']:.1f}", f"{b['cpu_us_per_text']:,.0f}",
+                     f"{b['sentences_per_s']:,.0f} sentences/s", f"{b['errors']:.0f}"])  # fmt: skip
     for name, s in report["servers"].items():
         if "streams" in s:
             g = s["streams"]
             label = LABELS.get(name, name)
-            rows.append([label, "POST /generate/stream", STREAMS, "", f"first byte {g['first_p50_ms']:.0f}", "",
+            rows.append([label, "POST /generate/stream", STREAMS, "", f"first byte {g['first_p50_ms']:.0f}", "", "",
                          f"{g['chars_per_s']:,.0f} chars/s", ""])  # fmt: skip
-    header = ["server", "route", "connections", "req/s", "p50 ms", "p99 ms", "sentences/s or chars/s", "errors"]
+    header = ["server", "route", "connections", "req/s", "p50 ms", "p99 ms", "server CPU µs per text",
+              "sentences/s or chars/s", "errors"]  # fmt: skip
     md = table(header, rows)
     names = {
         "single_64_over_fastest": "/sentiment at 64: service req/s / {peer}'s",
@@ -392,7 +410,9 @@ def notes(report: dict[str, Any]) -> str:
     restarted = ", ".join(report["restarted_per_round"]) or "none"
     gap = max(report["largest_probability_gap"].values(), default=0.0)
     parts = [f"Medians of {report['rounds']} rounds of {report['seconds']:g} s per wrk run (round r starts at the "
-             f"r-th server), {report['cpus']} CPUs, wrk -t1 with bench/wrk/post.lua, SST-2 dev sentences.",
+             f"r-th server), {report['cpus']} CPUs, wrk -t1 with bench/wrk/post.lua, SST-2 dev sentences. Server "
+             "CPU: the user and system time of the server's processes (its workers and children included) during "
+             "the wrk run, per text answered.",
              f"Idle CPU, share of one core: {idle}; started and stopped around their own turn each round: "
              f"{restarted}.", f"Every server's probabilities equal the service's to {gap:.1e}."]  # fmt: skip
     if "bentoml" in report["servers"]:

@@ -50,7 +50,6 @@ class MicroBatcher(Generic[T]):
         batch-size histogram as one forward (`observe`; an engine that splits a batch counts its forwards)."""
         while True:
             batch = await next_batch(self.queue, self.max_batch, self.max_wait)
-            self.queue_depth.set(self.queue.qsize())
             live = [item for item in batch if not item.future.done()]
             if live:
                 if observe:
@@ -58,6 +57,9 @@ class MicroBatcher(Generic[T]):
                 return live
 
     async def start(self) -> None:
+        # the gauge reads the serving engine's queue when /metrics is scraped, instead of being set as each request
+        # queues and each batch leaves (a lock and two calls each time, on the event loop)
+        self.queue_depth.set_function(self.queue.qsize)
         self._task = asyncio.create_task(self._collect(), name=f"{self.kind}-batcher-{self.name}")
 
     async def drain(self, timeout: float) -> None:

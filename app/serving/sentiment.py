@@ -127,7 +127,6 @@ class ClassifierEngine(MicroBatcher[_Item]):
         items = [_Item(t, loop.create_future(), len(texts) == 1) for t in texts]
         for item in items:
             self.queue.put_nowait(item)
-        self.queue_depth.set(self.queue.qsize())
         self.busy += 1
         try:
             if len(items) == 1:  # the common case: no gathering future and its callbacks

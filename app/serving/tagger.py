@@ -49,7 +49,6 @@ class TaggerEngine(MicroBatcher[_Item]):
         items = [_Item(tokens, loop.create_future()) for tokens in sentences if tokens]
         for item in items:
             self.queue.put_nowait(item)
-        self.queue_depth.set(self.queue.qsize())
         self.busy += 1
         try:
             tagged = iter(await asyncio.gather(*(item.future for item in items)))

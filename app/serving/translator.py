@@ -71,7 +71,6 @@ class TranslatorEngine(MicroBatcher[_Item]):
         items = [_Item(source, params, loop.create_future()) for source in self.model.encode(texts)]
         for item in items:
             self.queue.put_nowait(item)
-        self.queue_depth.set(self.queue.qsize())
         self.busy += 1
         try:
             results = await asyncio.gather(*(item.future for item in items))
@@ -92,7 +91,6 @@ class TranslatorEngine(MicroBatcher[_Item]):
                 batch = take_waiting(self.queue, self.max_batch - len(live))
             else:
                 batch = await next_batch(self.queue, self.max_batch, self.max_wait)
-            self.queue_depth.set(self.queue.qsize())
             admitted: dict[Hashable, _Item] = {next(keys): item for item in batch if not item.future.done()}
             cancelled = {key for key, item in live.items() if item.future.done()}
             for key in cancelled:

@@ -4,14 +4,16 @@ for byte, errors included; the API key, the body limit and the metrics hold on t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app import fastpath
+from app.config import Settings
 from app.fastpath import FastRoutes
+from app.main import create_app
 from tests.app.conftest import ClientFactory, metric
 
 GENERATE = {"prompt": "ROMEO:", "max_new_tokens": 12, "seed": 3}
@@ -153,3 +155,57 @@ def test_the_metrics_count_what_the_fast_way_answers(make_client: ClientFactory,
     assert metric(text, "rnn_requests_total", route="/sentiment", status="422") == 1
     assert metric(text, "rnn_model_requests_total", model="sentiment") == 3
     assert fast_calls == ["/sentiment"] * 3  # the first request taught the layer the route
+
+
+def test_an_unhandled_error_gets_the_normal_ways_500_on_the_fast_way(
+    settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, fast_calls: list[str]
+) -> None:
+    with TestClient(create_app(settings_for()), raise_server_exceptions=False) as client:
+        assert client.post("/sentiment", json={"text": "a film"}).status_code == 200  # the route is learned
+        learned = layer(client).routes["/sentiment"]
+        engine: Any = client.app.state.engines["sentiment"]  # type: ignore[attr-defined]
+
+        async def broken(texts: list[str]) -> list[dict[str, Any]]:
+            raise ZeroDivisionError("a bug, not the client's mistake")
+
+        monkeypatch.setattr(engine, "classify", broken)
+        fast = answer(client, "/sentiment", {"text": "a film"})
+        layer(client).routes["/sentiment"] = None  # the normal way: Starlette's error layer answers
+        normal = answer(client, "/sentiment", {"text": "a film"})
+        layer(client).routes["/sentiment"] = learned
+        assert fast == normal and fast[0] == 500, (fast, normal)
+        assert client.post("/sentiment", json={"text": "a film"}).status_code == 500
+        text = client.get("/metrics").text
+    assert metric(text, "rnn_requests_total", route="/sentiment", status="500") == 3
+    assert fast_calls == ["/sentiment"] * 2
+
+
+@pytest.mark.parametrize("opentelemetry", [False, True])
+def test_fastapi_traces_requests_only_with_rnn_opentelemetry_and_a_traced_request_goes_the_normal_way(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, fast_calls: list[str], opentelemetry: bool
+) -> None:
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    looked: list[object] = []
+
+    def configured() -> object:  # as if the process had set one up
+        looked.append(provider)
+        return provider
+
+    monkeypatch.setattr(trace, "get_tracer_provider", configured)
+    client = make_client(opentelemetry=opentelemetry)
+    for _ in range(3):
+        assert client.post("/sentiment", json={"text": "a film"}).status_code == 200
+    named = [s.name for s in spans.get_finished_spans() if "/sentiment" in s.name]
+    if opentelemetry:  # each request traced, FastAPI's way, the route's operation span included
+        assert len(named) >= 3 and bool(looked), named
+        assert fast_calls == []
+    else:  # FastAPI never looked for a provider; the fast layer answered all but the first request
+        assert named == [] and looked == []
+        assert fast_calls == ["/sentiment"] * 2
