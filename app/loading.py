@@ -139,13 +139,6 @@ def describe(engines: dict[str, Engine]) -> list[dict[str, str]]:
             for name, e in engines.items()]  # fmt: skip
 
 
-# allocations between two collections of the young generation: under load, the requests in flight hold thousands of
-# young objects, and CPython's default of 700 traversed them every few requests, then again as they aged (the event
-# loop's CPU per /sentiment request at 64 connections fell 7 % with 20,000; bench/peers.py's rows measure the
-# service with it)
-YOUNG_COLLECTION = 20_000
-
-
 def settle_heap(collect: Literal["none", "young", "all"]) -> None:
     """Freeze what is alive once the models are loaded (the app, its libraries, the models: some 220,000 objects)
     out of the garbage collector's sight. Otherwise each full collection scans them all: about 60 ms with every
@@ -160,15 +153,13 @@ def settle_heap(collect: Literal["none", "young", "all"]) -> None:
       stopped every request for 90 ms, the whole of a swap's p99 (bench/swaps.py);
     - "all", after a reload: unfreeze and collect everything, so even a reference cycle the previous models left
       is freed. An operator's reload pays the pause once.
-    Then the freed heap goes back to the system, and the young generation is collected every YOUNG_COLLECTION
-    allocations."""
+    Then the freed heap goes back to the system."""
     if collect == "all":
         gc.unfreeze()
     if collect != "none":
         gc.collect()
         _trim()
     gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION, *gc.get_threshold()[1:])
 
 
 @functools.cache
