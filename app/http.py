@@ -28,13 +28,14 @@ class HeadWithBody:
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._head: bytes | None = None
+        self._loop = asyncio.get_running_loop()  # the connection's, looked up once rather than per answer
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
         elif bytes(data[: len(HEAD)]) == HEAD:
             self._head = bytes(data)
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
             return
         self._transport.write(data)
 
