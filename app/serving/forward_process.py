@@ -11,19 +11,30 @@ for no GIL, and the loop hears of each answer on the socket it already polls.
 The child imports only ONNX Runtime, NumPy and model/onnx_session.py, not torch. A message is one of
 multiprocessing's length-prefixed frames over a private socket pair: a JSON header (the arrays' dtypes and shapes,
 or an error), then the arrays' raw bytes; no pickle.
+
+Each child is forked from a zygote: a process started once per service that has imported this module and NumPy
+and waits. A new interpreter and its imports cost about 0.15 s of CPU, which a live swap's new version paid beside
+the requests it served, and the p99 during a swap rose with it (bench/swaps.py); a fork leaves the child ONNX
+Runtime's import and its session to make. ONNX Runtime is not imported before the fork: its import starts a thread,
+and a fork keeps only the thread that forks. Without a zygote (it failed to start, or died), a child is started
+the slow way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import traceback
 from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Forward = tuple[np.ndarray, ...]  # one forward's inputs, in the graph's input order
 READY = "ready"
+READY_BYTE = b"R"  # the zygote's, once it has its imports
 
 
 class ForwardProcessExited(RuntimeError):
@@ -82,21 +94,121 @@ def outputs(header: dict[str, Any], arrays: list[np.ndarray]) -> list[np.ndarray
     return arrays
 
 
+def _environment() -> dict[str, str]:
+    """A child's: it finds `app` and `model` where this process does, however it was started; it does no BLAS work,
+    so NumPy's OpenBLAS starts no threads there (they take CPU from the service as they start)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+
+
+class Forked:
+    """A child the zygote forked: not this process's own, so its end is heard on a pipe whose other end only the
+    child holds. It writes its exit status there as it exits, or the pipe just closes when it is killed. What
+    ForwardProcess uses of subprocess.Popen: pid, returncode, poll, wait, kill."""
+
+    def __init__(self, pid: int, status: int) -> None:
+        self.pid, self.status = pid, status
+        self.returncode: int | None = None
+
+    def _ended(self) -> int:
+        data = os.read(self.status, 4)
+        os.close(self.status)
+        self.returncode = int.from_bytes(data, "little", signed=True) if len(data) == 4 else -signal.SIGKILL
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self.status], [], [], 0)[0]:
+            self._ended()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        if not select.select([self.status], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(f"forward process {self.pid}", timeout or 0.0)
+        return self._ended()
+
+    def kill(self) -> None:
+        if self.poll() is None:  # alive, so the pid is still its own
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class Zygote:
+    """`python -m app.serving.forward_process --zygote FD`: forks a forward process for each socket it is sent."""
+
+    def __init__(self, start_timeout_s: float = 60.0) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.proc = subprocess.Popen([sys.executable, "-m", __name__, "--zygote", str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                         env=_environment())  # fmt: skip
+        self.sock = ours
+        self.lock = threading.Lock()  # engines warm up in threads of their own
+        self.sock.settimeout(start_timeout_s)
+        try:
+            if self.sock.recv(1) != READY_BYTE:
+                raise OSError("the zygote exited while starting")
+        except BaseException:
+            self.close()
+            raise
+        self.sock.settimeout(None)
+
+    def fork(self, fd: int) -> Forked:
+        """A forward process serving the socket `fd` (the zygote gets a duplicate of it)."""
+        with self.lock:
+            socket.send_fds(self.sock, [b"F"], [fd])
+            data, fds, _, _ = socket.recv_fds(self.sock, 4, 1)
+        if len(data) != 4 or len(fds) != 1:
+            for f in fds:
+                os.close(f)
+            raise OSError("the zygote did not fork")
+        return Forked(int.from_bytes(data, "little"), fds[0])
+
+    def close(self) -> None:
+        self.sock.close()  # it exits when its socket closes
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_zygote: Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def zygote() -> Zygote | None:
+    """This process's zygote, started on first use and again if it has died; None when it cannot start (logged)."""
+    global _zygote
+    with _zygote_lock:
+        if _zygote is not None and _zygote.proc.poll() is not None:
+            _zygote.close()
+            _zygote = None
+        if _zygote is None:
+            try:
+                _zygote = Zygote()
+            except OSError as exc:
+                log.warning("no zygote for the forward processes, each starts an interpreter: %s", exc)
+        return _zygote
+
+
+@atexit.register
+def _end_zygote() -> None:
+    with _zygote_lock:
+        if _zygote is not None:
+            _zygote.close()
+
+
 class ForwardProcess:
     """A child process running a graph (`graph`: its file, its weights beside it, or the serialized graph) on one
     ONNX Runtime thread. `run_now` is for a caller that may block (the warm-up, before `attach`); on the event
     loop, `attach` it, then `await run(forwards)`: the engine sends one message at a time, and answers come back
     in order. When the process dies, the waiting forwards fail with ForwardProcessExited and `alive` turns False."""
 
-    def __init__(self, graph: bytes | Path, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, graph: bytes | Path, start_timeout_s: float = 120.0, fork: bool = True) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
-            # the child finds `app` and `model` where this process does, however it was started; it does no BLAS
-            # work, so NumPy's OpenBLAS starts no threads there (they take CPU from the service as they start)
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OPENBLAS_NUM_THREADS": "1",
-                   "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
-            self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
-                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)  # fmt: skip
+            self.proc: subprocess.Popen[bytes] | Forked = self._start(theirs.fileno(), fork)
         self.conn = Connection(ours.detach())
         self.pending: deque[asyncio.Future[list[np.ndarray]]] = deque()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -118,6 +230,19 @@ class ForwardProcess:
         if header.get("status") != READY:
             self.close()
             raise ForwardProcessExited(f"the forward process could not open the graph: {header.get('error', header)}")
+
+    @staticmethod
+    def _start(fd: int, fork: bool) -> subprocess.Popen[bytes] | Forked:
+        """A child serving the socket `fd`: forked by the zygote (`fork`, and one is running), else a new
+        interpreter."""
+        parent = zygote() if fork else None
+        if parent is not None:
+            try:
+                return parent.fork(fd)
+            except OSError as exc:  # it died since: the next start tries a new one
+                log.warning("the zygote did not fork a forward process: %s", exc)
+        return subprocess.Popen([sys.executable, "-m", __name__, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                                env=_environment())  # fmt: skip
 
     @property
     def pid(self) -> int:
@@ -224,5 +349,43 @@ def serve(fd: int) -> int:
         send(conn, {}, results)
 
 
+def serve_zygote(fd: int) -> int:
+    """The zygote: for each socket it is sent, fork a child that serves it, and answer with the child's pid and
+    the read end of the pipe the child writes its exit status to; exit when the service closes the socket."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service's to handle, as in `serve`
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children are reaped as they exit
+    control = socket.socket(fileno=fd)
+    control.sendall(READY_BYTE)
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 1, 1)
+        except OSError:
+            return 0
+        if not data:  # the service closed its end, or is gone
+            return 0
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: it serves its socket, and says how that ended on its pipe
+            control.close()
+            os.close(read)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = 1
+            try:
+                code = serve(fds[0])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os.write(write, code.to_bytes(4, "little", signed=True))
+                os._exit(code)  # nothing of the zygote's to clean up
+        os.close(write)
+        for f in fds:
+            os.close(f)
+        socket.send_fds(control, [pid.to_bytes(4, "little")], [read])
+        os.close(read)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--zygote":
+        sys.exit(serve_zygote(int(sys.argv[2])))
     sys.exit(serve(int(sys.argv[1])))

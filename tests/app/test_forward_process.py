@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 
-from app.serving.forward_process import ForwardProcess, ForwardProcessExited
+from app.serving import forward_process
+from app.serving.forward_process import Forked, ForwardProcess, ForwardProcessExited
 from app.serving.metrics import Metrics
 from app.serving.sentiment import ClassifierEngine, feeds
 from model.sentiment.predictor import SentimentModel, load_sentiment
@@ -172,3 +174,37 @@ def test_an_int8_graph_runs_in_the_process_too(artifacts: Artifacts) -> None:
         assert isinstance(model.runner.source, bytes)
     finally:
         asyncio.run(engine.stop())
+
+
+def test_processes_fork_from_one_zygote_which_is_replaced_when_it_dies(artifacts: Artifacts) -> None:
+    model = onnx_model(artifacts)
+    forwards = feeds(model.chunks(texts(12)))
+    graph = artifacts.sentiment / GRAPH
+    started = [ForwardProcess(graph), ForwardProcess(graph)]
+    parent = forward_process.zygote()
+    try:
+        assert parent is not None
+        for process in started:  # forked, not a new interpreter each: the zygote's children
+            assert isinstance(process.proc, Forked) and psutil.Process(process.pid).ppid() == parent.proc.pid
+        first, second = (p.run_now(forwards) for p in started)
+        for a, b in zip(first, second, strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        for process in started:
+            process.close()
+    assert [p.proc.returncode for p in started] == [0, 0]  # each ended when its socket closed
+    os.kill(parent.proc.pid, signal.SIGKILL)
+    parent.proc.wait()
+    again = ForwardProcess(graph)  # a new zygote forks it
+    try:
+        assert isinstance(again.proc, Forked) and forward_process.zygote() is not parent
+        np.testing.assert_array_equal(again.run_now(forwards)[0], first[0])
+    finally:
+        again.close()
+    alone = ForwardProcess(graph, fork=False)  # and without one, a new interpreter
+    try:
+        assert isinstance(alone.proc, subprocess.Popen) and psutil.Process(alone.pid).ppid() == os.getpid()
+        np.testing.assert_array_equal(alone.run_now(forwards)[0], first[0])
+    finally:
+        alone.close()
+    assert alone.proc.returncode == 0
