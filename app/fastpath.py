@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.middleware import RequestMetrics
+from app.middleware import RequestMetrics, Sending
 
 Guard = Callable[[Request], Awaitable[None]]
 JSON = b"application/json"
@@ -126,7 +126,7 @@ class FastRoutes:
         self.routes[scope["path"]] = FastRoute(route, *params, learned) if ok and params else None
 
     async def _answer(self, fast: FastRoute, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        started = time.perf_counter()  # the metrics layer's duration begins before the body is read
         received: list[Message] = []
         failure: Exception | None = None
         body = b""
@@ -156,7 +156,7 @@ class FastRoutes:
         request._body = body  # what Request.body() caches: a handler reading the body again gets it, as it would
         kwargs = {fast.body.name: value, fast.request: request}
         guard = self.guard
-        status = 0  # none sent yet
+        sending = Sending(scope, send)  # its status and version, as the metrics layer's send notes them
 
         async def run(scope: Scope, receive: Receive, send: Send) -> None:
             if guard is not None:  # FastAPI runs it before it validates the body, which only a valid body skips
@@ -165,23 +165,16 @@ class FastRoutes:
             response = result if isinstance(result, Response) else _render(fast.route, result)
             await response(scope, receive, send)
 
-        async def counted(message: Message) -> None:  # as the metrics layer's send
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                self.counter.stamp(scope, message)
-            await send(message)
-
         try:
-            await wrap_app_handling_exceptions(run, request)(scope, receive, counted)
+            await wrap_app_handling_exceptions(run, request)(scope, receive, sending)
         except Exception as exc:
-            if status:
+            if sending.status:  # the answer had started
                 raise
             await ServerErrorMiddleware(_raising(exc), handler=self.errors.handler, debug=self.errors.debug)(
                 scope, receive, send
             )  # the 500 the normal way's error layer sends, and the exception raised on for the server's log
         finally:
-            self.counter.record(scope, status or 500, started)
+            self.counter.record(scope, sending.status or 500, started)
 
 
 def _raising(exc: Exception) -> ASGIApp:

@@ -152,23 +152,15 @@ class LimitsMiddleware:
 
 class RequestMetrics:
     """What is counted per request: rnn_requests_total{route,status} and rnn_request_duration_seconds{route}, by
-    route template; for a request a model answered (app/deps.py names its engine in the scope),
-    rnn_model_requests_total{model,version} and, when its path is a directory of versions, the version in an
-    `X-Model-Version` header. The metrics layer counts with it, and so does app/fastpath.py's layer, which answers
-    the model routes' common requests outside it."""
+    route template, and for a request a model answered (app/deps.py names its engine in the scope),
+    rnn_model_requests_total{model,version}; the request's answer goes through Sending, which notes its status and
+    stamps the version. The metrics layer counts with them, and so does app/fastpath.py's layer, which answers the
+    model routes' common requests outside it."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.series: dict[tuple[str, str], tuple[Any, Any]] = {}  # (route, status) -> its counter and histogram
         self.answered: dict[tuple[str, int | None], Any] = {}  # (model, version) -> its counter
-
-    @staticmethod
-    def stamp(scope: Scope, start: Message) -> None:
-        """An answer's `http.response.start` message gets the version that answered, if it came from a directory
-        of versions."""
-        engine = scope.get(ANSWERING)
-        if engine is not None and engine.version is not None:
-            start["headers"] = [*start.get("headers", ()), (b"x-model-version", str(engine.version).encode())]
 
     def record(self, scope: Scope, status: int, started: float) -> None:
         """Count a finished request (`started`: its perf_counter time)."""
@@ -191,6 +183,25 @@ class RequestMetrics:
         series[1].observe(time.perf_counter() - started)
 
 
+class Sending:
+    """A counted request's `send`: `status` is its answer's (0 until the answer starts), and the answer's
+    `http.response.start` gets the version that answered, if it came from a directory of versions."""
+
+    __slots__ = ("scope", "send", "status")
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self.scope, self.send, self.status = scope, send, 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            engine = self.scope.get(ANSWERING)
+            if engine is not None and engine.version is not None:
+                version = (b"x-model-version", str(engine.version).encode())
+                message["headers"] = [*message.get("headers", ()), version]
+        await self.send(message)
+
+
 class MetricsMiddleware:
     """Counts each request with RequestMetrics (an unhandled exception as a 500)."""
 
@@ -202,16 +213,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                self.counter.stamp(scope, message)
-            await send(message)
-
+        sending = Sending(scope, send)
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, receive, sending)
         finally:
-            self.counter.record(scope, status, started)
+            self.counter.record(scope, sending.status or 500, started)
