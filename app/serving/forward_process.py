@@ -113,6 +113,7 @@ class Forked:
     def _ended(self) -> int:
         data = os.read(self.status, 4)
         os.close(self.status)
+        # nothing written: a signal ended it (which one, only the zygote saw; reported as a kill's)
         self.returncode = int.from_bytes(data, "little", signed=True) if len(data) == 4 else -signal.SIGKILL
         return self.returncode
 
