@@ -19,9 +19,10 @@ answers what `SentimentModel.predict` does; before any timing, each server's ans
 same 8 as one batch must equal the service's (label, and probabilities to 1e-5).
 Load comes from one generator for all: wrk (bench/wrk/post.lua, SST-2 dev sentences, one thread) on POST /sentiment
 at 1, 16 and 64 connections (req/s, p50, p99), POST /sentiment/batch with 64 texts at 4 connections
-(sentences/s); and a raw-socket client for 32 concurrent streams of 1,000 characters (prompt "ROMEO:",
-temperature 0.8, seeds 0-31) from the service's /generate/stream (its SSE events) and LitServe's (plain chunks),
-characters received per second, the median of 3 runs per round.
+(sentences/s), each with the CPU time the server's processes spent per text answered (psutil: user and system
+time of the server and its children during the run); and a raw-socket client for 32 concurrent streams of 1,000
+characters (prompt "ROMEO:", temperature 0.8, seeds 0-31) from the service's /generate/stream (its SSE events) and
+LitServe's (plain chunks), characters received per second, the median of 3 runs per round.
 Rounds are interleaved (round r starts at the r-th server of the list), figures are medians over rounds. Each
 server's CPU use while idle is measured first: one that burns CPU idle (polling loops) is started and stopped
 around its own turn in every round, so it never slows another; the others stay up for the whole run.
