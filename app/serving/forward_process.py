@@ -94,11 +94,14 @@ def outputs(header: dict[str, Any], arrays: list[np.ndarray]) -> list[np.ndarray
     return arrays
 
 
-def _environment() -> dict[str, str]:
-    """A child's: it finds `app` and `model` where this process does, however it was started; it does no BLAS work,
-    so NumPy's OpenBLAS starts no threads there (they take CPU from the service as they start)."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+def _interpreter(fd: int, *argv: str) -> subprocess.Popen[bytes]:
+    """`python -m app.serving.forward_process [argv] FD`, handed the socket `fd`: a forward process, or the zygote.
+    It finds `app` and `model` where this process does, however it was started; it does no BLAS work, so NumPy's
+    OpenBLAS starts no threads there (they take CPU from the service as they start)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", __name__, *argv, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL,
+                            env=env)  # fmt: skip
 
 
 class Forked:
@@ -140,9 +143,7 @@ class Zygote:
     def __init__(self, start_timeout_s: float = 60.0) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
-            self.proc = subprocess.Popen([sys.executable, "-m", __name__, "--zygote", str(theirs.fileno())],
-                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                         env=_environment())  # fmt: skip
+            self.proc = _interpreter(theirs.fileno(), "--zygote")
         self.sock = ours
         self.lock = threading.Lock()  # engines warm up in threads of their own
         self.sock.settimeout(start_timeout_s)
@@ -242,8 +243,7 @@ class ForwardProcess:
                 return parent.fork(fd)
             except OSError as exc:  # it died since: the next start tries a new one
                 log.warning("the zygote did not fork a forward process: %s", exc)
-        return subprocess.Popen([sys.executable, "-m", __name__, str(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL,
-                                env=_environment())  # fmt: skip
+        return _interpreter(fd)
 
     @property
     def pid(self) -> int:
